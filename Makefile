@@ -1,0 +1,44 @@
+# llmext — build with PGXS.  `make && make install`, then see README.md.
+
+EXTENSION = llmext
+EXTVERSION = $(shell sed -n "s/^default_version = '\(.*\)'/\1/p" $(EXTENSION).control)
+
+MODULE_big = llmext
+OBJS = $(patsubst %.c,%.o,$(wildcard src/*.c))
+
+# The install script is assembled from one file per concept under sql/schema.
+SCHEMA_PARTS = $(sort $(wildcard sql/schema/*.sql))
+DATA_built = $(EXTENSION)--$(EXTVERSION).sql
+
+REGRESS = $(basename $(notdir $(wildcard sql/*.sql)))
+REGRESS_OPTS = --load-extension=$(EXTENSION)
+
+PG_CONFIG ?= pg_config
+PKG_CONFIG ?= pkg-config
+
+PG_CPPFLAGS = -Isrc $(shell $(PKG_CONFIG) --cflags libcurl libcjson) -DEXTVERSION=\"$(EXTVERSION)\"
+PG_CFLAGS = -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers
+ifdef WERROR
+PG_CFLAGS += -Werror
+endif
+SHLIB_LINK = $(shell $(PKG_CONFIG) --libs libcurl libcjson)
+
+EXTRA_CLEAN = test/unit/run_unit test/unit/*.o
+
+PGXS := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)
+
+$(EXTENSION)--$(EXTVERSION).sql: $(SCHEMA_PARTS) $(EXTENSION).control
+	cat $(SCHEMA_PARTS) > $@
+
+# Unit tests of the pure core: no server needed.
+UNIT_SRCS = src/openai.c src/json_util.c
+unit: test/unit/run_unit
+	test/unit/run_unit
+
+test/unit/run_unit: test/unit/*.c test/unit/*.h $(UNIT_SRCS) src/*.h
+	$(CC) -std=gnu11 -Wall -Wextra -Werror -Wno-unused-parameter -g -Isrc \
+		$(shell $(PKG_CONFIG) --cflags libcjson) -o $@ test/unit/*.c $(UNIT_SRCS) \
+		$(shell $(PKG_CONFIG) --libs libcjson)
+
+.PHONY: unit

@@ -1,0 +1,144 @@
+-- Models: the names SQL uses, their provider, prices and lineage.
+
+CREATE TABLE llm.models (
+	name				text PRIMARY KEY CHECK (name ~ '^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}$'),
+	provider			text NOT NULL REFERENCES llm.providers (name),
+	remote_model		text NOT NULL CHECK (remote_model <> ''),
+	kind				text NOT NULL DEFAULT 'base' CHECK (kind IN ('base', 'fine_tuned')),
+	base_model			text REFERENCES llm.models (name),
+	input_price			numeric NOT NULL DEFAULT 0 CHECK (input_price >= 0),
+	output_price		numeric NOT NULL DEFAULT 0 CHECK (output_price >= 0),
+	cached_input_price	numeric CHECK (cached_input_price >= 0),
+	params				jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(params) = 'object'),
+	created_at			timestamptz NOT NULL DEFAULT now(),
+	CHECK ((kind = 'fine_tuned') = (base_model IS NOT NULL)),
+	CHECK (base_model IS DISTINCT FROM name)
+);
+CREATE INDEX ON llm.models (base_model);
+COMMENT ON TABLE llm.models IS 'models SQL can call: base and fine-tuned, with prices in USD per million tokens';
+COMMENT ON COLUMN llm.models.cached_input_price IS 'price of cached input tokens; NULL means the input price';
+COMMENT ON COLUMN llm.models.params IS 'default provider parameters, overridden by a call''s options';
+
+GRANT SELECT ON llm.models TO llm_user;
+SELECT pg_catalog.pg_extension_config_dump('llm.models', '');
+
+CREATE FUNCTION llm_model_create(
+	name text,
+	provider text,
+	remote_model text,
+	kind text DEFAULT 'base',
+	base_model text DEFAULT NULL,
+	input_price numeric DEFAULT 0,
+	output_price numeric DEFAULT 0,
+	cached_input_price numeric DEFAULT NULL,
+	params jsonb DEFAULT '{}')
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	base_kind text;
+	bad_key text;
+BEGIN
+	IF name IS NULL OR name !~ '^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}$' THEN
+		RAISE EXCEPTION 'invalid model name "%"', coalesce(name, 'NULL')
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Use up to 128 letters, digits, "_", ".", ":", "/" or "-", starting with a letter or digit.';
+	END IF;
+	IF NOT EXISTS (SELECT FROM llm.providers p WHERE p.name = llm_model_create.provider) THEN
+		RAISE EXCEPTION 'provider "%" does not exist', coalesce(provider, 'NULL')
+			USING ERRCODE = 'undefined_object',
+				  HINT = 'Create it first with llm_provider_create(name, base_url).';
+	END IF;
+	IF remote_model IS NULL OR remote_model = '' THEN
+		RAISE EXCEPTION 'remote_model must not be empty'
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'It is the id the provider knows the model by, such as gpt-4o-mini.';
+	END IF;
+	kind := coalesce(kind, 'base');
+	IF kind NOT IN ('base', 'fine_tuned') THEN
+		RAISE EXCEPTION 'invalid model kind "%"', kind
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Use ''base'' or ''fine_tuned''.';
+	END IF;
+	IF kind = 'fine_tuned' AND base_model IS NULL THEN
+		RAISE EXCEPTION 'a fine-tuned model must name its base_model'
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Pass base_model => the registered model it was trained from.';
+	END IF;
+	IF kind = 'base' AND base_model IS NOT NULL THEN
+		RAISE EXCEPTION 'only a fine-tuned model has a base_model'
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Pass kind => ''fine_tuned''.';
+	END IF;
+	IF base_model IS NOT NULL THEN
+		SELECT m.kind INTO base_kind FROM llm.models m WHERE m.name = llm_model_create.base_model;
+		IF NOT FOUND THEN
+			RAISE EXCEPTION 'base model "%" does not exist', base_model
+				USING ERRCODE = 'undefined_object',
+					  HINT = 'Register the base model first.';
+		END IF;
+	END IF;
+	IF coalesce(input_price, 0) < 0 OR coalesce(output_price, 0) < 0 OR cached_input_price < 0 THEN
+		RAISE EXCEPTION 'prices must not be negative'
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Prices are in USD per million tokens.';
+	END IF;
+	params := coalesce(params, '{}');
+	IF jsonb_typeof(params) <> 'object' THEN
+		RAISE EXCEPTION 'params must be a JSON object'
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'For example ''{"temperature": 0}''.';
+	END IF;
+	SELECT k INTO bad_key FROM jsonb_object_keys(params) k
+	 WHERE k IN ('model', 'messages', 'stream', 'on_error') LIMIT 1;
+	IF bad_key IS NOT NULL THEN
+		RAISE EXCEPTION 'params must not set "%"', bad_key
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'params holds provider parameters such as temperature or max_completion_tokens.';
+	END IF;
+	IF EXISTS (SELECT FROM llm.models m WHERE m.name = llm_model_create.name) THEN
+		RAISE EXCEPTION 'model "%" already exists', name
+			USING ERRCODE = 'duplicate_object',
+				  HINT = 'Drop it with llm_model_drop, or register the new version under another name.';
+	END IF;
+
+	INSERT INTO llm.models (name, provider, remote_model, kind, base_model,
+							input_price, output_price, cached_input_price, params)
+	VALUES (name, provider, remote_model, kind, base_model,
+			coalesce(input_price, 0), coalesce(output_price, 0), cached_input_price, params);
+END
+$$;
+COMMENT ON FUNCTION llm_model_create(text, text, text, text, text, numeric, numeric, numeric, jsonb) IS
+	'register a base or fine-tuned model under a name SQL can use';
+
+CREATE FUNCTION llm_model_drop(name text)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	dependents text;
+BEGIN
+	IF NOT EXISTS (SELECT FROM llm.models m WHERE m.name = llm_model_drop.name) THEN
+		RAISE EXCEPTION 'model "%" does not exist', coalesce(name, 'NULL')
+			USING ERRCODE = 'undefined_object',
+				  HINT = 'List the models with SELECT name FROM llm.models.';
+	END IF;
+	SELECT string_agg(m.name, ', ' ORDER BY m.name) INTO dependents
+	  FROM llm.models m WHERE m.base_model = llm_model_drop.name;
+	IF dependents IS NOT NULL THEN
+		RAISE EXCEPTION 'cannot drop model "%" because fine-tuned models derive from it', name
+			USING ERRCODE = 'dependent_objects_still_exist',
+				  DETAIL = format('Fine-tuned models: %s.', dependents),
+				  HINT = 'Drop the fine-tuned models first.';
+	END IF;
+	DELETE FROM llm.models m WHERE m.name = llm_model_drop.name;
+END
+$$;
+COMMENT ON FUNCTION llm_model_drop(text) IS 'remove a registered model';
+
+REVOKE ALL ON FUNCTION llm_model_create(text, text, text, text, text, numeric, numeric, numeric, jsonb) FROM PUBLIC;
+REVOKE ALL ON FUNCTION llm_model_drop(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION llm_model_create(text, text, text, text, text, numeric, numeric, numeric, jsonb) TO llm_admin;
+GRANT EXECUTE ON FUNCTION llm_model_drop(text) TO llm_admin;

@@ -1,0 +1,85 @@
+/*
+ * llmext.c — module entry: settings, and routing cJSON through palloc.
+ */
+#include "llmext.h"
+
+#include <limits.h>
+
+#include <cjson/cJSON.h>
+
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "utils/guc.h"
+#include "utils/memutils.h"
+
+PG_MODULE_MAGIC;
+
+char	   *llm_default_model = NULL;
+int			llm_request_timeout_ms = 120000;
+int			llm_connect_timeout_ms = 10000;
+int			llm_max_response_bytes = 16 * 1024 * 1024;
+bool		llm_preloaded = false;
+
+void		_PG_init(void);
+
+/*
+ * cJSON allocates through these, so its memory belongs to the current
+ * memory context and is reclaimed when an ERROR unwinds.  (libcurl, by
+ * contrast, keeps its own allocator: see engine.c.)
+ */
+static void *
+cjson_palloc(size_t size)
+{
+	return palloc(size == 0 ? 1 : size);
+}
+
+static void
+cjson_pfree(void *pointer)
+{
+	if (pointer != NULL)
+		pfree(pointer);
+}
+
+void
+_PG_init(void)
+{
+	cJSON_Hooks hooks = {cjson_palloc, cjson_pfree};
+
+	cJSON_InitHooks(&hooks);
+	llm_preloaded = process_shared_preload_libraries_in_progress;
+
+	DefineCustomStringVariable("llmext.default_model",
+							   "Model used when a call names none.",
+							   "A name registered with llm_model_create.",
+							   &llm_default_model,
+							   NULL,
+							   PGC_USERSET, 0,
+							   NULL, NULL, NULL);
+	DefineCustomIntVariable("llmext.request_timeout",
+							"Longest wait for a provider's whole answer.",
+							NULL,
+							&llm_request_timeout_ms,
+							120000, 1, INT_MAX,
+							PGC_USERSET, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("llmext.connect_timeout",
+							"Longest wait for a connection to a provider.",
+							NULL,
+							&llm_connect_timeout_ms,
+							10000, 1, INT_MAX,
+							PGC_USERSET, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("llmext.max_response_bytes",
+							"Largest provider response body accepted.",
+							"A larger answer is refused with SQLSTATE LL003.",
+							&llm_max_response_bytes,
+							16 * 1024 * 1024, 1024, MaxAllocSize / 2,
+							PGC_USERSET, GUC_UNIT_BYTE,
+							NULL, NULL, NULL);
+
+#if PG_VERSION_NUM >= 150000
+	MarkGUCPrefixReserved("llmext");
+#else
+	EmitWarningsOnPlaceholders("llmext");
+#endif
+}

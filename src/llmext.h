@@ -1,0 +1,34 @@
+/*
+ * llmext.h — settings and error codes shared by the server-side files.
+ */
+#ifndef LLMEXT_H
+#define LLMEXT_H
+
+#include "postgres.h"
+
+/* GUCs (see llmext.c) */
+extern char *llm_default_model;
+extern int	llm_request_timeout_ms;
+extern int	llm_connect_timeout_ms;
+extern int	llm_max_response_bytes;
+
+/*
+ * SQLSTATEs of provider failures, class LL (implementation-defined).  The
+ * last three characters follow the HTTP status where there is one, so
+ * EXCEPTION WHEN SQLSTATE 'LL429' reads naturally in PL/pgSQL.
+ */
+#define ERRCODE_LLM_PROVIDER_ERROR		MAKE_SQLSTATE('L','L','0','0','0')
+#define ERRCODE_LLM_CONNECTION_FAILURE	MAKE_SQLSTATE('L','L','0','0','1')
+#define ERRCODE_LLM_INVALID_RESPONSE	MAKE_SQLSTATE('L','L','0','0','2')
+#define ERRCODE_LLM_RESPONSE_TOO_LARGE	MAKE_SQLSTATE('L','L','0','0','3')
+#define ERRCODE_LLM_BAD_REQUEST			MAKE_SQLSTATE('L','L','4','0','0')
+#define ERRCODE_LLM_AUTHENTICATION		MAKE_SQLSTATE('L','L','4','0','1')
+#define ERRCODE_LLM_NOT_FOUND			MAKE_SQLSTATE('L','L','4','0','4')
+#define ERRCODE_LLM_TIMEOUT				MAKE_SQLSTATE('L','L','4','0','8')
+#define ERRCODE_LLM_RATE_LIMITED		MAKE_SQLSTATE('L','L','4','2','9')
+#define ERRCODE_LLM_SERVER_ERROR		MAKE_SQLSTATE('L','L','5','0','0')
+
+/* true when loaded through shared_preload_libraries */
+extern bool llm_preloaded;
+
+#endif							/* LLMEXT_H */

@@ -1,0 +1,80 @@
+/*
+ * request.h — the provider-neutral shape of a chat call: messages, parameters,
+ * the normalised result and its cost.
+ *
+ * Pure code: no PostgreSQL headers, so it can be unit-tested and fuzzed
+ * outside the server.  Every allocation goes through cJSON_malloc/cJSON_free,
+ * which the server routes to palloc (see llmext.c), so nothing leaks when an
+ * ERROR unwinds.
+ */
+#ifndef LLMEXT_REQUEST_H
+#define LLMEXT_REQUEST_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cjson/cJSON.h>
+
+typedef struct LlmUsage
+{
+	bool		present;		/* the provider reported usage at all */
+	int64_t		input_tokens;	/* includes cached_input_tokens */
+	int64_t		cached_input_tokens;
+	int64_t		output_tokens;	/* includes reasoning_tokens */
+	int64_t		reasoning_tokens;
+} LlmUsage;
+
+typedef struct LlmChatResult
+{
+	char	   *content;		/* NULL when the model sent no text */
+	char	   *finish_reason;
+	char	   *remote_model;	/* the model id the provider reported */
+	char	   *response_id;	/* the id in the response body */
+	char	   *refusal;
+	cJSON	   *tool_calls;		/* owned by the result, or NULL */
+	LlmUsage	usage;
+} LlmChatResult;
+
+typedef struct LlmPrices
+{
+	double		input;			/* USD per million tokens */
+	double		cached_input;
+	double		output;
+} LlmPrices;
+
+/* Option keys that steer llmext itself and are never sent to a provider. */
+extern bool llm_is_reserved_option(const char *key);
+
+/*
+ * Checks that messages is a non-empty array of {role, content} objects.
+ * On failure returns false and writes a sentence into err.
+ */
+extern bool llm_validate_messages(const cJSON *messages, char *err, size_t errlen);
+
+/* Builds [{"role":"system",...}?, {"role":"user",...}]; system may be NULL. */
+extern cJSON *llm_messages_from_prompt(const char *prompt, const char *system);
+
+/*
+ * Merges provider parameters: defaults (a model's params) overridden by
+ * overrides (a call's options), dropping llmext's reserved keys.  Keys that
+ * a caller may not set (model, messages, stream) are refused.
+ */
+extern cJSON *llm_merge_params(const cJSON *defaults, const cJSON *overrides,
+							   char *err, size_t errlen);
+
+/* Cost in USD; cached input tokens are billed at the cached price. */
+extern double llm_cost_usd(const LlmUsage *usage, const LlmPrices *prices);
+
+extern void llm_chat_result_free(LlmChatResult *result);
+
+/*
+ * Replaces every occurrence of secret in text by "[redacted]".  Returns a
+ * new cJSON_malloc'd string (or NULL when text is NULL).
+ */
+extern char *llm_redact(const char *text, const char *secret);
+
+/* cJSON_malloc'd copy of s (NULL stays NULL). */
+extern char *llm_strdup(const char *s);
+
+#endif							/* LLMEXT_REQUEST_H */

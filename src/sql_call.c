@@ -1,0 +1,67 @@
+/*
+ * sql_call.c — llm_complete and llm_chat: one synchronous call from SQL.
+ */
+#include "llmext.h"
+
+#include "call.h"
+
+#include "fmgr.h"
+#include "utils/builtins.h"
+#include "utils/jsonb.h"
+
+PG_FUNCTION_INFO_V1(llm_complete);
+PG_FUNCTION_INFO_V1(llm_chat);
+
+static char *
+optional_text(FunctionCallInfo fcinfo, int argno)
+{
+	return PG_ARGISNULL(argno) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(argno));
+}
+
+static cJSON *
+optional_json(FunctionCallInfo fcinfo, int argno)
+{
+	return PG_ARGISNULL(argno) ? NULL : llm_jsonb_to_cjson(PG_GETARG_DATUM(argno));
+}
+
+/* llm_complete(prompt, model, system, options) RETURNS text */
+Datum
+llm_complete(PG_FUNCTION_ARGS)
+{
+	char	   *prompt;
+	LlmCallResult result;
+
+	if (PG_ARGISNULL(0))
+		PG_RETURN_NULL();
+	prompt = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	if (prompt[0] == '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("prompt must not be empty"),
+				 errhint("A NULL prompt gives NULL without calling the model.")));
+
+	if (!llm_chat_call(optional_text(fcinfo, 1),
+					   llm_messages_from_prompt(prompt, optional_text(fcinfo, 2)),
+					   optional_json(fcinfo, 3),
+					   &result))
+		PG_RETURN_NULL();
+	if (result.chat.content == NULL)
+		PG_RETURN_NULL();
+	PG_RETURN_TEXT_P(cstring_to_text(result.chat.content));
+}
+
+/* llm_chat(messages, model, options) RETURNS jsonb */
+Datum
+llm_chat(PG_FUNCTION_ARGS)
+{
+	LlmCallResult result;
+
+	if (PG_ARGISNULL(0))
+		PG_RETURN_NULL();
+	if (!llm_chat_call(optional_text(fcinfo, 1),
+					   optional_json(fcinfo, 0),
+					   optional_json(fcinfo, 2),
+					   &result))
+		PG_RETURN_NULL();
+	PG_RETURN_DATUM(llm_cjson_to_jsonb(llm_call_result_json(&result)));
+}

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Installs what building and testing llmext need, from Debian's packages.
+set -euo pipefail
+
+packages=(build-essential pkg-config postgresql-15 postgresql-server-dev-15
+	libcurl4-openssl-dev libcjson-dev python3 curl)
+
+missing=()
+for p in "${packages[@]}"; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} = 0 ] && exit 0
+
+echo "== installing: ${missing[*]}"
+sudo=
+[ "$(id -u)" = 0 ] || sudo=sudo
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Runs the whole test suite on a fresh Debian 12 machine:
+#   installs the build dependencies (as root, or through sudo), builds with
+#   warnings as errors, installs the extension, runs the unit tests of the
+#   pure core, starts a throwaway cluster (shared_preload_libraries =
+#   'llmext') and the fake provider, runs the pg_regress suites and the
+#   process-level tests, and stops everything it started.
+# The last line is "N passed, M failed"; the exit code is 0 only if M is 0.
+set -uo pipefail
+
+cd "$(dirname "$0")/.."
+. test/lib/cluster.sh
+
+bash test/install_deps.sh || exit 1
+
+echo "== build"
+make -s clean >/dev/null 2>&1
+make -s WERROR=1 >/dev/null || { echo "build failed"; exit 1; }
+if [ "$(id -u)" = 0 ]; then make -s install >/dev/null; else sudo make -s install >/dev/null; fi || {
+	echo "make install failed"; exit 1; }
+
+passed=0
+failed=0
+count() {					# count NAME EXIT_CODE
+	if [ "$2" = 0 ]; then passed=$((passed + 1)); echo "ok   $1"
+	else failed=$((failed + 1)); echo "FAIL $1"; fi
+}
+
+echo "== unit tests (pure core)"
+make -s unit
+count "unit tests" $?
+
+echo "== fake provider self-test"
+python3 test/fake_provider.py --self-test >/tmp/llmext-fake-selftest.log 2>&1
+rc=$?
+tail -n 1 /tmp/llmext-fake-selftest.log
+count "fake provider self-test" $rc
+
+trap llm_stop_all EXIT
+llm_start_cluster || exit 1
+llm_start_fake --api-key sk-test-fake-0123456789 || exit 1
+
+echo "== pg_regress"
+# pg_regress writes results/ beside sql/; as root that is fine, the server
+# (running as another user) only reads SQL from the connection.
+make -s installcheck >/tmp/llmext-regress.log 2>&1
+rc=$?
+grep -E '^(ok|not ok|test |     |\s+[a-z_]+ +\.\.\.)' /tmp/llmext-regress.log | sed 's/^/  /'
+[ $rc = 0 ] || { [ -f regression.diffs ] && head -n 200 regression.diffs; }
+count "pg_regress suites" $rc
+
+echo "== process-level tests"
+for t in test/process/*.sh; do
+	[ -e "$t" ] || continue
+	bash "$t"
+	count "$(basename "$t" .sh)" $?
+done
+
+echo "$passed passed, $failed failed"
+[ "$failed" = 0 ]
