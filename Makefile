@@ -32,7 +32,7 @@ $(EXTENSION)--$(EXTVERSION).sql: $(SCHEMA_PARTS) $(EXTENSION).control
 	cat $(SCHEMA_PARTS) > $@
 
 # Unit tests of the pure core: no server needed.
-UNIT_SRCS = src/openai.c src/json_util.c
+UNIT_SRCS = src/openai.c src/request.c
 unit: test/unit/run_unit
 	test/unit/run_unit
 

@@ -6,8 +6,17 @@
 
 LLM_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 LLM_PG_BIN=$(pg_config --bindir)
-LLM_PGPORT=${LLM_PGPORT:-55432}
-LLM_FAKE_PORT=${LLM_FAKE_PORT:-18089}
+# The first free port from $1 on (nothing may listen there yet).
+llm_free_port() {
+	local port=$1
+	while (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
+		port=$((port + 1))
+	done
+	echo "$port"
+}
+
+LLM_PGPORT=${LLM_PGPORT:-$(llm_free_port 55432)}
+LLM_FAKE_PORT=${LLM_FAKE_PORT:-$(llm_free_port 18089)}
 LLM_PG_USER=llmext_pg
 
 llm_as_owner() {

@@ -1,0 +1,13 @@
+#include "unit.h"
+
+int			unit_passed = 0;
+int			unit_failed = 0;
+
+int
+main(void)
+{
+	test_request();
+	test_openai();
+	printf("%d passed, %d failed\n", unit_passed, unit_failed);
+	return unit_failed == 0 ? 0 : 1;
+}
