@@ -39,6 +39,7 @@ count "fake provider self-test" $rc
 trap llm_stop_all EXIT
 llm_start_cluster || exit 1
 llm_start_fake --api-key sk-test-fake-0123456789 || exit 1
+export LLM_FAKE_PORT
 
 echo "== pg_regress"
 # pg_regress writes results/ beside sql/; as root that is fine, the server

@@ -34,6 +34,7 @@ llm_ensure_owner() {
 }
 
 # llm_start_cluster [extra postgresql.conf lines...]
+# (LLM_PRELOAD= starts it without shared_preload_libraries)
 llm_start_cluster() {
 	llm_ensure_owner
 	LLM_WORKDIR=$(mktemp -d /tmp/llmext-test.XXXXXX)
@@ -47,7 +48,7 @@ llm_start_cluster() {
 		echo "port = $LLM_PGPORT"
 		echo "listen_addresses = '127.0.0.1'"
 		echo "unix_socket_directories = '$LLM_WORKDIR'"
-		echo "shared_preload_libraries = 'llmext'"
+		[ -n "${LLM_PRELOAD-llmext}" ] && echo "shared_preload_libraries = '${LLM_PRELOAD-llmext}'"
 		echo "llmext_test.fake_url = 'http://127.0.0.1:$LLM_FAKE_PORT/v1'"
 		echo "fsync = off"
 		echo "max_connections = 50"
