@@ -62,6 +62,11 @@ SELECT error_of($$SELECT llm_model_drop('mini')$$);
 SELECT error_of($$SELECT llm_model_drop('nosuch')$$);
 SELECT error_of($$SELECT llm_provider_drop('keyless')$$);
 SELECT error_of($$SELECT llm_provider_drop('nosuch')$$);
+-- a fine-tuned model on another provider keeps its base model's provider
+SELECT llm_provider_create('other', 'http://127.0.0.1:1/v1');
+SELECT llm_model_create('mini-elsewhere', 'other', 'ft:mini', kind => 'fine_tuned', base_model => 'mini');
+SELECT error_of($$SELECT llm_provider_drop('keyless', cascade => true)$$);
+SELECT llm_provider_drop('other', cascade => true);
 SELECT llm_model_drop('mini-support');
 SELECT llm_provider_drop('keyless', cascade => true);
 SELECT count(*) AS keyless_models_left FROM llm.models WHERE provider = 'keyless';

@@ -42,9 +42,12 @@ static char *
 body_excerpt(const char *body, size_t len, const char *secret)
 {
 	size_t		n = Min(len, ERROR_SNIPPET_BYTES);
-	char	   *excerpt = palloc(n + 4);
+	char	   *excerpt;
 	char	   *redacted;
 
+	if (len == 0)
+		return pstrdup("(empty body)");
+	excerpt = palloc(n + 4);
 	for (size_t i = 0; i < n; i++)
 	{
 		unsigned char c = (unsigned char) body[i];
@@ -81,6 +84,8 @@ hint_for_status(long status)
 		return "Check the provider's key (llm_provider_set_key) and its access to this model.";
 	if (status == 404)
 		return "Check the model's remote_model in llm.models and the provider's base_url in llm.providers.";
+	if (status == 408)
+		return "The provider timed out: retry later, or ask for a shorter answer.";
 	if (status == 429)
 		return "The provider is limiting this account's rate or quota: retry later, or send fewer calls at once.";
 	if (status >= 500)
@@ -119,8 +124,11 @@ report_transport_error(int elevel, const LlmModel *model, const LlmHttpResponse 
 		case LLM_HTTP_TIMEOUT:
 			ereport(elevel,
 					(errcode(ERRCODE_LLM_TIMEOUT),
-					 errmsg("provider \"%s\" did not answer within %ld ms for model \"%s\"",
-							model->provider, timeout_ms, model->name),
+					 resp->connected
+					 ? errmsg("provider \"%s\" did not answer within %ld ms for model \"%s\"",
+							  model->provider, timeout_ms, model->name)
+					 : errmsg("could not connect to provider \"%s\" within %d ms",
+							  model->provider, llm_connect_timeout_ms),
 					 errdetail("%s", resp->error),
 					 errhint("Raise llmext.request_timeout (or llmext.connect_timeout), or check that the provider is up.")));
 			break;

@@ -119,13 +119,6 @@ llm_engine_create(MemoryContext context)
 	return engine;
 }
 
-void
-llm_engine_destroy(LlmEngine *engine)
-{
-	engine_cleanup(engine);
-	/* the reset callback stays registered but now has nothing to free */
-}
-
 static size_t
 on_body(char *data, size_t size, size_t nmemb, void *arg)
 {
@@ -287,12 +280,6 @@ llm_engine_add(LlmEngine *engine, const LlmHttpRequest *req,
 				 errmsg("could not start an HTTP transfer: %s", curl_multi_strerror(mcode))));
 }
 
-int
-llm_engine_pending(LlmEngine *engine)
-{
-	return engine->pending;
-}
-
 static LlmHttpOutcome
 outcome_of(LlmTransfer *t)
 {
@@ -319,10 +306,14 @@ transfer_finish(LlmTransfer *t)
 {
 	LlmHttpResponse *resp = t->resp;
 	double		seconds = 0;
+	long		request_bytes = 0;
 	long		status = 0;
 
 	curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &status);
 	curl_easy_getinfo(t->easy, CURLINFO_TOTAL_TIME, &seconds);
+	/* a reused connection reports no connect time, but the request was sent */
+	curl_easy_getinfo(t->easy, CURLINFO_REQUEST_SIZE, &request_bytes);
+	resp->connected = request_bytes > 0;
 	resp->outcome = outcome_of(t);
 	resp->status = status;
 	resp->elapsed_ms = seconds * 1000.0;

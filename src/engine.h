@@ -44,6 +44,7 @@ typedef struct LlmHttpResponse
 	char	   *request_id;		/* x-request-id (or request-id) header */
 	double		retry_after_ms; /* from retry-after-ms / retry-after; -1 if absent */
 	double		elapsed_ms;
+	bool		connected;		/* a connection was made (tells timeouts apart) */
 	char		error[256];		/* transport error, for outcomes other than RESPONSE */
 } LlmHttpResponse;
 
@@ -60,17 +61,12 @@ extern LlmEngine *llm_engine_create(MemoryContext context);
 extern void llm_engine_add(LlmEngine *engine, const LlmHttpRequest *req,
 						   LlmHttpResponse *resp, void *tag);
 
-/* Number of transfers added and not yet returned. */
-extern int	llm_engine_pending(LlmEngine *engine);
-
 /*
  * Waits up to timeout_ms for progress (checking for interrupts, so query
  * cancel raises its ERROR here) and returns the tag of one finished
  * transfer, or NULL if none finished in that time.
  */
 extern void *llm_engine_next_done(LlmEngine *engine, long timeout_ms);
-
-extern void llm_engine_destroy(LlmEngine *engine);
 
 /* One request, start to finish. */
 extern void llm_http_perform(const LlmHttpRequest *req, LlmHttpResponse *resp);

@@ -18,7 +18,6 @@ char	   *llm_default_model = NULL;
 int			llm_request_timeout_ms = 120000;
 int			llm_connect_timeout_ms = 10000;
 int			llm_max_response_bytes = 16 * 1024 * 1024;
-bool		llm_preloaded = false;
 
 void		_PG_init(void);
 
@@ -46,7 +45,6 @@ _PG_init(void)
 	cJSON_Hooks hooks = {cjson_palloc, cjson_pfree};
 
 	cJSON_InitHooks(&hooks);
-	llm_preloaded = process_shared_preload_libraries_in_progress;
 
 	DefineCustomStringVariable("llmext.default_model",
 							   "Model used when a call names none.",

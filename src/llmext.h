@@ -28,7 +28,4 @@ extern int	llm_max_response_bytes;
 #define ERRCODE_LLM_RATE_LIMITED		MAKE_SQLSTATE('L','L','4','2','9')
 #define ERRCODE_LLM_SERVER_ERROR		MAKE_SQLSTATE('L','L','5','0','0')
 
-/* true when loaded through shared_preload_libraries */
-extern bool llm_preloaded;
-
 #endif							/* LLMEXT_H */

@@ -189,6 +189,15 @@ BEGIN
 				  DETAIL = format('Models: %s.', dependents),
 				  HINT = 'Drop the models first, or call llm_provider_drop(name, cascade => true).';
 	END IF;
+	SELECT string_agg(ft.name, ', ' ORDER BY ft.name) INTO dependents
+	  FROM llm.models ft JOIN llm.models b ON b.name = ft.base_model
+	 WHERE b.provider = llm_provider_drop.name AND ft.provider <> llm_provider_drop.name;
+	IF dependents IS NOT NULL THEN
+		RAISE EXCEPTION 'cannot drop provider "%" because fine-tuned models of other providers derive from its models', name
+			USING ERRCODE = 'dependent_objects_still_exist',
+				  DETAIL = format('Fine-tuned models: %s.', dependents),
+				  HINT = 'Drop those fine-tuned models first.';
+	END IF;
 	-- fine-tuned models first: they reference their base models
 	DELETE FROM llm.models m WHERE m.provider = llm_provider_drop.name AND m.kind = 'fine_tuned';
 	DELETE FROM llm.models m WHERE m.provider = llm_provider_drop.name;

@@ -5,7 +5,6 @@
 # unprivileged system user (llmext_pg), created when missing.
 
 LLM_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-LLM_PG_BIN=$(pg_config --bindir)
 # The first free port from $1 on (nothing may listen there yet).
 llm_free_port() {
 	local port=$1
@@ -36,6 +35,7 @@ llm_ensure_owner() {
 # llm_start_cluster [extra postgresql.conf lines...]
 # (LLM_PRELOAD= starts it without shared_preload_libraries)
 llm_start_cluster() {
+	LLM_PG_BIN=$(pg_config --bindir)	# here, not at load: install_deps.sh may have just installed it
 	llm_ensure_owner
 	LLM_WORKDIR=$(mktemp -d /tmp/llmext-test.XXXXXX)
 	chmod 755 "$LLM_WORKDIR"
