@@ -4,6 +4,8 @@
 --   fake_requests(remote_model): how many chat requests the fake provider has
 --     received for that model (its "stats" model reports its counters)
 SET client_min_messages = warning;
+DROP EXTENSION IF EXISTS llmext CASCADE;
+CREATE EXTENSION llmext;
 
 SELECT llm_provider_create('fake', current_setting('llmext_test.fake_url'),
 						   api_key => 'sk-test-fake-0123456789');
@@ -15,7 +17,7 @@ SELECT llm_model_create(m, 'fake', m)
 					'fail-500', 'fail-503', 'truncated', 'nonjson', 'nochoices',
 					'huge-200000']) AS m;
 
-CREATE FUNCTION error_of(sql text) RETURNS text
+CREATE OR REPLACE FUNCTION error_of(sql text) RETURNS text
 LANGUAGE plpgsql AS $$
 DECLARE
 	state text; message text; detail text; hint text;
@@ -31,7 +33,7 @@ EXCEPTION WHEN OTHERS THEN
 END
 $$;
 
-CREATE FUNCTION fake_requests(remote_model text) RETURNS int
+CREATE OR REPLACE FUNCTION fake_requests(remote_model text) RETURNS int
 LANGUAGE sql AS $$
 	SELECT coalesce((llm_complete('stats', 'stats')::jsonb -> 'by_model' ->> remote_model)::int, 0)
 $$;

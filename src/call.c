@@ -7,13 +7,17 @@
 
 #include "call.h"
 
+#include "budget.h"
+#include "cache.h"
+#include "cachekey.h"
 #include "engine.h"
+#include "failure.h"
+#include "ledger.h"
 #include "mb/pg_wchar.h"
 #include "openai.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
-
-#define ERROR_SNIPPET_BYTES 200
+#include "utils/timestamp.h"
 
 /* "error" (the default) or "null", from the call's options. */
 static int
@@ -32,139 +36,6 @@ failure_elevel(const cJSON *options)
 			 errmsg("invalid value for option \"on_error\""),
 			 errhint("Use \"error\" (the default) or \"null\".")));
 	return ERROR;				/* not reached */
-}
-
-/*
- * A printable excerpt of a body that is not what we expected: no key, no
- * bytes that could upset the client's encoding.
- */
-static char *
-body_excerpt(const char *body, size_t len, const char *secret)
-{
-	size_t		n = Min(len, ERROR_SNIPPET_BYTES);
-	char	   *excerpt;
-	char	   *redacted;
-
-	if (len == 0)
-		return pstrdup("(empty body)");
-	excerpt = palloc(n + 4);
-	for (size_t i = 0; i < n; i++)
-	{
-		unsigned char c = (unsigned char) body[i];
-
-		excerpt[i] = (c >= 0x20 && c < 0x7f) ? (char) c : ' ';
-	}
-	strcpy(excerpt + n, len > n ? "..." : "");
-	redacted = llm_redact(excerpt, secret);
-	return redacted;
-}
-
-static int
-sqlstate_for_status(long status)
-{
-	if (status == 401 || status == 403)
-		return ERRCODE_LLM_AUTHENTICATION;
-	if (status == 404)
-		return ERRCODE_LLM_NOT_FOUND;
-	if (status == 408)
-		return ERRCODE_LLM_TIMEOUT;
-	if (status == 429)
-		return ERRCODE_LLM_RATE_LIMITED;
-	if (status >= 500)
-		return ERRCODE_LLM_SERVER_ERROR;
-	if (status >= 400)
-		return ERRCODE_LLM_BAD_REQUEST;
-	return ERRCODE_LLM_PROVIDER_ERROR;
-}
-
-static const char *
-hint_for_status(long status)
-{
-	if (status == 401 || status == 403)
-		return "Check the provider's key (llm_provider_set_key) and its access to this model.";
-	if (status == 404)
-		return "Check the model's remote_model in llm.models and the provider's base_url in llm.providers.";
-	if (status == 408)
-		return "The provider timed out: retry later, or ask for a shorter answer.";
-	if (status == 429)
-		return "The provider is limiting this account's rate or quota: retry later, or send fewer calls at once.";
-	if (status >= 500)
-		return "The provider failed: retry later.";
-	return "Check the parameters passed in options and the model's params.";
-}
-
-/* Reports an HTTP error answer of the provider at elevel. */
-static void
-report_http_error(int elevel, const LlmModel *model, const LlmHttpResponse *resp,
-				  const char *secret)
-{
-	char	   *message = openai_error_message(resp->body, resp->body_len);
-	char	   *detail = message != NULL
-		? llm_redact(message, secret)
-		: body_excerpt(resp->body, resp->body_len, secret);
-
-	ereport(elevel,
-			(errcode(sqlstate_for_status(resp->status)),
-			 errmsg("provider \"%s\" answered HTTP %ld for model \"%s\"",
-					model->provider, resp->status, model->name),
-			 errdetail("%s", detail),
-			 resp->retry_after_ms >= 0
-			 ? errhint("%s It asked to wait %.0f ms before retrying.",
-					   hint_for_status(resp->status), resp->retry_after_ms)
-			 : errhint("%s", hint_for_status(resp->status))));
-}
-
-/* Reports a transfer that produced no HTTP answer at elevel. */
-static void
-report_transport_error(int elevel, const LlmModel *model, const LlmHttpResponse *resp,
-					   long timeout_ms)
-{
-	switch (resp->outcome)
-	{
-		case LLM_HTTP_TIMEOUT:
-			ereport(elevel,
-					(errcode(ERRCODE_LLM_TIMEOUT),
-					 resp->connected
-					 ? errmsg("provider \"%s\" did not answer within %ld ms for model \"%s\"",
-							  model->provider, timeout_ms, model->name)
-					 : errmsg("could not connect to provider \"%s\" within %d ms",
-							  model->provider, llm_connect_timeout_ms),
-					 errdetail("%s", resp->error),
-					 errhint("Raise llmext.request_timeout (or llmext.connect_timeout), or check that the provider is up.")));
-			break;
-		case LLM_HTTP_CONNECT_FAILED:
-			ereport(elevel,
-					(errcode(ERRCODE_LLM_CONNECTION_FAILURE),
-					 errmsg("could not connect to provider \"%s\"", model->provider),
-					 errdetail("%s", resp->error),
-					 errhint("Check base_url in llm.providers and that the server can reach it.")));
-			break;
-		case LLM_HTTP_TOO_LARGE:
-			ereport(elevel,
-					(errcode(ERRCODE_LLM_RESPONSE_TOO_LARGE),
-					 errmsg("the answer of provider \"%s\" is larger than llmext.max_response_bytes (%d bytes)",
-							model->provider, llm_max_response_bytes),
-					 errhint("Raise llmext.max_response_bytes, or ask for a shorter answer (max_completion_tokens).")));
-			break;
-		default:
-			ereport(elevel,
-					(errcode(ERRCODE_LLM_PROVIDER_ERROR),
-					 errmsg("the request to provider \"%s\" failed", model->provider),
-					 errdetail("%s", resp->error)));
-			break;
-	}
-}
-
-static void
-report_invalid_response(int elevel, const LlmModel *model, const char *reason,
-						const LlmHttpResponse *resp, const char *secret)
-{
-	ereport(elevel,
-			(errcode(ERRCODE_LLM_INVALID_RESPONSE),
-			 errmsg("provider \"%s\" sent an invalid response for model \"%s\": %s",
-					model->provider, model->name, reason),
-			 errdetail("The body begins: %s", body_excerpt(resp->body, resp->body_len, secret)),
-			 errhint("Check that base_url points at an OpenAI-compatible API (it usually ends in /v1).")));
 }
 
 static const char *
@@ -227,49 +98,72 @@ forget_headers(const char **headers, int nheaders, const LlmModel *model)
 			explicit_bzero((char *) headers[i], strlen(headers[i]));
 }
 
-bool
-llm_chat_call(const char *model_name, const cJSON *messages,
-			  const cJSON *options, LlmCallResult *result)
+/* Fills result from a cached normalised result. */
+static void
+result_from_cache(const cJSON *cached, LlmCallResult *result)
 {
-	LlmModel   *model;
-	int			elevel;
-	char		err[256];
-	cJSON	   *params;
-	char	   *body;
+	const cJSON *usage = cJSON_GetObjectItemCaseSensitive(cached, "usage");
+	const cJSON *tool_calls = cJSON_GetObjectItemCaseSensitive(cached, "tool_calls");
+	const cJSON *item;
+
+#define CACHED_STRING(key) \
+	((item = cJSON_GetObjectItemCaseSensitive(cached, key)) && cJSON_IsString(item) \
+	 ? llm_strdup(item->valuestring) : NULL)
+#define CACHED_COUNT(key) \
+	((item = cJSON_GetObjectItemCaseSensitive(usage, key)) && cJSON_IsNumber(item) \
+	 ? (int64) item->valuedouble : 0)
+
+	result->chat.content = CACHED_STRING("content");
+	result->chat.finish_reason = CACHED_STRING("finish_reason");
+	result->chat.remote_model = CACHED_STRING("remote_model");
+	result->chat.refusal = CACHED_STRING("refusal");
+	result->request_id = CACHED_STRING("request_id");
+	if (cJSON_IsArray(tool_calls))
+		result->chat.tool_calls = cJSON_Duplicate(tool_calls, true);
+	result->chat.usage.present = usage != NULL;
+	result->chat.usage.input_tokens = CACHED_COUNT("input_tokens");
+	result->chat.usage.cached_input_tokens = CACHED_COUNT("cached_input_tokens");
+	result->chat.usage.output_tokens = CACHED_COUNT("output_tokens");
+	result->chat.usage.reasoning_tokens = CACHED_COUNT("reasoning_tokens");
+#undef CACHED_STRING
+#undef CACHED_COUNT
+}
+
+static void
+record_call(const LlmCallRequest *req, const LlmCallResult *result, const char *error)
+{
+	LlmLedgerRow row;
+
+	memset(&row, 0, sizeof(row));
+	row.source = req->source;
+	row.prompt_name = req->prompt_name;
+	row.prompt_version = req->prompt_version;
+	row.model = result->model->name;
+	row.remote_model = result->chat.remote_model ? result->chat.remote_model
+		: result->model->remote_model;
+	row.provider = result->model->provider;
+	row.cache_hit = result->cache_hit;
+	row.http_status = result->http_status;
+	row.error = error;
+	row.usage = result->chat.usage;
+	row.cost_usd = result->cost_usd;
+	row.cost_saved_usd = result->cost_saved_usd;
+	row.latency_ms = result->latency_ms;
+	row.request_id = result->request_id;
+	row.fingerprint = result->fingerprint;
+	llm_ledger_record(&row);
+}
+
+/* Sends the request; returns the failure, or NULL when result is filled. */
+static LlmFailure *
+call_provider(LlmModel *model, const char *body, LlmCallResult *result)
+{
 	LlmHttpRequest req;
 	LlmHttpResponse resp;
 	const char **headers;
 	char	   *secret;
-	bool		ok = false;
-
-	memset(result, 0, sizeof(*result));
-	if (options != NULL && !cJSON_IsObject(options))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("options must be a JSON object"),
-				 errhint("For example '{\"temperature\": 0, \"on_error\": \"null\"}'.")));
-	elevel = failure_elevel(options);
-	if (!llm_validate_messages(messages, err, sizeof(err)))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("invalid messages: %s", err),
-				 errhint("Pass an array like '[{\"role\": \"user\", \"content\": \"Hello\"}]'.")));
-
-	model = llm_lookup_model(model_name);
-	if (strcmp(model->provider_kind, "openai") != 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("provider kind \"%s\" is not supported", model->provider_kind)));
-	params = llm_merge_params(model->params, options, err, sizeof(err));
-	if (params == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("invalid options: %s", err),
-				 errhint("The model comes from the model argument and messages are built by llmext.")));
-
-	body = openai_chat_request(model->remote_model, messages, params);
-	/* providers speak UTF-8 whatever the database's encoding */
-	body = pg_server_to_any(body, strlen(body), PG_UTF8);
+	char		err[256];
+	LlmFailure *failure = NULL;
 
 	headers = build_headers(model, &req.nheaders);
 	req.url = chat_url(model);
@@ -292,34 +186,109 @@ llm_chat_call(const char *model_name, const cJSON *messages,
 	}
 	PG_END_TRY();
 
-	result->model = model;
 	result->http_status = resp.status;
 	result->latency_ms = resp.elapsed_ms;
+	result->request_id = resp.request_id;
 
-	if (resp.outcome != LLM_HTTP_RESPONSE)
-		report_transport_error(elevel, model, &resp, req.timeout_ms);
-	else if (resp.status < 200 || resp.status >= 300)
-		report_http_error(elevel, model, &resp, secret);
+	if (resp.outcome != LLM_HTTP_RESPONSE || resp.status < 200 || resp.status >= 300)
+		failure = llm_failure_of_transfer(model, &resp, req.timeout_ms, secret);
 	else if (!pg_verify_mbstr(PG_UTF8, resp.body, resp.body_len, true))
-		report_invalid_response(elevel, model, "the body is not valid UTF-8", &resp, secret);
+		failure = llm_failure_of_response(model, "the body is not valid UTF-8", &resp, secret);
 	else
 	{
 		char	   *text = pg_any_to_server(resp.body, resp.body_len, PG_UTF8);
 
 		if (!openai_parse_chat_response(text, strlen(text), &result->chat, err, sizeof(err)))
-			report_invalid_response(elevel, model, err, &resp, secret);
+			failure = llm_failure_of_response(model, err, &resp, secret);
 		else
 		{
-			result->request_id = resp.request_id ? resp.request_id
-				: result->chat.response_id;
+			if (result->request_id == NULL)
+				result->request_id = result->chat.response_id;
 			result->cost_usd = llm_cost_usd(&result->chat.usage, &model->prices);
-			ok = true;
+		}
+	}
+	if (secret != NULL)
+		explicit_bzero(secret, strlen(secret));
+	return failure;
+}
+
+bool
+llm_chat_call(const LlmCallRequest *req, LlmCallResult *result)
+{
+	LlmModel   *model;
+	int			elevel;
+	char		err[256];
+	cJSON	   *params;
+	LlmCachePolicy cache;
+	LlmFailure *failure;
+	char	   *body;
+
+	memset(result, 0, sizeof(*result));
+	if (req->options != NULL && !cJSON_IsObject(req->options))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("options must be a JSON object"),
+				 errhint("For example '{\"temperature\": 0, \"on_error\": \"null\"}'.")));
+	elevel = failure_elevel(req->options);
+	if (!llm_validate_messages(req->messages, err, sizeof(err)))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid messages: %s", err),
+				 errhint("Pass an array like '[{\"role\": \"user\", \"content\": \"Hello\"}]'.")));
+
+	model = llm_lookup_model(req->model_name);
+	result->model = model;
+	if (strcmp(model->provider_kind, "openai") != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("provider kind \"%s\" is not supported", model->provider_kind)));
+	params = llm_merge_params(model->params, req->options, err, sizeof(err));
+	if (params == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid options: %s", err),
+				 errhint("The model comes from the model argument and messages are built by llmext.")));
+	llm_cache_policy(req->options, params, &cache);
+	result->fingerprint = llm_sha256_hex(llm_canonical_request(model->provider,
+															   model->remote_model,
+															   req->messages, params));
+
+	if (cache.read)
+	{
+		TimestampTz start = GetCurrentTimestamp();
+		cJSON	   *cached = llm_cache_get(result->fingerprint);
+
+		if (cached != NULL)
+		{
+			llm_forget_key(model);
+			result_from_cache(cached, result);
+			result->cache_hit = true;
+			result->cost_saved_usd = llm_cost_usd(&result->chat.usage, &model->prices);
+			result->latency_ms = (GetCurrentTimestamp() - start) / 1000.0;
+			record_call(req, result, NULL);
+			return true;
 		}
 	}
 
-	if (secret != NULL)
-		explicit_bzero(secret, strlen(secret));
-	return ok;
+	/* refused before any request: nothing has been spent on it */
+	llm_budget_check();
+
+	body = openai_chat_request(model->remote_model, req->messages, params);
+	/* providers speak UTF-8 whatever the database's encoding */
+	body = pg_server_to_any(body, strlen(body), PG_UTF8);
+	failure = call_provider(model, body, result);
+
+	/* the ledger hears of the call before anything can abort the statement */
+	record_call(req, result, failure ? llm_failure_text(failure) : NULL);
+	if (failure != NULL)
+	{
+		llm_failure_raise(elevel, failure);
+		return false;
+	}
+	if (cache.write)
+		llm_cache_put(result->fingerprint, model->name, model->provider, model->remote_model,
+					  llm_call_result_json(result), result->cost_usd, cache.ttl_s);
+	return true;
 }
 
 static void
@@ -350,6 +319,9 @@ llm_call_result_json(const LlmCallResult *result)
 	cJSON_AddNumberToObject(usage, "reasoning_tokens", (double) chat->usage.reasoning_tokens);
 	cJSON_AddItemToObject(json, "usage", usage);
 	cJSON_AddNumberToObject(json, "cost_usd", result->cost_usd);
+	cJSON_AddBoolToObject(json, "cache_hit", result->cache_hit);
+	if (result->cache_hit)
+		cJSON_AddNumberToObject(json, "cost_saved_usd", result->cost_saved_usd);
 	cJSON_AddNumberToObject(json, "latency_ms", rint(result->latency_ms * 1000.0) / 1000.0);
 	add_string_or_null(json, "request_id", result->request_id);
 	if (chat->refusal != NULL)

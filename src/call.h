@@ -11,6 +11,16 @@
 #include "catalog.h"
 #include "request.h"
 
+typedef struct LlmCallRequest
+{
+	const char *model_name;		/* NULL: llmext.default_model */
+	const cJSON *messages;
+	const cJSON *options;		/* provider parameters and llmext's own keys, or NULL */
+	const char *prompt_name;	/* for the ledger: the stored prompt used, or NULL */
+	int			prompt_version;
+	const char *source;			/* for the ledger: sync (NULL), batch or queue */
+} LlmCallRequest;
+
 typedef struct LlmCallResult
 {
 	LlmChatResult chat;
@@ -19,18 +29,21 @@ typedef struct LlmCallResult
 	double		latency_ms;
 	char	   *request_id;		/* the provider's id for this call */
 	double		cost_usd;
+	bool		cache_hit;
+	double		cost_saved_usd; /* for a cache hit: the cost avoided */
+	char	   *fingerprint;	/* the cache key */
 } LlmCallResult;
 
 /*
- * Calls the model (NULL: llmext.default_model) with messages and options
- * (a JSON object or NULL: provider parameters plus llmext's own keys).
+ * Calls the model, or answers from the cache, and records the call in the
+ * ledger.
  *
- * Usage errors (unknown model, bad options) always raise an ERROR.  A failed
- * call raises an ERROR too, unless options say "on_error": "null": then it
- * is reported as a WARNING and false is returned.
+ * Usage errors (unknown model, bad options) and a spent budget always raise
+ * an ERROR.  A failed call raises an ERROR too, unless options say
+ * "on_error": "null": then it is reported as a WARNING and false is
+ * returned.
  */
-extern bool llm_chat_call(const char *model_name, const cJSON *messages,
-						  const cJSON *options, LlmCallResult *result);
+extern bool llm_chat_call(const LlmCallRequest *req, LlmCallResult *result);
 
 /* The normalised result as JSON (content, usage, cost, latency, ids). */
 extern cJSON *llm_call_result_json(const LlmCallResult *result);

@@ -38,8 +38,8 @@ static const char *const lookup_sql =
 static SPIPlanPtr lookup_plan = NULL;
 
 /* The owner of llm.provider_keys: the role that created the extension. */
-static Oid
-key_table_owner(void)
+Oid
+llm_extension_owner(void)
 {
 	Oid			namespace = get_namespace_oid("llm", true);
 	Oid			relid = OidIsValid(namespace) ? get_relname_relid("provider_keys", namespace) : InvalidOid;
@@ -134,7 +134,7 @@ static LlmModel *
 query_model(const char *name)
 {
 	MemoryContext caller_context = CurrentMemoryContext;
-	Oid			owner = key_table_owner();
+	Oid			owner = llm_extension_owner();
 	Oid			saved_userid;
 	int			saved_sec_context;
 	LlmModel   *model = NULL;

@@ -31,6 +31,12 @@ typedef struct LlmModel
  */
 extern LlmModel *llm_lookup_model(const char *name);
 
+/*
+ * The role that owns llmext's tables (the one that created the extension):
+ * internal queries that touch keys, the cache or the ledger run as it.
+ */
+extern Oid	llm_extension_owner(void);
+
 /* Overwrites the key in memory once it is no longer needed. */
 extern void llm_forget_key(LlmModel *model);
 

@@ -7,10 +7,13 @@
 
 #include <cjson/cJSON.h>
 
+#include "cache.h"
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
+#include "shmem.h"
+#include "worker.h"
 
 PG_MODULE_MAGIC;
 
@@ -74,6 +77,58 @@ _PG_init(void)
 							16 * 1024 * 1024, 1024, MaxAllocSize / 2,
 							PGC_USERSET, GUC_UNIT_BYTE,
 							NULL, NULL, NULL);
+
+	DefineCustomEnumVariable("llmext.cache",
+							 "Whether deterministic calls use the response cache.",
+							 "on: read and write; read_only: only read; off: neither.",
+							 &llm_cache_mode,
+							 LLM_CACHE_ON, llm_cache_mode_options,
+							 PGC_USERSET, 0,
+							 NULL, NULL, NULL);
+	DefineCustomIntVariable("llmext.cache_ttl",
+							"How long a cached answer is served.",
+							"0 means cached answers never expire.",
+							&llm_cache_ttl_s,
+							7 * 24 * 3600, 0, INT_MAX,
+							PGC_USERSET, GUC_UNIT_S,
+							NULL, NULL, NULL);
+	/*
+	 * Settings that size shared memory or name the workers exist only when
+	 * preloading: PostgreSQL refuses to create them later.
+	 */
+	if (process_shared_preload_libraries_in_progress)
+	{
+		DefineCustomStringVariable("llmext.database",
+								   "Database served by the background worker when llmext.databases is empty.",
+								   NULL,
+								   &llm_database,
+								   "postgres",
+								   PGC_POSTMASTER, 0,
+								   NULL, NULL, NULL);
+		DefineCustomStringVariable("llmext.databases",
+								   "Comma-separated databases, each served by its own background worker.",
+								   "Empty means the one database named by llmext.database.",
+								   &llm_databases,
+								   "",
+								   PGC_POSTMASTER, GUC_LIST_INPUT,
+								   NULL, NULL, NULL);
+		DefineCustomIntVariable("llmext.queue_entries",
+								"Ledger rows and cache entries that can wait in shared memory for the worker.",
+								NULL,
+								&llm_pending_capacity,
+								4096, 64, 1024 * 1024,
+								PGC_POSTMASTER, 0,
+								NULL, NULL, NULL);
+		DefineCustomIntVariable("llmext.queue_memory",
+								"Shared memory for the text of waiting entries.",
+								NULL,
+								&llm_pending_memory_mb,
+								256, 8, 64 * 1024,
+								PGC_POSTMASTER, GUC_UNIT_MB,
+								NULL, NULL, NULL);
+		llm_shmem_install();
+		llm_worker_register_all();
+	}
 
 #if PG_VERSION_NUM >= 150000
 	MarkGUCPrefixReserved("llmext");

@@ -10,6 +10,8 @@
 
 static const char *const reserved_options[] = {
 	"on_error",
+	"cache",
+	"cache_ttl",
 };
 
 static const char *const forbidden_params[] = {

@@ -4,10 +4,13 @@
 #include "llmext.h"
 
 #include "call.h"
+#include "ledger.h"
 
 #include "fmgr.h"
 #include "utils/builtins.h"
+#include "utils/fmgrprotos.h"
 #include "utils/jsonb.h"
+#include "utils/timestamp.h"
 
 PG_FUNCTION_INFO_V1(llm_complete);
 PG_FUNCTION_INFO_V1(llm_chat);
@@ -29,6 +32,7 @@ Datum
 llm_complete(PG_FUNCTION_ARGS)
 {
 	char	   *prompt;
+	LlmCallRequest req = {0};
 	LlmCallResult result;
 
 	if (PG_ARGISNULL(0))
@@ -40,10 +44,10 @@ llm_complete(PG_FUNCTION_ARGS)
 				 errmsg("prompt must not be empty"),
 				 errhint("A NULL prompt gives NULL without calling the model.")));
 
-	if (!llm_chat_call(optional_text(fcinfo, 1),
-					   llm_messages_from_prompt(prompt, optional_text(fcinfo, 2)),
-					   optional_json(fcinfo, 3),
-					   &result))
+	req.model_name = optional_text(fcinfo, 1);
+	req.messages = llm_messages_from_prompt(prompt, optional_text(fcinfo, 2));
+	req.options = optional_json(fcinfo, 3);
+	if (!llm_chat_call(&req, &result))
 		PG_RETURN_NULL();
 	if (result.chat.content == NULL)
 		PG_RETURN_NULL();
@@ -54,14 +58,35 @@ llm_complete(PG_FUNCTION_ARGS)
 Datum
 llm_chat(PG_FUNCTION_ARGS)
 {
+	LlmCallRequest req = {0};
 	LlmCallResult result;
 
 	if (PG_ARGISNULL(0))
 		PG_RETURN_NULL();
-	if (!llm_chat_call(optional_text(fcinfo, 1),
-					   optional_json(fcinfo, 0),
-					   optional_json(fcinfo, 2),
-					   &result))
+	req.model_name = optional_text(fcinfo, 1);
+	req.messages = optional_json(fcinfo, 0);
+	req.options = optional_json(fcinfo, 2);
+	if (!llm_chat_call(&req, &result))
 		PG_RETURN_NULL();
 	PG_RETURN_DATUM(llm_cjson_to_jsonb(llm_call_result_json(&result)));
+}
+
+PG_FUNCTION_INFO_V1(llm_flush);
+
+/* llm_flush(timeout interval) RETURNS boolean */
+Datum
+llm_flush(PG_FUNCTION_ARGS)
+{
+	long		timeout_ms = 10000;
+
+	if (!PG_ARGISNULL(0))
+	{
+		Interval   *interval = PG_GETARG_INTERVAL_P(0);
+		double		seconds = DatumGetFloat8(DirectFunctionCall2(interval_part,
+																 CStringGetTextDatum("epoch"),
+																 IntervalPGetDatum(interval)));
+
+		timeout_ms = (long) Max(0, Min(seconds, 3600) * 1000);
+	}
+	PG_RETURN_BOOL(llm_pending_wait_written(timeout_ms));
 }

@@ -37,7 +37,14 @@ tail -n 1 /tmp/llmext-fake-selftest.log
 count "fake provider self-test" $rc
 
 trap llm_stop_all EXIT
-llm_start_cluster || exit 1
+llm_start_cluster "llmext.databases = 'postgres, llmext_regression'" || exit 1
+createdb llmext_regression || exit 1
+# the worker for a database that did not exist yet comes back within 5 s
+for _ in $(seq 1 100); do
+	[ "$(psql -XAtqc "SELECT count(*) FROM pg_stat_activity
+		WHERE backend_type = 'llmext worker' AND datname = 'llmext_regression'")" = 1 ] && break
+	sleep 0.1
+done
 llm_start_fake --api-key sk-test-fake-0123456789 || exit 1
 export LLM_FAKE_PORT
 
@@ -54,7 +61,8 @@ echo "== process-level tests"
 for t in test/process/*.sh; do
 	[ -e "$t" ] || continue
 	bash "$t"
-	count "$(basename "$t" .sh)" $?
+	rc=$?
+	count "$(basename "$t" .sh)" $rc
 done
 
 echo "$passed passed, $failed failed"

@@ -3,9 +3,9 @@
 # (the fake provider sees the client leave), and 50 cancelled calls in one
 # backend leave no file descriptor (curl handle, socket) behind.
 # Expects PGHOST/PGPORT/PGUSER and the fixtures of sql/setup.sql in
-# contrib_regression (run after pg_regress).
+# llmext_regression (run after pg_regress).
 set -uo pipefail
-export PGDATABASE=contrib_regression
+export PGDATABASE=llmext_regression
 fail() { echo "cancel: $*" >&2; exit 1; }
 
 aborted() { psql -XAtqc "SELECT llm_complete('stats', 'stats')::jsonb ->> 'aborted'"; }

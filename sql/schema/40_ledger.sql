@@ -1,0 +1,110 @@
+-- The ledger: one row per provider call and per cache hit.  Rows reach this
+-- table through llm._persist, called by the background worker in its own
+-- transactions (so they survive the caller's ROLLBACK), or by the calling
+-- backend itself when no worker serves the database.
+
+CREATE TABLE llm.calls (
+	id					bigserial PRIMARY KEY,
+	entry_id			text NOT NULL UNIQUE,	-- makes a re-sent entry harmless
+	created_at			timestamptz NOT NULL,
+	role				name NOT NULL,
+	database			name NOT NULL,
+	source				text NOT NULL DEFAULT 'sync',
+	prompt_name			text,
+	prompt_version		integer,
+	model				text NOT NULL,
+	remote_model		text,
+	provider			text,
+	cache_hit			boolean NOT NULL DEFAULT false,
+	http_status			integer,
+	outcome				text NOT NULL CHECK (outcome IN ('ok', 'error')),
+	error				text,
+	input_tokens		bigint NOT NULL DEFAULT 0,
+	cached_input_tokens	bigint NOT NULL DEFAULT 0,
+	output_tokens		bigint NOT NULL DEFAULT 0,
+	reasoning_tokens	bigint NOT NULL DEFAULT 0,
+	cost_usd			numeric NOT NULL DEFAULT 0,
+	cost_saved_usd		numeric NOT NULL DEFAULT 0,
+	latency_ms			double precision,
+	request_id			text,
+	fingerprint			text
+);
+CREATE INDEX calls_created_at_idx ON llm.calls (created_at);
+CREATE INDEX calls_role_created_at_idx ON llm.calls (role, created_at);
+COMMENT ON TABLE llm.calls IS 'the ledger: every provider call and cache hit, with tokens and cost; survives the caller''s ROLLBACK';
+COMMENT ON COLUMN llm.calls.cost_usd IS 'USD at the model''s prices when the call was made; 0 for a cache hit';
+COMMENT ON COLUMN llm.calls.cost_saved_usd IS 'for a cache hit: what the call would have cost';
+COMMENT ON COLUMN llm.calls.fingerprint IS 'SHA-256 of the canonical request: the cache key';
+
+ALTER TABLE llm.calls ENABLE ROW LEVEL SECURITY;
+CREATE POLICY calls_own_rows ON llm.calls FOR SELECT
+	USING (role = current_user OR pg_catalog.pg_has_role(current_user, 'llm_admin', 'MEMBER'));
+GRANT SELECT ON llm.calls TO llm_user;
+
+-- Writes ledger rows, cache entries and cache hit counts, each given as a
+-- JSON object with a "kind" of "call" or "cache".  Idempotent: an entry
+-- written twice (a worker that died between commit and forgetting it)
+-- changes nothing the second time.
+CREATE FUNCTION llm._persist(entries jsonb)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	inserted_hits jsonb;
+BEGIN
+	WITH new_calls AS (
+		INSERT INTO llm.calls (entry_id, created_at, role, database, source, prompt_name,
+							   prompt_version, model, remote_model, provider, cache_hit,
+							   http_status, outcome, error, input_tokens, cached_input_tokens,
+							   output_tokens, reasoning_tokens, cost_usd, cost_saved_usd,
+							   latency_ms, request_id, fingerprint)
+		SELECT r.entry_id, r.created_at, r.role, r.database, r.source, r.prompt_name,
+			   r.prompt_version, r.model, r.remote_model, r.provider, coalesce(r.cache_hit, false),
+			   r.http_status, r.outcome, r.error, coalesce(r.input_tokens, 0),
+			   coalesce(r.cached_input_tokens, 0), coalesce(r.output_tokens, 0),
+			   coalesce(r.reasoning_tokens, 0), coalesce(r.cost_usd, 0),
+			   coalesce(r.cost_saved_usd, 0), r.latency_ms, r.request_id, r.fingerprint
+		  FROM jsonb_array_elements(entries) e,
+			   jsonb_populate_record(NULL::llm.calls, e) r
+		 WHERE e ->> 'kind' = 'call'
+		ON CONFLICT (entry_id) DO NOTHING
+		RETURNING fingerprint, created_at, cache_hit
+	)
+	SELECT jsonb_agg(jsonb_build_object('key', fingerprint, 'at', created_at))
+	  INTO inserted_hits
+	  FROM new_calls WHERE cache_hit;
+
+	INSERT INTO llm.cache AS c (key, model, provider, remote_model, result, cost_usd,
+								created_at, expires_at)
+	SELECT r.key, r.model, r.provider, r.remote_model, r.result, coalesce(r.cost_usd, 0),
+		   r.created_at, r.expires_at
+	  FROM jsonb_array_elements(entries) e,
+		   jsonb_populate_record(NULL::llm.cache, e) r
+	 WHERE e ->> 'kind' = 'cache'
+	ON CONFLICT (key) DO UPDATE
+		SET result = excluded.result, cost_usd = excluded.cost_usd,
+			created_at = excluded.created_at, expires_at = excluded.expires_at
+		WHERE c.created_at < excluded.created_at;
+
+	IF inserted_hits IS NOT NULL THEN
+		UPDATE llm.cache c
+		   SET hit_count = c.hit_count + h.hits,
+			   last_hit_at = greatest(c.last_hit_at, h.last_hit)
+		  FROM (SELECT x ->> 'key' AS key, count(*) AS hits, max((x ->> 'at')::timestamptz) AS last_hit
+				  FROM jsonb_array_elements(inserted_hits) x
+				 GROUP BY 1) h
+		 WHERE c.key = h.key;
+	END IF;
+END
+$$;
+REVOKE ALL ON FUNCTION llm._persist(jsonb) FROM PUBLIC;
+
+CREATE FUNCTION llm_flush(timeout interval DEFAULT '10 seconds')
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'llm_flush'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION llm_flush(interval) IS
+	'wait until the ledger rows and cache entries this database has produced so far are written; false on timeout';
+REVOKE ALL ON FUNCTION llm_flush(interval) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION llm_flush(interval) TO llm_user;

@@ -1,0 +1,88 @@
+-- Budgets: spending limits in USD per role (or for everyone) per UTC day or
+-- month, checked before each provider request.
+
+CREATE TABLE llm.budgets (
+	role		name,			-- NULL: the total of every role
+	period		text NOT NULL CHECK (period IN ('day', 'month')),
+	limit_usd	numeric NOT NULL CHECK (limit_usd >= 0),
+	updated_at	timestamptz NOT NULL DEFAULT now()
+);
+CREATE UNIQUE INDEX budgets_role_period_idx ON llm.budgets ((coalesce(role, '')), period);
+COMMENT ON TABLE llm.budgets IS 'spending limits per role (NULL: everyone together) per UTC day or month';
+GRANT SELECT ON llm.budgets TO llm_user;
+SELECT pg_catalog.pg_extension_config_dump('llm.budgets', '');
+
+CREATE FUNCTION llm_budget_set(role name, period text, limit_usd numeric)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF period IS NULL OR period NOT IN ('day', 'month') THEN
+		RAISE EXCEPTION 'invalid budget period "%"', coalesce(period, 'NULL')
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Use ''day'' or ''month'' (UTC).';
+	END IF;
+	IF limit_usd < 0 THEN
+		RAISE EXCEPTION 'limit_usd must not be negative'
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Pass NULL to remove the budget.';
+	END IF;
+	IF llm_budget_set.role IS NOT NULL
+	   AND NOT EXISTS (SELECT FROM pg_roles r WHERE r.rolname = llm_budget_set.role) THEN
+		RAISE EXCEPTION 'role "%" does not exist', llm_budget_set.role
+			USING ERRCODE = 'undefined_object',
+				  HINT = 'Pass NULL for a budget shared by every role.';
+	END IF;
+	DELETE FROM llm.budgets b
+	 WHERE b.role IS NOT DISTINCT FROM llm_budget_set.role AND b.period = llm_budget_set.period;
+	IF limit_usd IS NOT NULL THEN
+		INSERT INTO llm.budgets (role, period, limit_usd)
+		VALUES (llm_budget_set.role, llm_budget_set.period, limit_usd);
+	END IF;
+END
+$$;
+COMMENT ON FUNCTION llm_budget_set(name, text, numeric) IS
+	'set (or, with a NULL limit, remove) a spending limit for a role, or for everyone with a NULL role';
+REVOKE ALL ON FUNCTION llm_budget_set(name, text, numeric) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION llm_budget_set(name, text, numeric) TO llm_admin;
+
+-- Spend so far in each budget's current period.  pending_own and pending_all
+-- are costs already incurred but not yet written to llm.calls.
+CREATE FUNCTION llm._budget_spend(who name, pending_own numeric DEFAULT 0, pending_all numeric DEFAULT 0)
+RETURNS TABLE (role name, period text, limit_usd numeric, spent_usd numeric,
+			   period_start timestamptz, period_end timestamptz)
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT b.role, b.period, b.limit_usd,
+		   s.spent + CASE WHEN b.role IS NULL THEN pending_all ELSE pending_own END,
+		   p.start, p.start + CASE b.period WHEN 'day' THEN interval '1 day' ELSE interval '1 month' END
+	  FROM llm.budgets b
+	 CROSS JOIN LATERAL (SELECT date_trunc(b.period, now(), 'UTC') AS start) p
+	 CROSS JOIN LATERAL (
+		SELECT coalesce(sum(c.cost_usd), 0) AS spent
+		  FROM llm.calls c
+		 WHERE c.created_at >= p.start
+		   AND (b.role IS NULL OR c.role = b.role)) s
+	 WHERE who IS NULL OR b.role IS NULL OR b.role = who
+	 ORDER BY b.role NULLS LAST, b.period
+$$;
+REVOKE ALL ON FUNCTION llm._budget_spend(name, numeric, numeric) FROM PUBLIC;
+
+CREATE FUNCTION llm_budget_status()
+RETURNS TABLE (role name, period text, limit_usd numeric, spent_usd numeric,
+			   remaining_usd numeric, period_start timestamptz, period_end timestamptz)
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT s.role, s.period, s.limit_usd, s.spent_usd,
+		   greatest(s.limit_usd - s.spent_usd, 0), s.period_start, s.period_end
+	  FROM llm._budget_spend(CASE WHEN pg_has_role(session_user, 'llm_admin', 'MEMBER')
+									OR pg_has_role(current_user, 'llm_admin', 'MEMBER')
+							 THEN NULL ELSE current_user END) s
+$$;
+COMMENT ON FUNCTION llm_budget_status() IS
+	'the budgets that apply to you (all of them for llm_admin), with the spend so far';
+REVOKE ALL ON FUNCTION llm_budget_status() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION llm_budget_status() TO llm_user;

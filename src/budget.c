@@ -1,0 +1,109 @@
+/*
+ * budget.c — the budget check before each provider request (see budget.h).
+ */
+#include "llmext.h"
+
+#include "budget.h"
+
+#include "catalog.h"
+#include "catalog/pg_type_d.h"
+#include "executor/spi.h"
+#include "ledger.h"
+#include "miscadmin.h"
+#include "utils/builtins.h"
+
+typedef struct SpentBudget
+{
+	char	   *role;			/* NULL: everyone's budget */
+	char	   *period;
+	char	   *limit_usd;
+	char	   *spent_usd;
+	char	   *period_end;
+} SpentBudget;
+
+/* The first budget of the current role (or everyone's) that is spent, if any. */
+static SpentBudget *
+find_spent_budget(void)
+{
+	static SPIPlanPtr plan = NULL;
+	MemoryContext caller = CurrentMemoryContext;
+	char	   *role = GetUserNameFromId(GetUserId(), false);
+	double		own;
+	double		all;
+	Datum		args[3];
+	Oid			saved_userid;
+	int			saved_sec_context;
+	SpentBudget *spent = NULL;
+
+	llm_pending_spend(GetUserId(), &own, &all);
+	args[0] = CStringGetTextDatum(role);
+	args[1] = CStringGetTextDatum(psprintf("%.10f", own));
+	args[2] = CStringGetTextDatum(psprintf("%.10f", all));
+
+	GetUserIdAndSecContext(&saved_userid, &saved_sec_context);
+	SetUserIdAndSecContext(llm_extension_owner(), saved_sec_context |
+						   SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION);
+	PG_TRY();
+	{
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
+		if (plan == NULL)
+		{
+			Oid			argtypes[3] = {TEXTOID, TEXTOID, TEXTOID};
+			SPIPlanPtr	p = SPI_prepare(
+										"SELECT role, period, limit_usd, spent_usd, period_end"
+										"  FROM llm._budget_spend($1::pg_catalog.name,"
+										"                         $2::pg_catalog.numeric,"
+										"                         $3::pg_catalog.numeric)"
+										" WHERE spent_usd OPERATOR(pg_catalog.>=) limit_usd"
+										" LIMIT 1",
+										3, argtypes);
+
+			if (p == NULL)
+				elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+			SPI_keepplan(p);
+			plan = p;
+		}
+		if (SPI_execute_plan(plan, args, NULL, true, 1) != SPI_OK_SELECT)
+			elog(ERROR, "budget look-up failed");
+		if (SPI_processed == 1)
+		{
+			HeapTuple	tuple = SPI_tuptable->vals[0];
+			TupleDesc	desc = SPI_tuptable->tupdesc;
+			MemoryContext spi = MemoryContextSwitchTo(caller);
+
+			spent = palloc(sizeof(SpentBudget));
+			spent->role = SPI_getvalue(tuple, desc, 1);
+			spent->period = SPI_getvalue(tuple, desc, 2);
+			spent->limit_usd = SPI_getvalue(tuple, desc, 3);
+			spent->spent_usd = SPI_getvalue(tuple, desc, 4);
+			spent->period_end = SPI_getvalue(tuple, desc, 5);
+			MemoryContextSwitchTo(spi);
+		}
+		SPI_finish();
+	}
+	PG_FINALLY();
+	{
+		SetUserIdAndSecContext(saved_userid, saved_sec_context);
+	}
+	PG_END_TRY();
+	return spent;
+}
+
+void
+llm_budget_check(void)
+{
+	SpentBudget *spent = find_spent_budget();
+
+	if (spent == NULL)
+		return;
+	ereport(ERROR,
+			(errcode(ERRCODE_LLM_BUDGET_EXCEEDED),
+			 spent->role
+			 ? errmsg("the %s budget of role \"%s\" is spent", spent->period, spent->role)
+			 : errmsg("the shared %s budget is spent", spent->period),
+			 errdetail("The limit is %s USD and %s USD has been spent this %s.",
+					   spent->limit_usd, spent->spent_usd, spent->period),
+			 errhint("The budget renews at %s; an llm_admin can raise it with llm_budget_set.",
+					 spent->period_end)));
+}

@@ -1,0 +1,383 @@
+/*
+ * ledger.c — the queue of entries between backends and the worker (see
+ * ledger.h).
+ */
+#include "ledger.h"
+
+#include "catalog.h"
+#include "mb/pg_wchar.h"
+#include "catalog/pg_type_d.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "utils/builtins.h"
+#include "commands/dbcommands.h"
+#include "utils/datetime.h"
+#include "utils/json.h"
+#include "utils/memutils.h"
+#include "utils/lsyscache.h"
+
+#define FULL_QUEUE_WAIT_MS 2000
+#define MAX_ERROR_TEXT 2000
+
+static bool warned_sync_write = false;
+
+/* Writes one entry in the caller's own transaction. */
+static void
+write_now(const char *json, const char *why)
+{
+	if (!warned_sync_write)
+	{
+		warned_sync_write = true;
+		ereport(WARNING,
+				(errmsg("llmext writes ledger rows and cache entries in the calling transaction"),
+				 errdetail("%s", why),
+				 errhint("A ROLLBACK also removes them. Add llmext to shared_preload_libraries and this database to llmext.databases so that a background worker writes them.")));
+	}
+	llm_persist(psprintf("[%s]", json));
+}
+
+/* Finds a free slot and fills it; false if the queue is full. */
+static bool
+try_enqueue(LlmEntryKind kind, const char *key, double cost_usd, dsa_pointer payload)
+{
+	bool		queued = false;
+
+	LWLockAcquire(llm_shared->lock, LW_EXCLUSIVE);
+	for (int i = 0; i < llm_shared->capacity; i++)
+	{
+		LlmPendingEntry *e = &llm_shared->entries[i];
+
+		if (e->state != LLM_ENTRY_FREE)
+			continue;
+		e->state = LLM_ENTRY_FILLED;
+		e->kind = (char) kind;
+		e->attempts = 0;
+		e->dboid = MyDatabaseId;
+		e->roleid = GetUserId();
+		e->seq = llm_shared->next_seq++;
+		e->cost_usd = cost_usd;
+		strlcpy(e->key, key ? key : "", sizeof(e->key));
+		e->payload = payload;
+		queued = true;
+		break;
+	}
+	LWLockRelease(llm_shared->lock);
+	return queued;
+}
+
+void
+llm_pending_add(LlmEntryKind kind, const char *key, double cost_usd, const char *json)
+{
+	Latch	   *worker = llm_worker_latch(MyDatabaseId);
+	dsa_area   *dsa;
+	size_t		len = strlen(json) + 1;
+	dsa_pointer payload;
+	TimestampTz give_up;
+
+	if (worker == NULL)
+	{
+		write_now(json, llm_shared == NULL
+				  ? "llmext is not in shared_preload_libraries."
+				  : "No llmext background worker serves this database (see llmext.databases).");
+		return;
+	}
+
+	/*
+	 * The provider has been paid by now: rather than drop the entry when the
+	 * queue is full, wait for the worker a little, then write it here.
+	 */
+	dsa = llm_shared_area();
+	give_up = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), FULL_QUEUE_WAIT_MS);
+	for (;;)
+	{
+		payload = dsa_allocate_extended(dsa, len, DSA_ALLOC_NO_OOM | DSA_ALLOC_HUGE);
+		if (DsaPointerIsValid(payload))
+		{
+			memcpy(dsa_get_address(dsa, payload), json, len);
+			if (try_enqueue(kind, key, cost_usd, payload))
+				return;
+			dsa_free(dsa, payload);
+		}
+		SetLatch(worker);
+		if (GetCurrentTimestamp() >= give_up)
+			break;
+		pg_usleep(10000L);
+	}
+	write_now(json, "The queue of entries waiting for the background worker is full.");
+}
+
+char *
+llm_pending_cache_entry(const char *key)
+{
+	char	   *json = NULL;
+	uint64		newest = 0;
+	int			found = -1;
+
+	dsa_area   *dsa;
+
+	if (llm_shared == NULL || llm_worker_latch(MyDatabaseId) == NULL)
+		return NULL;
+	dsa = llm_shared_area();	/* attach first: that takes the lock itself */
+	LWLockAcquire(llm_shared->lock, LW_SHARED);
+	for (int i = 0; i < llm_shared->capacity; i++)
+	{
+		LlmPendingEntry *e = &llm_shared->entries[i];
+
+		if (e->state != LLM_ENTRY_FREE && e->kind == LLM_ENTRY_CACHE &&
+			e->dboid == MyDatabaseId && e->seq > newest && strcmp(e->key, key) == 0)
+		{
+			newest = e->seq;
+			found = i;
+		}
+	}
+	if (found >= 0)
+		json = pstrdup(dsa_get_address(dsa, llm_shared->entries[found].payload));
+	LWLockRelease(llm_shared->lock);
+	return json;
+}
+
+void
+llm_pending_spend(Oid roleid, double *own, double *all)
+{
+	*own = 0;
+	*all = 0;
+	if (llm_shared == NULL)
+		return;
+	LWLockAcquire(llm_shared->lock, LW_SHARED);
+	for (int i = 0; i < llm_shared->capacity; i++)
+	{
+		LlmPendingEntry *e = &llm_shared->entries[i];
+
+		if (e->state == LLM_ENTRY_FREE || e->kind != LLM_ENTRY_CALL || e->dboid != MyDatabaseId)
+			continue;
+		*all += e->cost_usd;
+		if (e->roleid == roleid)
+			*own += e->cost_usd;
+	}
+	LWLockRelease(llm_shared->lock);
+}
+
+/* Is any entry of this database up to seq still unwritten? */
+static bool
+unwritten_up_to(uint64 seq)
+{
+	bool		pending = false;
+
+	LWLockAcquire(llm_shared->lock, LW_SHARED);
+	for (int i = 0; i < llm_shared->capacity && !pending; i++)
+	{
+		LlmPendingEntry *e = &llm_shared->entries[i];
+
+		pending = e->state != LLM_ENTRY_FREE && e->dboid == MyDatabaseId && e->seq <= seq;
+	}
+	LWLockRelease(llm_shared->lock);
+	return pending;
+}
+
+bool
+llm_pending_wait_written(long timeout_ms)
+{
+	TimestampTz give_up = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), timeout_ms);
+	Latch	   *worker;
+	uint64		target;
+
+	if (llm_shared == NULL || (worker = llm_worker_latch(MyDatabaseId)) == NULL)
+		return true;			/* entries were written as they came */
+
+	LWLockAcquire(llm_shared->lock, LW_SHARED);
+	target = llm_shared->next_seq - 1;
+	LWLockRelease(llm_shared->lock);
+
+	SetLatch(worker);
+	while (unwritten_up_to(target))
+	{
+		long		left = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), give_up);
+
+		if (left <= 0)
+			return false;
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 Min(left, 10), PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+	}
+	return true;
+}
+
+void
+llm_persist(const char *json_array)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		arg = CStringGetTextDatum(json_array);
+	Oid			saved_userid;
+	int			saved_sec_context;
+
+	GetUserIdAndSecContext(&saved_userid, &saved_sec_context);
+	SetUserIdAndSecContext(llm_extension_owner(), saved_sec_context |
+						   SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION);
+	PG_TRY();
+	{
+		int			rc;
+
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
+		if (plan == NULL)
+		{
+			Oid			argtypes[1] = {TEXTOID};
+			SPIPlanPtr	p = SPI_prepare("SELECT llm._persist($1::pg_catalog.jsonb)", 1, argtypes);
+
+			if (p == NULL)
+				elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+			SPI_keepplan(p);
+			plan = p;
+		}
+		rc = SPI_execute_plan(plan, &arg, NULL, false, 0);
+		if (rc != SPI_OK_SELECT)
+			elog(ERROR, "SPI_execute_plan failed: %s", SPI_result_code_string(rc));
+		SPI_finish();
+	}
+	PG_FINALLY();
+	{
+		SetUserIdAndSecContext(saved_userid, saved_sec_context);
+	}
+	PG_END_TRY();
+}
+
+int
+llm_pending_claim(Oid dboid, int max, int *indexes)
+{
+	int			n = 0;
+
+	LWLockAcquire(llm_shared->lock, LW_EXCLUSIVE);
+	for (int i = 0; i < llm_shared->capacity && n < max; i++)
+	{
+		LlmPendingEntry *e = &llm_shared->entries[i];
+
+		if (e->state == LLM_ENTRY_FILLED && e->dboid == dboid)
+		{
+			e->state = LLM_ENTRY_CLAIMED;
+			indexes[n++] = i;
+		}
+	}
+	LWLockRelease(llm_shared->lock);
+	return n;
+}
+
+/* A claimed entry's payload: no backend changes it while it is claimed. */
+char *
+llm_pending_payload(int index)
+{
+	return dsa_get_address(llm_shared_area(), llm_shared->entries[index].payload);
+}
+
+int
+llm_pending_attempts(int index)
+{
+	return llm_shared->entries[index].attempts;
+}
+
+void
+llm_pending_release(const int *indexes, int n, bool written)
+{
+	dsa_area   *dsa = llm_shared_area();
+
+	LWLockAcquire(llm_shared->lock, LW_EXCLUSIVE);
+	for (int i = 0; i < n; i++)
+	{
+		LlmPendingEntry *e = &llm_shared->entries[indexes[i]];
+
+		if (written)
+		{
+			dsa_free(dsa, e->payload);
+			e->payload = InvalidDsaPointer;
+			e->state = LLM_ENTRY_FREE;
+		}
+		else
+		{
+			e->attempts++;
+			e->state = LLM_ENTRY_FILLED;
+		}
+	}
+	LWLockRelease(llm_shared->lock);
+}
+
+void
+llm_pending_unclaim_all(Oid dboid)
+{
+	LWLockAcquire(llm_shared->lock, LW_EXCLUSIVE);
+	for (int i = 0; i < llm_shared->capacity; i++)
+	{
+		LlmPendingEntry *e = &llm_shared->entries[i];
+
+		if (e->state == LLM_ENTRY_CLAIMED && e->dboid == dboid)
+			e->state = LLM_ENTRY_FILLED;
+	}
+	LWLockRelease(llm_shared->lock);
+}
+
+char *
+llm_iso_timestamp(TimestampTz t)
+{
+	char		buf[MAXDATELEN + 1];
+
+	JsonEncodeDateTime(buf, TimestampTzGetDatum(t), TIMESTAMPTZOID, NULL);
+	return pstrdup(buf);
+}
+
+static void
+add_text(cJSON *object, const char *key, const char *value)
+{
+	if (value != NULL)
+		cJSON_AddStringToObject(object, key, value);
+}
+
+/* Unique across backends and server restarts, so a re-sent entry is spotted. */
+static char *
+new_entry_id(void)
+{
+	static uint64 counter = 0;
+
+	return psprintf("%x.%lx.%lu", (unsigned) MyProcPid, (unsigned long) MyStartTime,
+					(unsigned long) ++counter);
+}
+
+void
+llm_ledger_record(const LlmLedgerRow *row)
+{
+	static char *database = NULL;
+	cJSON	   *entry = cJSON_CreateObject();
+
+	if (database == NULL)
+		database = MemoryContextStrdup(TopMemoryContext, get_database_name(MyDatabaseId));
+	cJSON_AddStringToObject(entry, "kind", "call");
+	cJSON_AddStringToObject(entry, "entry_id", new_entry_id());
+	cJSON_AddStringToObject(entry, "created_at", llm_iso_timestamp(GetCurrentTimestamp()));
+	cJSON_AddStringToObject(entry, "role", GetUserNameFromId(GetUserId(), false));
+	cJSON_AddStringToObject(entry, "database", database);
+	cJSON_AddStringToObject(entry, "source", row->source ? row->source : "sync");
+	add_text(entry, "prompt_name", row->prompt_name);
+	if (row->prompt_name != NULL)
+		cJSON_AddNumberToObject(entry, "prompt_version", row->prompt_version);
+	cJSON_AddStringToObject(entry, "model", row->model);
+	add_text(entry, "remote_model", row->remote_model);
+	add_text(entry, "provider", row->provider);
+	cJSON_AddBoolToObject(entry, "cache_hit", row->cache_hit);
+	if (row->http_status > 0)
+		cJSON_AddNumberToObject(entry, "http_status", row->http_status);
+	cJSON_AddStringToObject(entry, "outcome", row->error ? "error" : "ok");
+	if (row->error != NULL)
+		cJSON_AddStringToObject(entry, "error",
+								pnstrdup(row->error, pg_mbcliplen(row->error, strlen(row->error),
+																  MAX_ERROR_TEXT)));
+	cJSON_AddNumberToObject(entry, "input_tokens", (double) row->usage.input_tokens);
+	cJSON_AddNumberToObject(entry, "cached_input_tokens", (double) row->usage.cached_input_tokens);
+	cJSON_AddNumberToObject(entry, "output_tokens", (double) row->usage.output_tokens);
+	cJSON_AddNumberToObject(entry, "reasoning_tokens", (double) row->usage.reasoning_tokens);
+	cJSON_AddNumberToObject(entry, "cost_usd", row->cost_usd);
+	cJSON_AddNumberToObject(entry, "cost_saved_usd", row->cost_saved_usd);
+	cJSON_AddNumberToObject(entry, "latency_ms", row->latency_ms);
+	add_text(entry, "request_id", row->request_id);
+	add_text(entry, "fingerprint", row->fingerprint);
+	llm_pending_add(LLM_ENTRY_CALL, NULL, row->cost_usd, cJSON_PrintUnformatted(entry));
+	cJSON_Delete(entry);
+}

@@ -1,0 +1,79 @@
+/*
+ * shmem.h — llmext's shared memory: the queue of ledger rows and cache
+ * entries waiting to be written, and the registry of background workers.
+ *
+ * Present only when llmext is in shared_preload_libraries; llm_shared is
+ * NULL otherwise, and callers fall back to doing the work themselves.
+ */
+#ifndef LLMEXT_SHMEM_H
+#define LLMEXT_SHMEM_H
+
+#include "postgres.h"
+
+#include "storage/latch.h"
+#include "storage/lwlock.h"
+#include "utils/dsa.h"
+
+#define LLM_MAX_WORKERS 16
+
+typedef enum LlmEntryState
+{
+	LLM_ENTRY_FREE = 0,
+	LLM_ENTRY_FILLED,			/* waiting for a worker */
+	LLM_ENTRY_CLAIMED			/* a worker is writing it */
+} LlmEntryState;
+
+typedef enum LlmEntryKind
+{
+	LLM_ENTRY_CALL = 'L',		/* a ledger row */
+	LLM_ENTRY_CACHE = 'C'		/* a cache entry */
+} LlmEntryKind;
+
+/* One pending entry; its JSON text lives in the dynamic shared area. */
+typedef struct LlmPendingEntry
+{
+	LlmEntryState state;
+	char		kind;
+	uint8		attempts;		/* failed writes so far */
+	Oid			dboid;
+	Oid			roleid;
+	uint64		seq;
+	double		cost_usd;
+	char		key[65];		/* cache key (hex SHA-256) */
+	dsa_pointer payload;
+} LlmPendingEntry;
+
+typedef struct LlmWorkerInfo
+{
+	Oid			dboid;
+	pid_t		pid;
+	Latch	   *latch;
+} LlmWorkerInfo;
+
+typedef struct LlmShared
+{
+	LWLock	   *lock;
+	int			dsa_tranche;
+	dsa_handle	area_handle;
+	uint64		next_seq;
+	int			capacity;
+	LlmWorkerInfo workers[LLM_MAX_WORKERS];
+	LlmPendingEntry entries[FLEXIBLE_ARRAY_MEMBER];
+} LlmShared;
+
+extern LlmShared *llm_shared;
+
+/* GUCs that size shared memory (see llmext.c) */
+extern int	llm_pending_capacity;
+extern int	llm_pending_memory_mb;
+
+/* Installs the shared-memory hooks; called from _PG_init when preloading. */
+extern void llm_shmem_install(void);
+
+/* The dynamic shared area for entry payloads, created or attached on first use. */
+extern dsa_area *llm_shared_area(void);
+
+/* The latch of the worker serving database dboid, or NULL if none runs. */
+extern Latch *llm_worker_latch(Oid dboid);
+
+#endif							/* LLMEXT_SHMEM_H */
