@@ -479,6 +479,10 @@ typedef enum VResult
 	V_ABORT,
 } VResult;
 
+/* Longer paths lose their middle in error messages. */
+#define PATH_HEAD 40
+#define PATH_TAIL 80
+
 typedef struct Validator
 {
 	const cJSON *root;
@@ -495,6 +499,37 @@ __attribute__((format(printf, 3, 4)))
 #endif
 static VResult report(Validator *v, VResult result, const char *format,...);
 
+/*
+ * Writes path into err, eliding the middle of a very long one, so that the
+ * sentence after it survives a short err buffer.
+ */
+static void
+write_path(const Path *path, char *err, size_t errlen)
+{
+	size_t		head = PATH_HEAD;
+	size_t		tail = path->len - PATH_TAIL;
+
+	if (path->len <= PATH_HEAD + PATH_TAIL + 3)
+	{
+		snprintf(err, errlen, "%s", path->data);
+		return;
+	}
+	/* cut between steps where we can, else between characters */
+	while (head > 1 && path->data[head] != '.' && path->data[head] != '[')
+		head--;
+	if (head == 1)
+		for (head = PATH_HEAD; ((unsigned char) path->data[head] & 0xC0) == 0x80; head--)
+			;
+	while (tail < path->len && path->data[tail] != '.' && path->data[tail] != '[')
+		tail++;
+	if (tail == path->len)
+		for (tail = path->len - PATH_TAIL; ((unsigned char) path->data[tail] & 0xC0) == 0x80; tail++)
+			;
+	else if (path->data[tail] == '.')
+		tail++;
+	snprintf(err, errlen, "%.*s...%s", (int) head, path->data, path->data + tail);
+}
+
 static VResult
 report(Validator *v, VResult result, const char *format,...)
 {
@@ -503,7 +538,9 @@ report(Validator *v, VResult result, const char *format,...)
 
 	if (v->err == NULL || v->errlen == 0)
 		return result;
-	snprintf(v->err, v->errlen, "%s: ", v->path.data);
+	write_path(&v->path, v->err, v->errlen);
+	used = strlen(v->err);
+	snprintf(v->err + used, v->errlen - used, ": ");
 	used = strlen(v->err);
 	va_start(args, format);
 	vsnprintf(v->err + used, v->errlen - used, format, args);

@@ -70,17 +70,41 @@ AS $$
 $$;
 REVOKE ALL ON FUNCTION llm._budget_spend(name, numeric, numeric) FROM PUBLIC;
 
-CREATE FUNCTION llm_budget_status()
+CREATE FUNCTION llm._pending_spend(OUT own double precision, OUT everyone double precision)
+AS 'MODULE_PATHNAME', 'llm_pending_spend_sql'
+LANGUAGE C VOLATILE STRICT;
+REVOKE ALL ON FUNCTION llm._pending_spend() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION llm._pending_spend() TO llm_user;
+
+-- The spend a caller may see: the budgets of roles the session can act as,
+-- or all of them for an llm_admin (who NULL).
+CREATE FUNCTION llm._visible_budget_spend(who name, pending_own numeric, pending_all numeric)
 RETURNS TABLE (role name, period text, limit_usd numeric, spent_usd numeric,
-			   remaining_usd numeric, period_start timestamptz, period_end timestamptz)
+			   period_start timestamptz, period_end timestamptz)
 LANGUAGE sql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
-	SELECT s.role, s.period, s.limit_usd, s.spent_usd,
-		   greatest(s.limit_usd - s.spent_usd, 0), s.period_start, s.period_end
-	  FROM llm._budget_spend(CASE WHEN pg_has_role(session_user, 'llm_admin', 'MEMBER')
-									OR pg_has_role(current_user, 'llm_admin', 'MEMBER')
-							 THEN NULL ELSE current_user END) s
+	SELECT s.*
+	  FROM llm._budget_spend(who, pending_own, pending_all) s
+	 WHERE CASE WHEN who IS NULL THEN pg_has_role(session_user, 'llm_admin', 'MEMBER')
+				ELSE pg_has_role(session_user, who, 'MEMBER') END
+$$;
+REVOKE ALL ON FUNCTION llm._visible_budget_spend(name, numeric, numeric) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION llm._visible_budget_spend(name, numeric, numeric) TO llm_user;
+
+CREATE FUNCTION llm_budget_status()
+RETURNS TABLE (role name, period text, limit_usd numeric, spent_usd numeric,
+			   remaining_usd numeric, period_start timestamptz, period_end timestamptz)
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT s.role, s.period, s.limit_usd, trim_scale(round(s.spent_usd, 10)),
+		   trim_scale(round(greatest(s.limit_usd - s.spent_usd, 0), 10)),
+		   s.period_start, s.period_end
+	  FROM llm._pending_spend() p,
+		   llm._visible_budget_spend(CASE WHEN pg_has_role(current_user, 'llm_admin', 'MEMBER')
+										  THEN NULL ELSE current_user END,
+									 p.own::numeric, p.everyone::numeric) s
 $$;
 COMMENT ON FUNCTION llm_budget_status() IS
 	'the budgets that apply to you (all of them for llm_admin), with the spend so far';

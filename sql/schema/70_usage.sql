@@ -2,7 +2,7 @@
 -- ledger rows that row level security lets them see.
 
 CREATE VIEW llm.usage_daily WITH (security_invoker = true) AS
-SELECT date_trunc('day', c.created_at, 'UTC')::date AS day,
+SELECT (c.created_at AT TIME ZONE 'UTC')::date AS day,
 	   c.model, c.prompt_name, c.prompt_version, c.role,
 	   count(*) AS calls,
 	   count(*) FILTER (WHERE c.outcome = 'error') AS errors,

@@ -8,6 +8,8 @@ main(void)
 {
 	test_request();
 	test_openai();
+	test_template();
+	test_jsonschema();
 	printf("%d passed, %d failed\n", unit_passed, unit_failed);
 	return unit_failed == 0 ? 0 : 1;
 }
