@@ -32,6 +32,9 @@ include $(PGXS)
 
 CONTRIB_TESTDB = llmext_regression
 
+# PGXS tracks no header dependencies: a changed struct must rebuild every user.
+$(OBJS): $(wildcard src/*.h)
+
 $(EXTENSION)--$(EXTVERSION).sql: $(SCHEMA_PARTS) $(EXTENSION).control
 	cat $(SCHEMA_PARTS) > $@
 

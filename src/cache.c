@@ -11,6 +11,7 @@
 #include "cachekey.h"
 
 #include "catalog.h"
+#include "catalog/namespace.h"
 #include "catalog/pg_type_d.h"
 #include "executor/spi.h"
 #include "ledger.h"
@@ -18,7 +19,31 @@
 #include "utils/builtins.h"
 #include "utils/fmgrprotos.h"
 #include "utils/guc.h"
+#include "utils/hsearch.h"
+#include "utils/inval.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
 #include "utils/timestamp.h"
+
+#define RECENT_MAX_ENTRIES 4096
+#define RECENT_MAX_BYTES (64 * 1024 * 1024)
+
+/*
+ * Answers this backend has recently served or stored, so that a hot key
+ * costs no query at all.  Deleting from llm.cache (purge, expiry) sends an
+ * invalidation that empties it (see llm._catalog_changed).
+ */
+typedef struct RecentAnswer
+{
+	char		key[65];
+	char	   *result;			/* the normalised result, JSON text */
+	TimestampTz expires_at;		/* 0: never */
+} RecentAnswer;
+
+static MemoryContext recent_context = NULL;
+static HTAB *recent = NULL;
+static Size recent_bytes = 0;
+static Oid	cache_relid = InvalidOid;
 
 int			llm_cache_mode = LLM_CACHE_ON;
 int			llm_cache_ttl_s = 7 * 24 * 3600;
@@ -100,8 +125,77 @@ llm_sha256_hex(const char *text)
 	return hex;
 }
 
+static void
+forget_recent(Datum arg, Oid relid)
+{
+	if (recent != NULL && (relid == InvalidOid || relid == cache_relid))
+	{
+		MemoryContextReset(recent_context);
+		recent = NULL;
+		recent_bytes = 0;
+	}
+}
+
+static HTAB *
+get_recent(void)
+{
+	HASHCTL		ctl;
+
+	if (recent != NULL)
+		return recent;
+	if (recent_context == NULL)
+	{
+		recent_context = AllocSetContextCreate(CacheMemoryContext, "llmext recent answers",
+											   ALLOCSET_DEFAULT_SIZES);
+		CacheRegisterRelcacheCallback(forget_recent, (Datum) 0);
+	}
+	cache_relid = get_relname_relid("cache", get_namespace_oid("llm", false));
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.keysize = 65;
+	ctl.entrysize = sizeof(RecentAnswer);
+	ctl.hcxt = recent_context;
+	recent = hash_create("llmext recent answers", 256, &ctl, HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+	return recent;
+}
+
+static void
+remember(const char *key, const char *result, TimestampTz expires_at)
+{
+	HTAB	   *table = get_recent();
+	RecentAnswer *entry;
+	bool		found;
+
+	if (hash_get_num_entries(table) >= RECENT_MAX_ENTRIES || recent_bytes >= RECENT_MAX_BYTES)
+	{
+		forget_recent((Datum) 0, InvalidOid);
+		table = get_recent();
+	}
+	entry = hash_search(table, key, HASH_ENTER, &found);
+	if (found)
+		pfree(entry->result);
+	entry->result = MemoryContextStrdup(recent_context, result);
+	entry->expires_at = expires_at;
+	recent_bytes += strlen(result);
+}
+
 static char *
-table_lookup(const char *key)
+recall(const char *key)
+{
+	RecentAnswer *entry = hash_search(get_recent(), key, HASH_FIND, NULL);
+
+	if (entry == NULL)
+		return NULL;
+	if (entry->expires_at != 0 && entry->expires_at <= GetCurrentTimestamp())
+	{
+		hash_search(recent, key, HASH_REMOVE, NULL);
+		return NULL;
+	}
+	return entry->result;
+}
+
+/* The result and expiry of a live table entry; NULL if none. */
+static char *
+table_lookup(const char *key, TimestampTz *expires_at)
 {
 	static SPIPlanPtr plan = NULL;
 	MemoryContext caller = CurrentMemoryContext;
@@ -121,7 +215,7 @@ table_lookup(const char *key)
 		{
 			Oid			argtypes[1] = {TEXTOID};
 			SPIPlanPtr	p = SPI_prepare(
-										"SELECT result::pg_catalog.text FROM llm.cache"
+										"SELECT result::pg_catalog.text, expires_at FROM llm.cache"
 										" WHERE key OPERATOR(pg_catalog.=) $1"
 										"   AND (expires_at IS NULL"
 										"        OR expires_at OPERATOR(pg_catalog.>) pg_catalog.now())",
@@ -137,8 +231,12 @@ table_lookup(const char *key)
 		if (SPI_processed == 1)
 		{
 			MemoryContext spi = MemoryContextSwitchTo(caller);
+			bool		isnull;
+			Datum		expiry = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2,
+											   &isnull);
 
 			text = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+			*expires_at = isnull ? 0 : DatumGetTimestampTz(expiry);
 			MemoryContextSwitchTo(spi);
 		}
 		SPI_finish();
@@ -154,9 +252,14 @@ table_lookup(const char *key)
 cJSON *
 llm_cache_get(const char *key)
 {
-	char	   *pending = llm_pending_cache_entry(key);
+	char	   *pending;
 	char	   *text;
+	TimestampTz expires_at = 0;
 
+	text = recall(key);
+	if (text != NULL)
+		return cJSON_Parse(text);
+	pending = llm_pending_cache_entry(key);
 	if (pending != NULL)
 	{
 		cJSON	   *entry = cJSON_Parse(pending);
@@ -166,8 +269,11 @@ llm_cache_get(const char *key)
 		if (result != NULL)
 			return result;
 	}
-	text = table_lookup(key);
-	return text ? cJSON_Parse(text) : NULL;
+	text = table_lookup(key, &expires_at);
+	if (text == NULL)
+		return NULL;
+	remember(key, text, expires_at);
+	return cJSON_Parse(text);
 }
 
 void
@@ -175,6 +281,7 @@ llm_cache_put(const char *key, const char *model, const char *provider,
 			  const char *remote_model, const cJSON *result, double cost_usd, int ttl_s)
 {
 	TimestampTz now = GetCurrentTimestamp();
+	TimestampTz expires_at = ttl_s > 0 ? TimestampTzPlusMilliseconds(now, (int64) ttl_s * 1000) : 0;
 	cJSON	   *entry = cJSON_CreateObject();
 
 	cJSON_AddStringToObject(entry, "kind", "cache");
@@ -185,8 +292,8 @@ llm_cache_put(const char *key, const char *model, const char *provider,
 	cJSON_AddItemToObject(entry, "result", cJSON_Duplicate(result, true));
 	cJSON_AddNumberToObject(entry, "cost_usd", cost_usd);
 	cJSON_AddStringToObject(entry, "created_at", llm_iso_timestamp(now));
-	if (ttl_s > 0)
-		cJSON_AddStringToObject(entry, "expires_at",
-								llm_iso_timestamp(TimestampTzPlusMilliseconds(now, (int64) ttl_s * 1000)));
+	if (expires_at != 0)
+		cJSON_AddStringToObject(entry, "expires_at", llm_iso_timestamp(expires_at));
 	llm_pending_add(LLM_ENTRY_CACHE, key, 0, cJSON_PrintUnformatted(entry));
+	remember(key, cJSON_PrintUnformatted(result), expires_at);
 }

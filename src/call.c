@@ -165,6 +165,7 @@ call_provider(LlmModel *model, const char *body, LlmCallResult *result)
 	char		err[256];
 	LlmFailure *failure = NULL;
 
+	llm_load_key(model);
 	headers = build_headers(model, &req.nheaders);
 	req.url = chat_url(model);
 	req.body = body;

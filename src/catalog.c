@@ -16,8 +16,12 @@
 #include "catalog/pg_type_d.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
+#include "commands/trigger.h"
 #include "utils/builtins.h"
+#include "utils/hsearch.h"
+#include "utils/inval.h"
 #include "utils/lsyscache.h"
+#include "utils/memutils.h"
 #include "utils/syscache.h"
 
 #include "catalog/pg_class.h"
@@ -29,13 +33,34 @@ static const char *const lookup_sql =
 "       m.output_price::pg_catalog.float8,"
 "       m.params::pg_catalog.text,"
 "       p.name, p.kind, p.base_url, p.options::pg_catalog.text,"
-"       p.key_source, p.key_env, k.api_key"
+"       p.key_source, p.key_env"
 "  FROM llm.models m"
 "  JOIN llm.providers p ON p.name OPERATOR(pg_catalog.=) m.provider"
-"  LEFT JOIN llm.provider_keys k ON k.provider OPERATOR(pg_catalog.=) p.name"
 " WHERE m.name OPERATOR(pg_catalog.=) $1";
 
+static const char *const key_sql =
+"SELECT api_key FROM llm.provider_keys WHERE provider OPERATOR(pg_catalog.=) $1";
+
 static SPIPlanPtr lookup_plan = NULL;
+static SPIPlanPtr key_plan = NULL;
+
+/*
+ * Models already looked up in this backend.  A statement-level trigger on
+ * llm.models and llm.providers (llm._catalog_changed) sends a relcache
+ * invalidation for the changed table, and every backend then forgets its
+ * copies before its next transaction reads them.
+ */
+typedef struct CachedModel
+{
+	char		name[NAMEDATALEN * 2];
+	LlmModel   *model;
+} CachedModel;
+
+static MemoryContext model_cache_context = NULL;
+static HTAB *model_cache = NULL;
+static Oid	models_relid = InvalidOid;
+static Oid	providers_relid = InvalidOid;
+static bool callback_registered = false;
 
 /* The owner of llm.provider_keys: the role that created the extension. */
 Oid
@@ -74,29 +99,6 @@ column_float(HeapTuple tuple, TupleDesc desc, int column)
 	return isnull ? 0 : DatumGetFloat8(value);
 }
 
-/* Returns the key: stored_key itself (a palloc'd copy) or the environment's. */
-static char *
-resolve_key(const char *provider, const char *source, const char *key_env,
-			char *stored_key)
-{
-	if (strcmp(source, "stored") == 0)
-		return (char *) stored_key;
-	if (strcmp(source, "env") == 0)
-	{
-		const char *value = getenv(key_env);
-
-		if (value == NULL || value[0] == '\0')
-			ereport(ERROR,
-					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-					 errmsg("the API key of provider \"%s\" is not available", provider),
-					 errdetail("The provider reads its key from the environment variable \"%s\", which is not set in the server's environment.",
-							   key_env),
-					 errhint("Set the variable where the server starts, or store a key with llm_provider_set_key.")));
-		return pstrdup(value);
-	}
-	return NULL;
-}
-
 static cJSON *
 parse_json_column(const char *text)
 {
@@ -129,11 +131,12 @@ model_name_or_default(const char *name)
 	return name;
 }
 
-/* Runs the look-up query as the key table's owner; NULL when not found. */
+/* Runs the look-up query as the extension's owner; NULL when not found. */
 static LlmModel *
-query_model(const char *name)
+query_model(const char *name, MemoryContext result_context)
 {
-	MemoryContext caller_context = CurrentMemoryContext;
+	MemoryContext caller_context = result_context;
+
 	Oid			owner = llm_extension_owner();
 	Oid			saved_userid;
 	int			saved_sec_context;
@@ -182,10 +185,8 @@ query_model(const char *name)
 			model->provider_kind = column_text(tuple, desc, 9);
 			model->base_url = column_text(tuple, desc, 10);
 			model->provider_options = parse_json_column(column_text(tuple, desc, 11));
-			model->api_key = resolve_key(model->provider,
-										 column_text(tuple, desc, 12),
-										 column_text(tuple, desc, 13),
-										 column_text(tuple, desc, 14));
+			model->key_source = column_text(tuple, desc, 12);
+			model->key_env = column_text(tuple, desc, 13);
 			MemoryContextSwitchTo(spi_context);
 		}
 		SPI_finish();
@@ -198,19 +199,174 @@ query_model(const char *name)
 	return model;
 }
 
+static LlmModel *
+copy_model(const LlmModel *model, MemoryContext context)
+{
+	MemoryContext old = MemoryContextSwitchTo(context);
+	LlmModel   *copy = palloc(sizeof(LlmModel));
+
+	*copy = *model;
+	copy->name = pstrdup(model->name);
+	copy->remote_model = pstrdup(model->remote_model);
+	copy->kind = pstrdup(model->kind);
+	copy->params = cJSON_Duplicate(model->params, true);
+	copy->provider = pstrdup(model->provider);
+	copy->provider_kind = pstrdup(model->provider_kind);
+	copy->base_url = pstrdup(model->base_url);
+	copy->provider_options = cJSON_Duplicate(model->provider_options, true);
+	copy->key_source = pstrdup(model->key_source);
+	copy->key_env = model->key_env ? pstrdup(model->key_env) : NULL;
+	copy->api_key = NULL;
+	MemoryContextSwitchTo(old);
+	return copy;
+}
+
+static void
+forget_models(Datum arg, Oid relid)
+{
+	if (model_cache_context != NULL &&
+		(relid == InvalidOid || relid == models_relid || relid == providers_relid))
+	{
+		MemoryContextReset(model_cache_context);
+		model_cache = NULL;
+	}
+}
+
+static HTAB *
+get_model_cache(void)
+{
+	HASHCTL		ctl;
+	Oid			namespace;
+
+	if (model_cache != NULL)
+		return model_cache;
+	if (model_cache_context == NULL)
+		model_cache_context = AllocSetContextCreate(CacheMemoryContext, "llmext model cache",
+													ALLOCSET_SMALL_SIZES);
+	if (!callback_registered)
+	{
+		CacheRegisterRelcacheCallback(forget_models, (Datum) 0);
+		callback_registered = true;
+	}
+	namespace = get_namespace_oid("llm", false);
+	models_relid = get_relname_relid("models", namespace);
+	providers_relid = get_relname_relid("providers", namespace);
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.keysize = NAMEDATALEN * 2;
+	ctl.entrysize = sizeof(CachedModel);
+	ctl.hcxt = model_cache_context;
+	model_cache = hash_create("llmext models", 64, &ctl, HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+	return model_cache;
+}
+
 LlmModel *
 llm_lookup_model(const char *name)
 {
+	CachedModel *cached = NULL;
 	LlmModel   *model;
+	bool		cacheable;
 
 	name = model_name_or_default(name);
-	model = query_model(name);
-	if (model == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("model \"%s\" does not exist", name),
-				 errhint("Register it with llm_model_create(name, provider, remote_model), or list the models with SELECT name FROM llm.models.")));
+	llm_extension_owner();		/* errors out if llmext is not installed here */
+	cacheable = strlen(name) < NAMEDATALEN * 2;
+	if (cacheable)
+		cached = hash_search(get_model_cache(), name, HASH_FIND, NULL);
+	if (cached == NULL)
+	{
+		model = query_model(name, CurrentMemoryContext);
+		if (model == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_OBJECT),
+					 errmsg("model \"%s\" does not exist", name),
+					 errhint("Register it with llm_model_create(name, provider, remote_model), or list the models with SELECT name FROM llm.models.")));
+		if (!cacheable)
+			return model;
+		/* copied only now: an invalidation during the query resets the cache */
+		cached = hash_search(get_model_cache(), name, HASH_ENTER, NULL);
+		cached->model = copy_model(model, model_cache_context);
+	}
+	/* callers get their own struct; the strings and JSON are shared, read-only */
+	model = palloc(sizeof(LlmModel));
+	*model = *cached->model;
+	model->api_key = NULL;
 	return model;
+}
+
+void
+llm_load_key(LlmModel *model)
+{
+	MemoryContext caller_context = CurrentMemoryContext;
+	Oid			saved_userid;
+	int			saved_sec_context;
+	Datum		arg;
+	char	   *volatile key = NULL;
+
+	if (strcmp(model->key_source, "env") == 0)
+	{
+		const char *value = getenv(model->key_env);
+
+		if (value == NULL || value[0] == '\0')
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("the API key of provider \"%s\" is not available", model->provider),
+					 errdetail("The provider reads its key from the environment variable \"%s\", which is not set in the server's environment.",
+							   model->key_env),
+					 errhint("Set the variable where the server starts, or store a key with llm_provider_set_key.")));
+		model->api_key = pstrdup(value);
+		return;
+	}
+	if (strcmp(model->key_source, "stored") != 0)
+		return;
+
+	arg = CStringGetTextDatum(model->provider);
+	GetUserIdAndSecContext(&saved_userid, &saved_sec_context);
+	SetUserIdAndSecContext(llm_extension_owner(), saved_sec_context |
+						   SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION);
+	PG_TRY();
+	{
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
+		if (key_plan == NULL)
+		{
+			Oid			argtypes[1] = {TEXTOID};
+			SPIPlanPtr	plan = SPI_prepare(key_sql, 1, argtypes);
+
+			if (plan == NULL)
+				elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+			SPI_keepplan(plan);
+			key_plan = plan;
+		}
+		if (SPI_execute_plan(key_plan, &arg, NULL, true, 1) != SPI_OK_SELECT)
+			elog(ERROR, "key look-up failed");
+		if (SPI_processed == 1)
+		{
+			MemoryContext spi_context = MemoryContextSwitchTo(caller_context);
+
+			key = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+			MemoryContextSwitchTo(spi_context);
+		}
+		SPI_finish();
+	}
+	PG_FINALLY();
+	{
+		SetUserIdAndSecContext(saved_userid, saved_sec_context);
+	}
+	PG_END_TRY();
+	model->api_key = key;
+}
+
+PG_FUNCTION_INFO_V1(llm_catalog_changed);
+
+/* Statement-level trigger: tells every backend to forget cached copies of the table. */
+Datum
+llm_catalog_changed(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		elog(ERROR, "llm._catalog_changed must be called as a trigger");
+	CacheInvalidateRelcache(trigdata->tg_relation);
+	return PointerGetDatum(NULL);	/* an AFTER trigger's result is ignored */
 }
 
 void

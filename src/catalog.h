@@ -20,16 +20,26 @@ typedef struct LlmModel
 	char	   *provider_kind;	/* openai */
 	char	   *base_url;
 	cJSON	   *provider_options;
-	char	   *api_key;		/* resolved secret, or NULL; never print it */
+	char	   *key_source;		/* none, stored or env */
+	char	   *key_env;
+	char	   *api_key;		/* set by llm_load_key; never print it */
 } LlmModel;
 
 /*
- * Looks up a model by name (NULL: llmext.default_model).  Raises
- * an ERROR for an unknown model or a key that cannot be resolved.  The key
- * table is readable only by the extension's owner, so the lookup runs as
- * that role.
+ * Looks up a model by name (NULL: llmext.default_model), from this
+ * backend's copy when it has one; raises an ERROR for an unknown model.
+ * The struct is the caller's; its strings and JSON are shared and must not
+ * be changed.  The key is not loaded: see llm_load_key.
  */
 extern LlmModel *llm_lookup_model(const char *name);
+
+/*
+ * Loads the provider's key into model->api_key (stored keys are readable
+ * only by the extension's owner, so this reads as that role), or raises an
+ * ERROR if an environment key is missing.  Only done right before a
+ * request, so that answers from the cache never touch a key.
+ */
+extern void llm_load_key(LlmModel *model);
 
 /*
  * The role that owns llmext's tables (the one that created the extension):

@@ -489,6 +489,7 @@ typedef struct Validator
 	Path		path;
 	int			depth;
 	int			ref_depth;
+	size_t		max_steps;
 	size_t		steps_left;
 	char	   *err;
 	size_t		errlen;
@@ -882,8 +883,8 @@ validate(Validator *v, const cJSON *instance, const cJSON *schema)
 	VResult		result;
 
 	if (v->steps_left == 0)
-		return report(v, V_ABORT, "schema too complex to validate (more than %d steps)",
-					  LLM_JSON_SCHEMA_MAX_STEPS);
+		return report(v, V_ABORT, "schema too complex to validate (more than %zu steps)",
+					  v->max_steps);
 	v->steps_left--;
 	if (cJSON_IsBool(schema))
 		return cJSON_IsTrue(schema) ? V_OK
@@ -896,6 +897,22 @@ validate(Validator *v, const cJSON *instance, const cJSON *schema)
 	result = validate_keywords(v, instance, schema);
 	v->depth--;
 	return result;
+}
+
+/*
+ * How many values the document holds, itself included, down to the depth
+ * that validation could reach.
+ */
+static size_t
+count_values(const cJSON *value, int depth)
+{
+	size_t		count = 1;
+	const cJSON *child;
+
+	if (depth < LLM_JSON_SCHEMA_MAX_DEPTH)
+		for (child = value->child; child != NULL; child = child->next)
+			count += count_values(child, depth + 1);
+	return count;
 }
 
 bool
@@ -914,7 +931,9 @@ llm_json_validate(const cJSON *instance, const cJSON *schema,
 	}
 	memset(&v, 0, sizeof(v));
 	v.root = schema;
-	v.steps_left = LLM_JSON_SCHEMA_MAX_STEPS;
+	v.max_steps = LLM_JSON_SCHEMA_BASE_STEPS +
+		LLM_JSON_SCHEMA_STEPS_PER_VALUE * count_values(instance, 0);
+	v.steps_left = v.max_steps;
 	v.err = err;
 	v.errlen = errlen;
 	path_init(&v.path);

@@ -43,10 +43,12 @@
 #define LLM_JSON_SCHEMA_MAX_DEPTH 1000
 
 /*
- * Schema applications allowed in one validation, against schemas whose
- * anyOf/oneOf over $refs would take exponential time.
+ * Schema applications allowed in one validation: this many, plus
+ * LLM_JSON_SCHEMA_STEPS_PER_VALUE for each value in the document, against
+ * anyOf/oneOf over recursive $refs that would take exponential time.
  */
-#define LLM_JSON_SCHEMA_MAX_STEPS 10000000
+#define LLM_JSON_SCHEMA_BASE_STEPS 100000
+#define LLM_JSON_SCHEMA_STEPS_PER_VALUE 64
 
 /*
  * Is schema one this validator can enforce in full?  On failure returns

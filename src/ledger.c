@@ -14,6 +14,7 @@
 #include "commands/dbcommands.h"
 #include "utils/datetime.h"
 #include "utils/json.h"
+#include "utils/builtins.h"
 #include "utils/memutils.h"
 #include "utils/lsyscache.h"
 
@@ -44,12 +45,16 @@ try_enqueue(LlmEntryKind kind, const char *key, double cost_usd, dsa_pointer pay
 	bool		queued = false;
 
 	LWLockAcquire(llm_shared->lock, LW_EXCLUSIVE);
-	for (int i = 0; i < llm_shared->capacity; i++)
+	for (int n = 0; n < llm_shared->capacity; n++)
 	{
+		int			i = (llm_shared->next_free + n) % llm_shared->capacity;
 		LlmPendingEntry *e = &llm_shared->entries[i];
 
 		if (e->state != LLM_ENTRY_FREE)
 			continue;
+		llm_shared->next_free = (i + 1) % llm_shared->capacity;
+		if (kind == LLM_ENTRY_CACHE)
+			llm_shared->cache_entries++;
 		e->state = LLM_ENTRY_FILLED;
 		e->kind = (char) kind;
 		e->attempts = 0;
@@ -120,7 +125,7 @@ llm_pending_cache_entry(const char *key)
 		return NULL;
 	dsa = llm_shared_area();	/* attach first: that takes the lock itself */
 	LWLockAcquire(llm_shared->lock, LW_SHARED);
-	for (int i = 0; i < llm_shared->capacity; i++)
+	for (int i = 0; i < llm_shared->capacity && llm_shared->cache_entries > 0; i++)
 	{
 		LlmPendingEntry *e = &llm_shared->entries[i];
 
@@ -288,6 +293,8 @@ llm_pending_release(const int *indexes, int n, bool written)
 
 		if (written)
 		{
+			if (e->kind == LLM_ENTRY_CACHE)
+				llm_shared->cache_entries--;
 			dsa_free(dsa, e->payload);
 			e->payload = InvalidDsaPointer;
 			e->state = LLM_ENTRY_FREE;
@@ -318,66 +325,141 @@ llm_pending_unclaim_all(Oid dboid)
 char *
 llm_iso_timestamp(TimestampTz t)
 {
-	char		buf[MAXDATELEN + 1];
+	struct pg_tm tm;
+	fsec_t		fsec;
 
-	JsonEncodeDateTime(buf, TimestampTzGetDatum(t), TIMESTAMPTZOID, NULL);
-	return pstrdup(buf);
+	/* UTC, so no time zone look-up; out-of-range times cannot come from the clock */
+	if (timestamp2tm(t, NULL, &tm, &fsec, NULL, NULL) != 0)
+		elog(ERROR, "timestamp out of range");
+	return psprintf("%04d-%02d-%02dT%02d:%02d:%02d.%06dZ",
+					tm.tm_year, tm.tm_mon, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+					(int) fsec);
+}
+
+/* A JSON string; most of ours need no escaping, so copy those whole. */
+static void
+append_json_string(StringInfo buf, const char *value)
+{
+	const char *p;
+
+	for (p = value; *p; p++)
+	{
+		if (*p == '"' || *p == '\\' || (unsigned char) *p < 0x20)
+		{
+			escape_json(buf, value);
+			return;
+		}
+	}
+	appendStringInfoChar(buf, '"');
+	appendBinaryStringInfo(buf, value, p - value);
+	appendStringInfoChar(buf, '"');
 }
 
 static void
-add_text(cJSON *object, const char *key, const char *value)
+add_key(StringInfo buf, const char *key)
 {
-	if (value != NULL)
-		cJSON_AddStringToObject(object, key, value);
+	if (buf->len > 1)
+		appendStringInfoChar(buf, ',');
+	append_json_string(buf, key);
+	appendStringInfoChar(buf, ':');
+}
+
+static void
+add_text(StringInfo buf, const char *key, const char *value)
+{
+	if (value == NULL)
+		return;
+	add_key(buf, key);
+	append_json_string(buf, value);
+}
+
+static void
+add_int(StringInfo buf, const char *key, int64 value)
+{
+	char		digits[MAXINT8LEN + 1];
+
+	add_key(buf, key);
+	appendBinaryStringInfo(buf, digits, pg_lltoa(value, digits));
+}
+
+static void
+add_double(StringInfo buf, const char *key, double value)
+{
+	add_key(buf, key);
+	if (value == 0)
+		appendStringInfoChar(buf, '0');
+	else
+		appendStringInfo(buf, "%.15g", value);
+}
+
+/* The caller's role name, looked up once per role. */
+static const char *
+current_role_name(void)
+{
+	static Oid	cached_role = InvalidOid;
+	static char name[NAMEDATALEN];
+	Oid			role = GetUserId();
+
+	if (role != cached_role)
+	{
+		strlcpy(name, GetUserNameFromId(role, false), sizeof(name));
+		cached_role = role;
+	}
+	return name;
 }
 
 /* Unique across backends and server restarts, so a re-sent entry is spotted. */
-static char *
-new_entry_id(void)
+static void
+add_entry_id(StringInfo buf)
 {
 	static uint64 counter = 0;
 
-	return psprintf("%x.%lx.%lu", (unsigned) MyProcPid, (unsigned long) MyStartTime,
-					(unsigned long) ++counter);
+	add_key(buf, "entry_id");
+	appendStringInfo(buf, "\"%x.%lx.%lu\"", (unsigned) MyProcPid, (unsigned long) MyStartTime,
+					 (unsigned long) ++counter);
 }
 
+/* Built by hand rather than with cJSON: this runs for every call and every hit. */
 void
 llm_ledger_record(const LlmLedgerRow *row)
 {
 	static char *database = NULL;
-	cJSON	   *entry = cJSON_CreateObject();
+	StringInfoData buf;
 
 	if (database == NULL)
 		database = MemoryContextStrdup(TopMemoryContext, get_database_name(MyDatabaseId));
-	cJSON_AddStringToObject(entry, "kind", "call");
-	cJSON_AddStringToObject(entry, "entry_id", new_entry_id());
-	cJSON_AddStringToObject(entry, "created_at", llm_iso_timestamp(GetCurrentTimestamp()));
-	cJSON_AddStringToObject(entry, "role", GetUserNameFromId(GetUserId(), false));
-	cJSON_AddStringToObject(entry, "database", database);
-	cJSON_AddStringToObject(entry, "source", row->source ? row->source : "sync");
-	add_text(entry, "prompt_name", row->prompt_name);
+	initStringInfo(&buf);
+	appendStringInfoChar(&buf, '{');
+	add_text(&buf, "kind", "call");
+	add_entry_id(&buf);
+	add_text(&buf, "created_at", llm_iso_timestamp(GetCurrentTimestamp()));
+	add_text(&buf, "role", current_role_name());
+	add_text(&buf, "database", database);
+	add_text(&buf, "source", row->source ? row->source : "sync");
+	add_text(&buf, "prompt_name", row->prompt_name);
 	if (row->prompt_name != NULL)
-		cJSON_AddNumberToObject(entry, "prompt_version", row->prompt_version);
-	cJSON_AddStringToObject(entry, "model", row->model);
-	add_text(entry, "remote_model", row->remote_model);
-	add_text(entry, "provider", row->provider);
-	cJSON_AddBoolToObject(entry, "cache_hit", row->cache_hit);
+		add_int(&buf, "prompt_version", row->prompt_version);
+	add_text(&buf, "model", row->model);
+	add_text(&buf, "remote_model", row->remote_model);
+	add_text(&buf, "provider", row->provider);
+	add_key(&buf, "cache_hit");
+	appendStringInfoString(&buf, row->cache_hit ? "true" : "false");
 	if (row->http_status > 0)
-		cJSON_AddNumberToObject(entry, "http_status", row->http_status);
-	cJSON_AddStringToObject(entry, "outcome", row->error ? "error" : "ok");
+		add_int(&buf, "http_status", row->http_status);
+	add_text(&buf, "outcome", row->error ? "error" : "ok");
 	if (row->error != NULL)
-		cJSON_AddStringToObject(entry, "error",
-								pnstrdup(row->error, pg_mbcliplen(row->error, strlen(row->error),
-																  MAX_ERROR_TEXT)));
-	cJSON_AddNumberToObject(entry, "input_tokens", (double) row->usage.input_tokens);
-	cJSON_AddNumberToObject(entry, "cached_input_tokens", (double) row->usage.cached_input_tokens);
-	cJSON_AddNumberToObject(entry, "output_tokens", (double) row->usage.output_tokens);
-	cJSON_AddNumberToObject(entry, "reasoning_tokens", (double) row->usage.reasoning_tokens);
-	cJSON_AddNumberToObject(entry, "cost_usd", row->cost_usd);
-	cJSON_AddNumberToObject(entry, "cost_saved_usd", row->cost_saved_usd);
-	cJSON_AddNumberToObject(entry, "latency_ms", row->latency_ms);
-	add_text(entry, "request_id", row->request_id);
-	add_text(entry, "fingerprint", row->fingerprint);
-	llm_pending_add(LLM_ENTRY_CALL, NULL, row->cost_usd, cJSON_PrintUnformatted(entry));
-	cJSON_Delete(entry);
+		add_text(&buf, "error", pnstrdup(row->error, pg_mbcliplen(row->error, strlen(row->error),
+																	 MAX_ERROR_TEXT)));
+	add_int(&buf, "input_tokens", row->usage.input_tokens);
+	add_int(&buf, "cached_input_tokens", row->usage.cached_input_tokens);
+	add_int(&buf, "output_tokens", row->usage.output_tokens);
+	add_int(&buf, "reasoning_tokens", row->usage.reasoning_tokens);
+	add_double(&buf, "cost_usd", row->cost_usd);
+	add_double(&buf, "cost_saved_usd", row->cost_saved_usd);
+	add_double(&buf, "latency_ms", row->latency_ms);
+	add_text(&buf, "request_id", row->request_id);
+	add_text(&buf, "fingerprint", row->fingerprint);
+	appendStringInfoChar(&buf, '}');
+	llm_pending_add(LLM_ENTRY_CALL, NULL, row->cost_usd, buf.data);
+	pfree(buf.data);
 }

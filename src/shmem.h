@@ -57,6 +57,8 @@ typedef struct LlmShared
 	dsa_handle	area_handle;
 	uint64		next_seq;
 	int			capacity;
+	int			next_free;		/* where to start looking for a free slot */
+	int			cache_entries;	/* queued cache entries: 0 spares look-ups a scan */
 	LlmWorkerInfo workers[LLM_MAX_WORKERS];
 	LlmPendingEntry entries[FLEXIBLE_ARRAY_MEMBER];
 } LlmShared;

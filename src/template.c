@@ -694,8 +694,8 @@ llm_template_render(const LlmTemplate *tmpl, const cJSON *vars,
 	r.tmpl = tmpl;
 	r.scopes[r.nscopes++] = vars;
 	r.max_output = max_output;
-	r.steps_left = LLM_TEMPLATE_BASE_STEPS + max_output < max_output
-		? SIZE_MAX : LLM_TEMPLATE_BASE_STEPS + max_output;
+	r.steps_left = max_output > (SIZE_MAX - LLM_TEMPLATE_BASE_STEPS) / 2
+		? SIZE_MAX : LLM_TEMPLATE_BASE_STEPS + 2 * max_output;
 	r.err = err;
 	r.errlen = errlen;
 	r.capacity = 256;

@@ -65,11 +65,13 @@
 #define LLM_TEMPLATE_MAX_DEPTH 32
 
 /*
- * Rendering visits at most this many nodes (plus max_output), so that
- * nested sections over large arrays whose blocks write nothing cannot spin
- * for hours without ever reaching max_output.
+ * Rendering takes at most this many steps (one per node visited and one per
+ * array element) plus two per byte of max_output, which is more than any
+ * render that writes something at every step needs.  Nested sections over
+ * large arrays whose blocks write nothing thus cannot spin for hours
+ * without ever reaching max_output.
  */
-#define LLM_TEMPLATE_BASE_STEPS 10000000
+#define LLM_TEMPLATE_BASE_STEPS 1000000
 
 typedef struct LlmTemplate LlmTemplate;
 
@@ -85,7 +87,7 @@ extern LlmTemplate *llm_template_parse(const char *text, char *err, size_t errle
  * Returns a cJSON_malloc'd string, or NULL with a sentence in err: a missing
  * variable, output longer than max_output bytes (the terminating NUL not
  * counted), or a render that needs more than LLM_TEMPLATE_BASE_STEPS +
- * max_output steps.
+ * 2 * max_output steps.
  */
 extern char *llm_template_render(const LlmTemplate *tmpl, const cJSON *vars,
 								 size_t max_output, char *err, size_t errlen);

@@ -142,3 +142,15 @@ REVOKE ALL ON FUNCTION llm_model_create(text, text, text, text, text, numeric, n
 REVOKE ALL ON FUNCTION llm_model_drop(text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION llm_model_create(text, text, text, text, text, numeric, numeric, numeric, jsonb) TO llm_admin;
 GRANT EXECUTE ON FUNCTION llm_model_drop(text) TO llm_admin;
+
+-- Backends keep copies of models and providers; a change to either table
+-- tells them all to forget their copies.
+CREATE FUNCTION llm._catalog_changed()
+RETURNS trigger
+AS 'MODULE_PATHNAME', 'llm_catalog_changed'
+LANGUAGE C;
+REVOKE ALL ON FUNCTION llm._catalog_changed() FROM PUBLIC;
+CREATE TRIGGER models_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON llm.models
+	FOR EACH STATEMENT EXECUTE FUNCTION llm._catalog_changed();
+CREATE TRIGGER providers_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON llm.providers
+	FOR EACH STATEMENT EXECUTE FUNCTION llm._catalog_changed();

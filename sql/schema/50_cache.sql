@@ -16,6 +16,9 @@ CREATE TABLE llm.cache (
 CREATE INDEX cache_expires_at_idx ON llm.cache (expires_at);
 CREATE INDEX cache_model_idx ON llm.cache (model);
 COMMENT ON TABLE llm.cache IS 'cached results of deterministic requests; read through llm_complete and llm_chat, not directly';
+-- backends keep recent answers in memory: a deletion makes them forget
+CREATE TRIGGER cache_deleted AFTER DELETE OR TRUNCATE ON llm.cache
+	FOR EACH STATEMENT EXECUTE FUNCTION llm._catalog_changed();
 -- users reach cached answers only through calls: entries hold others' prompts
 REVOKE ALL ON llm.cache FROM PUBLIC;
 GRANT SELECT ON llm.cache TO llm_admin;
