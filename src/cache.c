@@ -11,6 +11,8 @@
 #include "cachekey.h"
 
 #include "catalog.h"
+#include "common/cryptohash.h"
+#include "common/sha2.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_type_d.h"
 #include "executor/spi.h"
@@ -116,12 +118,21 @@ llm_cache_policy(const cJSON *options, const cJSON *params, LlmCachePolicy *poli
 char *
 llm_sha256_hex(const char *text)
 {
-	bytea	   *digest = DatumGetByteaPP(DirectFunctionCall1(sha256_bytea,
-															 PointerGetDatum(cstring_to_text(text))));
-	char	   *hex = palloc(2 * 32 + 1);
+	uint8		digest[PG_SHA256_DIGEST_LENGTH];
+	pg_cryptohash_ctx *ctx = pg_cryptohash_create(PG_SHA256);
+	char	   *hex = palloc(2 * PG_SHA256_DIGEST_LENGTH + 1);
 
-	hex_encode(VARDATA_ANY(digest), VARSIZE_ANY_EXHDR(digest), hex);
-	hex[64] = '\0';
+	if (pg_cryptohash_init(ctx) < 0 ||
+		pg_cryptohash_update(ctx, (const uint8 *) text, strlen(text)) < 0 ||
+#if PG_VERSION_NUM >= 150000
+		pg_cryptohash_final(ctx, digest, sizeof(digest)) < 0)
+#else
+		pg_cryptohash_final(ctx, digest) < 0)
+#endif
+		elog(ERROR, "could not compute a SHA-256 digest");
+	pg_cryptohash_free(ctx);
+	hex_encode((const char *) digest, sizeof(digest), hex);
+	hex[2 * PG_SHA256_DIGEST_LENGTH] = '\0';
 	return hex;
 }
 
@@ -150,6 +161,7 @@ get_recent(void)
 		CacheRegisterRelcacheCallback(forget_recent, (Datum) 0);
 	}
 	cache_relid = get_relname_relid("cache", get_namespace_oid("llm", false));
+	/* (called only after a model look-up has proved the schema exists) */
 	memset(&ctl, 0, sizeof(ctl));
 	ctl.keysize = 65;
 	ctl.entrysize = sizeof(RecentAnswer);

@@ -248,9 +248,9 @@ get_model_cache(void)
 		CacheRegisterRelcacheCallback(forget_models, (Datum) 0);
 		callback_registered = true;
 	}
-	namespace = get_namespace_oid("llm", false);
-	models_relid = get_relname_relid("models", namespace);
-	providers_relid = get_relname_relid("providers", namespace);
+	namespace = get_namespace_oid("llm", true);
+	models_relid = OidIsValid(namespace) ? get_relname_relid("models", namespace) : InvalidOid;
+	providers_relid = OidIsValid(namespace) ? get_relname_relid("providers", namespace) : InvalidOid;
 	memset(&ctl, 0, sizeof(ctl));
 	ctl.keysize = NAMEDATALEN * 2;
 	ctl.entrysize = sizeof(CachedModel);
@@ -267,12 +267,12 @@ llm_lookup_model(const char *name)
 	bool		cacheable;
 
 	name = model_name_or_default(name);
-	llm_extension_owner();		/* errors out if llmext is not installed here */
 	cacheable = strlen(name) < NAMEDATALEN * 2;
 	if (cacheable)
 		cached = hash_search(get_model_cache(), name, HASH_FIND, NULL);
 	if (cached == NULL)
 	{
+		llm_extension_owner();	/* errors out if llmext is not installed here */
 		model = query_model(name, CurrentMemoryContext);
 		if (model == NULL)
 			ereport(ERROR,

@@ -59,6 +59,7 @@ typedef struct LlmShared
 	int			capacity;
 	int			next_free;		/* where to start looking for a free slot */
 	int			cache_entries;	/* queued cache entries: 0 spares look-ups a scan */
+	int			used;			/* slots not free */
 	LlmWorkerInfo workers[LLM_MAX_WORKERS];
 	LlmPendingEntry entries[FLEXIBLE_ARRAY_MEMBER];
 } LlmShared;

@@ -32,7 +32,7 @@
 
 #define FLUSH_INTERVAL_MS 1000
 #define EXPIRE_INTERVAL_MS 60000
-#define CLAIM_BATCH 256
+#define CLAIM_BATCH 1000
 #define MAX_ATTEMPTS 5			/* then the entry goes to the server log instead */
 
 char	   *llm_databases = NULL;

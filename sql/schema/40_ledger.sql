@@ -53,35 +53,51 @@ AS $$
 DECLARE
 	inserted_hits jsonb;
 BEGIN
+	-- ledger rows carry an entry_id, cache entries a key and a result
 	WITH new_calls AS (
 		INSERT INTO llm.calls (entry_id, created_at, role, database, source, prompt_name,
 							   prompt_version, model, remote_model, provider, cache_hit,
 							   http_status, outcome, error, input_tokens, cached_input_tokens,
 							   output_tokens, reasoning_tokens, cost_usd, cost_saved_usd,
 							   latency_ms, request_id, fingerprint)
-		SELECT r.entry_id, r.created_at, r.role, r.database, r.source, r.prompt_name,
+		SELECT r.entry_id,
+			   coalesce(r.created_at,
+						timestamptz '2000-01-01 00:00:00+00' + r.created_us * interval '1 microsecond'),
+			   r.role, r.database, coalesce(r.source, 'sync'), r.prompt_name,
 			   r.prompt_version, r.model, r.remote_model, r.provider, coalesce(r.cache_hit, false),
 			   r.http_status, r.outcome, r.error, coalesce(r.input_tokens, 0),
 			   coalesce(r.cached_input_tokens, 0), coalesce(r.output_tokens, 0),
-			   coalesce(r.reasoning_tokens, 0), coalesce(r.cost_usd, 0),
-			   coalesce(r.cost_saved_usd, 0), r.latency_ms, r.request_id, r.fingerprint
-		  FROM jsonb_array_elements(entries) e,
-			   jsonb_populate_record(NULL::llm.calls, e) r
-		 WHERE e ->> 'kind' = 'call'
+			   coalesce(r.reasoning_tokens, 0),
+			   -- costs arrive as doubles: kept to the pico-dollar
+			   coalesce(trim_scale(round(r.cost_usd, 12)), 0),
+			   coalesce(trim_scale(round(r.cost_saved_usd, 12)), 0),
+			   r.latency_ms, r.request_id, r.fingerprint
+		  FROM jsonb_to_recordset(entries) AS r(
+				entry_id text, created_at timestamptz, created_us bigint, role name,
+				database name, source text, prompt_name text, prompt_version integer,
+				model text, remote_model text, provider text, cache_hit boolean,
+				http_status integer, outcome text, error text, input_tokens bigint,
+				cached_input_tokens bigint, output_tokens bigint, reasoning_tokens bigint,
+				cost_usd numeric, cost_saved_usd numeric, latency_ms double precision,
+				request_id text, fingerprint text)
+		 WHERE r.entry_id IS NOT NULL
 		ON CONFLICT (entry_id) DO NOTHING
 		RETURNING fingerprint, created_at, cache_hit
 	)
-	SELECT jsonb_agg(jsonb_build_object('key', fingerprint, 'at', created_at))
+	SELECT jsonb_agg(jsonb_build_object('key', h.fingerprint, 'hits', h.hits, 'at', h.last_hit))
 	  INTO inserted_hits
-	  FROM new_calls WHERE cache_hit;
+	  FROM (SELECT fingerprint, count(*) AS hits, max(created_at) AS last_hit
+			  FROM new_calls WHERE cache_hit GROUP BY fingerprint) h;
 
 	INSERT INTO llm.cache AS c (key, model, provider, remote_model, result, cost_usd,
 								created_at, expires_at)
-	SELECT r.key, r.model, r.provider, r.remote_model, r.result, coalesce(r.cost_usd, 0),
+	SELECT r.key, r.model, r.provider, r.remote_model, r.result,
+		   coalesce(trim_scale(round(r.cost_usd, 12)), 0),
 		   r.created_at, r.expires_at
-	  FROM jsonb_array_elements(entries) e,
-		   jsonb_populate_record(NULL::llm.cache, e) r
-	 WHERE e ->> 'kind' = 'cache'
+	  FROM jsonb_to_recordset(entries) AS r(
+			key text, model text, provider text, remote_model text, result jsonb,
+			cost_usd numeric, created_at timestamptz, expires_at timestamptz)
+	 WHERE r.key IS NOT NULL AND r.result IS NOT NULL
 	ON CONFLICT (key) DO UPDATE
 		SET result = excluded.result, cost_usd = excluded.cost_usd,
 			created_at = excluded.created_at, expires_at = excluded.expires_at
@@ -89,12 +105,10 @@ BEGIN
 
 	IF inserted_hits IS NOT NULL THEN
 		UPDATE llm.cache c
-		   SET hit_count = c.hit_count + h.hits,
-			   last_hit_at = greatest(c.last_hit_at, h.last_hit)
-		  FROM (SELECT x ->> 'key' AS key, count(*) AS hits, max((x ->> 'at')::timestamptz) AS last_hit
-				  FROM jsonb_array_elements(inserted_hits) x
-				 GROUP BY 1) h
-		 WHERE c.key = h.key;
+		   SET hit_count = c.hit_count + (h ->> 'hits')::bigint,
+			   last_hit_at = greatest(c.last_hit_at, (h ->> 'at')::timestamptz)
+		  FROM jsonb_array_elements(inserted_hits) h
+		 WHERE c.key = h ->> 'key';
 	END IF;
 END
 $$;
