@@ -20,4 +20,9 @@ answer=$(psql -XAtq -v ON_ERROR_STOP=1 \
 	-c "SELECT llm_model_create('echo', 'fake', 'echo')" \
 	-c "SELECT llm_complete('without preload', 'echo')" 2>&1 | tail -n 1)
 [ "$answer" = "echo: without preload" ] || fail "got: $answer"
+# without the worker, ledger rows are written in the caller's transaction, with a warning
+out=$(psql -XAtq -c "SELECT llm_complete('ledger', 'echo')" -c "SELECT count(*) FROM llm.calls" 2>&1)
+grep -q "WARNING:  llmext writes ledger rows and cache entries in the calling transaction" <<<"$out" ||
+	fail "no warning about writing in the caller's transaction: $out"
+[ "$(tail -n 1 <<<"$out")" = 2 ] || fail "expected 2 ledger rows: $out"
 echo "no_preload: CREATE EXTENSION and llm_complete work without shared_preload_libraries"
