@@ -12,6 +12,7 @@
 #include "cachekey.h"
 #include "engine.h"
 #include "failure.h"
+#include "jsonschema.h"
 #include "ledger.h"
 #include "mb/pg_wchar.h"
 #include "openai.h"
@@ -96,6 +97,42 @@ forget_headers(const char **headers, int nheaders, const LlmModel *model)
 	for (int i = 0; i < nheaders; i++)
 		if (strstr(headers[i], model->api_key) != NULL)
 			explicit_bzero((char *) headers[i], strlen(headers[i]));
+}
+
+/* "error" (the default) or "null", for answers that fail expect_json. */
+static int
+invalid_elevel(const cJSON *options)
+{
+	const cJSON *on_invalid = cJSON_GetObjectItemCaseSensitive(options, "on_invalid");
+
+	if (on_invalid == NULL || cJSON_IsNull(on_invalid) ||
+		(cJSON_IsString(on_invalid) && strcmp(on_invalid->valuestring, "error") == 0))
+		return ERROR;
+	if (cJSON_IsString(on_invalid) && strcmp(on_invalid->valuestring, "null") == 0)
+		return WARNING;
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 errmsg("invalid value for option \"on_invalid\""),
+			 errhint("Use \"error\" (the default) or \"null\".")));
+	return ERROR;				/* not reached */
+}
+
+/* With expect_json: parses and checks the answer; the failure, or NULL. */
+static LlmFailure *
+check_output(const LlmCallRequest *req, LlmCallResult *result)
+{
+	char		err[512];
+	const char *content = result->chat.content;
+
+	result->output_json = content ? cJSON_Parse(content) : NULL;
+	if (result->output_json == NULL)
+		return llm_failure_of_output(result->model, "the answer is not valid JSON", content);
+	if (req->response_schema != NULL &&
+		!llm_json_validate(result->output_json, req->response_schema, err, sizeof(err)))
+		return llm_failure_of_output(result->model,
+									 psprintf("the answer does not match the response schema: %s", err),
+									 content);
+	return NULL;
 }
 
 /* Fills result from a cached normalised result. */
@@ -250,6 +287,8 @@ llm_chat_call(const LlmCallRequest *req, LlmCallResult *result)
 				 errmsg("invalid options: %s", err),
 				 errhint("The model comes from the model argument and messages are built by llmext.")));
 	llm_cache_policy(req->options, params, &cache);
+	if (req->expect_json)
+		(void) invalid_elevel(req->options);	/* a bad value is refused before any spending */
 	result->fingerprint = llm_sha256_hex(llm_canonical_request(model->provider,
 															   model->remote_model,
 															   req->messages, params));
@@ -261,12 +300,17 @@ llm_chat_call(const LlmCallRequest *req, LlmCallResult *result)
 
 		if (cached != NULL)
 		{
-			llm_forget_key(model);
 			result_from_cache(cached, result);
 			result->cache_hit = true;
 			result->cost_saved_usd = llm_cost_usd(&result->chat.usage, &model->prices);
 			result->latency_ms = (GetCurrentTimestamp() - start) / 1000.0;
-			record_call(req, result, NULL);
+			failure = req->expect_json ? check_output(req, result) : NULL;
+			record_call(req, result, failure ? llm_failure_text(failure) : NULL);
+			if (failure != NULL)
+			{
+				llm_failure_raise(invalid_elevel(req->options), failure);
+				return false;
+			}
 			return true;
 		}
 	}
@@ -278,6 +322,12 @@ llm_chat_call(const LlmCallRequest *req, LlmCallResult *result)
 	/* providers speak UTF-8 whatever the database's encoding */
 	body = pg_server_to_any(body, strlen(body), PG_UTF8);
 	failure = call_provider(model, body, result);
+	if (failure == NULL && req->expect_json)
+	{
+		failure = check_output(req, result);
+		if (failure != NULL)
+			elevel = invalid_elevel(req->options);
+	}
 
 	/* the ledger hears of the call before anything can abort the statement */
 	record_call(req, result, failure ? llm_failure_text(failure) : NULL);

@@ -19,6 +19,8 @@ typedef struct LlmCallRequest
 	const char *prompt_name;	/* for the ledger: the stored prompt used, or NULL */
 	int			prompt_version;
 	const char *source;			/* for the ledger: sync (NULL), batch or queue */
+	bool		expect_json;	/* the answer must be JSON ... */
+	const cJSON *response_schema;	/* ... matching this schema, if not NULL */
 } LlmCallRequest;
 
 typedef struct LlmCallResult
@@ -32,6 +34,7 @@ typedef struct LlmCallResult
 	bool		cache_hit;
 	double		cost_saved_usd; /* for a cache hit: the cost avoided */
 	char	   *fingerprint;	/* the cache key */
+	cJSON	   *output_json;	/* with expect_json: the parsed answer */
 } LlmCallResult;
 
 /*
@@ -41,7 +44,9 @@ typedef struct LlmCallResult
  * Usage errors (unknown model, bad options) and a spent budget always raise
  * an ERROR.  A failed call raises an ERROR too, unless options say
  * "on_error": "null": then it is reported as a WARNING and false is
- * returned.
+ * returned.  With expect_json, an answer that is not JSON or does not match
+ * the schema is such a failure too, governed by "on_invalid" instead; it is
+ * recorded in the ledger as an error and never cached.
  */
 extern bool llm_chat_call(const LlmCallRequest *req, LlmCallResult *result);
 

@@ -143,6 +143,17 @@ llm_failure_of_response(const LlmModel *model, const char *reason,
 						pstrdup("Check that base_url points at an OpenAI-compatible API (it usually ends in /v1)."));
 }
 
+LlmFailure *
+llm_failure_of_output(const LlmModel *model, const char *reason, const char *content)
+{
+	return make_failure(ERRCODE_LLM_INVALID_OUTPUT,
+						psprintf("model \"%s\" gave an unusable answer: %s", model->name, reason),
+						content ? psprintf("The answer begins: %s",
+										   body_excerpt(content, strlen(content), NULL))
+						: pstrdup("The answer has no text."),
+						pstrdup("Tighten the prompt or its response schema, or pass options => '{\"on_invalid\": \"null\"}' to get NULL instead."));
+}
+
 char *
 llm_failure_text(const LlmFailure *failure)
 {

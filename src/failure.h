@@ -27,6 +27,10 @@ extern LlmFailure *llm_failure_of_transfer(const LlmModel *model, const LlmHttpR
 extern LlmFailure *llm_failure_of_response(const LlmModel *model, const char *reason,
 										   const LlmHttpResponse *resp, const char *secret);
 
+/* Describes an answer that is not what the prompt asked for (SQLSTATE LL004). */
+extern LlmFailure *llm_failure_of_output(const LlmModel *model, const char *reason,
+										 const char *content);
+
 /* "message: detail", for the ledger's error column. */
 extern char *llm_failure_text(const LlmFailure *failure);
 

@@ -12,6 +12,7 @@ static const char *const reserved_options[] = {
 	"on_error",
 	"cache",
 	"cache_ttl",
+	"on_invalid",
 };
 
 static const char *const forbidden_params[] = {

@@ -3,7 +3,8 @@
 set -euo pipefail
 
 packages=(build-essential pkg-config postgresql-15 postgresql-server-dev-15
-	libcurl4-openssl-dev libcjson-dev python3 curl)
+	postgresql-contrib libcurl4-openssl-dev libcjson-dev python3 curl
+	clang-14 libclang-rt-14-dev)
 
 missing=()
 for p in "${packages[@]}"; do

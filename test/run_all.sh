@@ -30,6 +30,10 @@ echo "== unit tests (pure core)"
 make -s unit
 count "unit tests" $?
 
+echo "== fuzzing the template renderer and JSON Schema checks (${FUZZ_SECONDS:-20} s)"
+bash test/fuzz/run.sh
+count "fuzz_template" $?
+
 echo "== fake provider self-test"
 python3 test/fake_provider.py --self-test >/tmp/llmext-fake-selftest.log 2>&1
 rc=$?
