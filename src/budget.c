@@ -8,6 +8,7 @@
 #include "catalog.h"
 #include "catalog/pg_type_d.h"
 #include "executor/spi.h"
+#include "owner_query.h"
 #include "funcapi.h"
 #include "ledger.h"
 #include "miscadmin.h"
@@ -22,75 +23,48 @@ typedef struct SpentBudget
 	char	   *period_end;
 } SpentBudget;
 
+static LlmOwnerQuery spent_query = {
+	.sql =
+	"SELECT role, period, limit_usd,"
+	"       pg_catalog.trim_scale(pg_catalog.round(spent_usd, 10)),"
+	"       pg_catalog.to_char(pg_catalog.timezone('UTC', period_end),"
+	"                          'YYYY-MM-DD HH24:MI \"UTC\"')"
+	"  FROM llm._budget_spend($1::pg_catalog.name,"
+	"                         $2::pg_catalog.numeric,"
+	"                         $3::pg_catalog.numeric)"
+	" WHERE spent_usd OPERATOR(pg_catalog.>=) limit_usd"
+	" LIMIT 1",
+	.nargs = 3,
+	.argtypes = {TEXTOID, TEXTOID, TEXTOID},
+};
+
+static void
+read_spent(HeapTuple tuple, TupleDesc desc, void *arg)
+{
+	SpentBudget *spent = palloc(sizeof(SpentBudget));
+
+	spent->role = SPI_getvalue(tuple, desc, 1);
+	spent->period = SPI_getvalue(tuple, desc, 2);
+	spent->limit_usd = SPI_getvalue(tuple, desc, 3);
+	spent->spent_usd = SPI_getvalue(tuple, desc, 4);
+	spent->period_end = SPI_getvalue(tuple, desc, 5);
+	*(SpentBudget **) arg = spent;
+}
+
 /* The first budget of the current role (or everyone's) that is spent, if any. */
 static SpentBudget *
 find_spent_budget(void)
 {
-	static SPIPlanPtr plan = NULL;
-	MemoryContext caller = CurrentMemoryContext;
-	char	   *role = GetUserNameFromId(GetUserId(), false);
+	SpentBudget *spent = NULL;
 	double		own;
 	double		all;
 	Datum		args[3];
-	Oid			saved_userid;
-	int			saved_sec_context;
-	SpentBudget *spent = NULL;
 
 	llm_pending_spend(GetUserId(), &own, &all);
-	args[0] = CStringGetTextDatum(role);
+	args[0] = CStringGetTextDatum(GetUserNameFromId(GetUserId(), false));
 	args[1] = CStringGetTextDatum(psprintf("%.10f", own));
 	args[2] = CStringGetTextDatum(psprintf("%.10f", all));
-
-	GetUserIdAndSecContext(&saved_userid, &saved_sec_context);
-	SetUserIdAndSecContext(llm_extension_owner(), saved_sec_context |
-						   SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION);
-	PG_TRY();
-	{
-		if (SPI_connect() != SPI_OK_CONNECT)
-			elog(ERROR, "SPI_connect failed");
-		if (plan == NULL)
-		{
-			Oid			argtypes[3] = {TEXTOID, TEXTOID, TEXTOID};
-			SPIPlanPtr	p = SPI_prepare(
-										"SELECT role, period, limit_usd,"
-										"       pg_catalog.trim_scale(pg_catalog.round(spent_usd, 10)),"
-										"       pg_catalog.to_char(pg_catalog.timezone('UTC', period_end),"
-										"                          'YYYY-MM-DD HH24:MI \"UTC\"')"
-										"  FROM llm._budget_spend($1::pg_catalog.name,"
-										"                         $2::pg_catalog.numeric,"
-										"                         $3::pg_catalog.numeric)"
-										" WHERE spent_usd OPERATOR(pg_catalog.>=) limit_usd"
-										" LIMIT 1",
-										3, argtypes);
-
-			if (p == NULL)
-				elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
-			SPI_keepplan(p);
-			plan = p;
-		}
-		if (SPI_execute_plan(plan, args, NULL, true, 1) != SPI_OK_SELECT)
-			elog(ERROR, "budget look-up failed");
-		if (SPI_processed == 1)
-		{
-			HeapTuple	tuple = SPI_tuptable->vals[0];
-			TupleDesc	desc = SPI_tuptable->tupdesc;
-			MemoryContext spi = MemoryContextSwitchTo(caller);
-
-			spent = palloc(sizeof(SpentBudget));
-			spent->role = SPI_getvalue(tuple, desc, 1);
-			spent->period = SPI_getvalue(tuple, desc, 2);
-			spent->limit_usd = SPI_getvalue(tuple, desc, 3);
-			spent->spent_usd = SPI_getvalue(tuple, desc, 4);
-			spent->period_end = SPI_getvalue(tuple, desc, 5);
-			MemoryContextSwitchTo(spi);
-		}
-		SPI_finish();
-	}
-	PG_FINALLY();
-	{
-		SetUserIdAndSecContext(saved_userid, saved_sec_context);
-	}
-	PG_END_TRY();
+	llm_owner_query(&spent_query, args, NULL, true, read_spent, &spent);
 	return spent;
 }
 

@@ -16,6 +16,7 @@
 #include "catalog/namespace.h"
 #include "catalog/pg_type_d.h"
 #include "executor/spi.h"
+#include "owner_query.h"
 #include "ledger.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
@@ -205,60 +206,30 @@ recall(const char *key)
 	return entry->result;
 }
 
-/* The result and expiry of a live table entry; NULL if none. */
-static char *
-table_lookup(const char *key, TimestampTz *expires_at)
+static LlmOwnerQuery lookup_query = {
+	.sql =
+	"SELECT result::pg_catalog.text, expires_at FROM llm.cache"
+	" WHERE key OPERATOR(pg_catalog.=) $1"
+	"   AND (expires_at IS NULL OR expires_at OPERATOR(pg_catalog.>) pg_catalog.now())",
+	.nargs = 1,
+	.argtypes = {TEXTOID},
+};
+
+typedef struct TableEntry
 {
-	static SPIPlanPtr plan = NULL;
-	MemoryContext caller = CurrentMemoryContext;
-	Datum		arg = CStringGetTextDatum(key);
-	Oid			saved_userid;
-	int			saved_sec_context;
-	char	   *text = NULL;
+	char	   *result;
+	TimestampTz expires_at;
+} TableEntry;
 
-	GetUserIdAndSecContext(&saved_userid, &saved_sec_context);
-	SetUserIdAndSecContext(llm_extension_owner(), saved_sec_context |
-						   SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION);
-	PG_TRY();
-	{
-		if (SPI_connect() != SPI_OK_CONNECT)
-			elog(ERROR, "SPI_connect failed");
-		if (plan == NULL)
-		{
-			Oid			argtypes[1] = {TEXTOID};
-			SPIPlanPtr	p = SPI_prepare(
-										"SELECT result::pg_catalog.text, expires_at FROM llm.cache"
-										" WHERE key OPERATOR(pg_catalog.=) $1"
-										"   AND (expires_at IS NULL"
-										"        OR expires_at OPERATOR(pg_catalog.>) pg_catalog.now())",
-										1, argtypes);
+static void
+read_entry(HeapTuple tuple, TupleDesc desc, void *arg)
+{
+	TableEntry *entry = (TableEntry *) arg;
+	bool		isnull;
+	Datum		expiry = SPI_getbinval(tuple, desc, 2, &isnull);
 
-			if (p == NULL)
-				elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
-			SPI_keepplan(p);
-			plan = p;
-		}
-		if (SPI_execute_plan(plan, &arg, NULL, true, 1) != SPI_OK_SELECT)
-			elog(ERROR, "cache look-up failed");
-		if (SPI_processed == 1)
-		{
-			MemoryContext spi = MemoryContextSwitchTo(caller);
-			bool		isnull;
-			Datum		expiry = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2,
-											   &isnull);
-
-			text = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
-			*expires_at = isnull ? 0 : DatumGetTimestampTz(expiry);
-			MemoryContextSwitchTo(spi);
-		}
-		SPI_finish();
-	}
-	PG_FINALLY();
-	{
-		SetUserIdAndSecContext(saved_userid, saved_sec_context);
-	}
-	PG_END_TRY();
-	return text;
+	entry->result = SPI_getvalue(tuple, desc, 1);
+	entry->expires_at = isnull ? 0 : DatumGetTimestampTz(expiry);
 }
 
 cJSON *
@@ -266,7 +237,8 @@ llm_cache_get(const char *key)
 {
 	char	   *pending;
 	char	   *text;
-	TimestampTz expires_at = 0;
+	TableEntry	entry = {NULL, 0};
+	Datum		arg;
 
 	text = recall(key);
 	if (text != NULL)
@@ -281,11 +253,12 @@ llm_cache_get(const char *key)
 		if (result != NULL)
 			return result;
 	}
-	text = table_lookup(key, &expires_at);
-	if (text == NULL)
+	arg = CStringGetTextDatum(key);
+	llm_owner_query(&lookup_query, &arg, NULL, true, read_entry, &entry);
+	if (entry.result == NULL)
 		return NULL;
-	remember(key, text, expires_at);
-	return cJSON_Parse(text);
+	remember(key, entry.result, entry.expires_at);
+	return cJSON_Parse(entry.result);
 }
 
 void

@@ -1,10 +1,9 @@
 /*
- * catalog.c — registry look-ups (llm.models, llm.providers, the key table).
+ * catalog.c — registry look-ups (llm.models, llm.providers, the key table),
+ * with a copy of each model kept per backend.
  *
- * The query runs as the owner of the key table, because ordinary users may
- * call models but must never read keys.  Every name in it is qualified,
- * operators included, so a caller's search_path cannot redirect anything
- * that runs with the owner's rights.
+ * The queries run as the extension's owner (see owner_query.h): ordinary
+ * users may call models but must never read keys.
  */
 #include "llmext.h"
 
@@ -13,10 +12,12 @@
 #include <stdlib.h>
 
 #include "catalog/namespace.h"
+#include "catalog/pg_class.h"
 #include "catalog/pg_type_d.h"
+#include "commands/trigger.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
-#include "commands/trigger.h"
+#include "owner_query.h"
 #include "utils/builtins.h"
 #include "utils/hsearch.h"
 #include "utils/inval.h"
@@ -24,25 +25,27 @@
 #include "utils/memutils.h"
 #include "utils/syscache.h"
 
-#include "catalog/pg_class.h"
+static LlmOwnerQuery model_query = {
+	.sql =
+	"SELECT m.name, m.remote_model, m.kind,"
+	"       m.input_price::pg_catalog.float8,"
+	"       COALESCE(m.cached_input_price, m.input_price)::pg_catalog.float8,"
+	"       m.output_price::pg_catalog.float8,"
+	"       m.params::pg_catalog.text,"
+	"       p.name, p.kind, p.base_url, p.options::pg_catalog.text,"
+	"       p.key_source, p.key_env"
+	"  FROM llm.models m"
+	"  JOIN llm.providers p ON p.name OPERATOR(pg_catalog.=) m.provider"
+	" WHERE m.name OPERATOR(pg_catalog.=) $1",
+	.nargs = 1,
+	.argtypes = {TEXTOID},
+};
 
-static const char *const lookup_sql =
-"SELECT m.name, m.remote_model, m.kind,"
-"       m.input_price::pg_catalog.float8,"
-"       COALESCE(m.cached_input_price, m.input_price)::pg_catalog.float8,"
-"       m.output_price::pg_catalog.float8,"
-"       m.params::pg_catalog.text,"
-"       p.name, p.kind, p.base_url, p.options::pg_catalog.text,"
-"       p.key_source, p.key_env"
-"  FROM llm.models m"
-"  JOIN llm.providers p ON p.name OPERATOR(pg_catalog.=) m.provider"
-" WHERE m.name OPERATOR(pg_catalog.=) $1";
-
-static const char *const key_sql =
-"SELECT api_key FROM llm.provider_keys WHERE provider OPERATOR(pg_catalog.=) $1";
-
-static SPIPlanPtr lookup_plan = NULL;
-static SPIPlanPtr key_plan = NULL;
+static LlmOwnerQuery key_query = {
+	.sql = "SELECT api_key FROM llm.provider_keys WHERE provider OPERATOR(pg_catalog.=) $1",
+	.nargs = 1,
+	.argtypes = {TEXTOID},
+};
 
 /*
  * Models already looked up in this backend.  A statement-level trigger on
@@ -131,71 +134,36 @@ model_name_or_default(const char *name)
 	return name;
 }
 
-/* Runs the look-up query as the extension's owner; NULL when not found. */
-static LlmModel *
-query_model(const char *name, MemoryContext result_context)
+static void
+read_model(HeapTuple tuple, TupleDesc desc, void *arg)
 {
-	MemoryContext caller_context = result_context;
+	LlmModel  **result = (LlmModel **) arg;
+	LlmModel   *model = palloc0(sizeof(LlmModel));
 
-	Oid			owner = llm_extension_owner();
-	Oid			saved_userid;
-	int			saved_sec_context;
+	model->name = column_text(tuple, desc, 1);
+	model->remote_model = column_text(tuple, desc, 2);
+	model->kind = column_text(tuple, desc, 3);
+	model->prices.input = column_float(tuple, desc, 4);
+	model->prices.cached_input = column_float(tuple, desc, 5);
+	model->prices.output = column_float(tuple, desc, 6);
+	model->params = parse_json_column(column_text(tuple, desc, 7));
+	model->provider = column_text(tuple, desc, 8);
+	model->provider_kind = column_text(tuple, desc, 9);
+	model->base_url = column_text(tuple, desc, 10);
+	model->provider_options = parse_json_column(column_text(tuple, desc, 11));
+	model->key_source = column_text(tuple, desc, 12);
+	model->key_env = column_text(tuple, desc, 13);
+	*result = model;
+}
+
+/* The model from the catalog; NULL when there is none. */
+static LlmModel *
+query_model(const char *name)
+{
 	LlmModel   *model = NULL;
-	Datum		arg;
+	Datum		arg = CStringGetTextDatum(name);
 
-	arg = CStringGetTextDatum(name);
-
-	GetUserIdAndSecContext(&saved_userid, &saved_sec_context);
-	SetUserIdAndSecContext(owner, saved_sec_context | SECURITY_LOCAL_USERID_CHANGE |
-						   SECURITY_RESTRICTED_OPERATION);
-	PG_TRY();
-	{
-		int			rc;
-
-		if (SPI_connect() != SPI_OK_CONNECT)
-			elog(ERROR, "SPI_connect failed");
-		if (lookup_plan == NULL)
-		{
-			Oid			argtypes[1] = {TEXTOID};
-			SPIPlanPtr	plan = SPI_prepare(lookup_sql, 1, argtypes);
-
-			if (plan == NULL)
-				elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
-			SPI_keepplan(plan);
-			lookup_plan = plan;
-		}
-		rc = SPI_execute_plan(lookup_plan, &arg, NULL, true, 1);
-		if (rc != SPI_OK_SELECT)
-			elog(ERROR, "SPI_execute_plan failed: %s", SPI_result_code_string(rc));
-		if (SPI_processed == 1)
-		{
-			HeapTuple	tuple = SPI_tuptable->vals[0];
-			TupleDesc	desc = SPI_tuptable->tupdesc;
-			MemoryContext spi_context = MemoryContextSwitchTo(caller_context);
-
-			model = palloc0(sizeof(LlmModel));
-			model->name = column_text(tuple, desc, 1);
-			model->remote_model = column_text(tuple, desc, 2);
-			model->kind = column_text(tuple, desc, 3);
-			model->prices.input = column_float(tuple, desc, 4);
-			model->prices.cached_input = column_float(tuple, desc, 5);
-			model->prices.output = column_float(tuple, desc, 6);
-			model->params = parse_json_column(column_text(tuple, desc, 7));
-			model->provider = column_text(tuple, desc, 8);
-			model->provider_kind = column_text(tuple, desc, 9);
-			model->base_url = column_text(tuple, desc, 10);
-			model->provider_options = parse_json_column(column_text(tuple, desc, 11));
-			model->key_source = column_text(tuple, desc, 12);
-			model->key_env = column_text(tuple, desc, 13);
-			MemoryContextSwitchTo(spi_context);
-		}
-		SPI_finish();
-	}
-	PG_FINALLY();
-	{
-		SetUserIdAndSecContext(saved_userid, saved_sec_context);
-	}
-	PG_END_TRY();
+	llm_owner_query(&model_query, &arg, NULL, true, read_model, &model);
 	return model;
 }
 
@@ -273,7 +241,7 @@ llm_lookup_model(const char *name)
 	if (cached == NULL)
 	{
 		llm_extension_owner();	/* errors out if llmext is not installed here */
-		model = query_model(name, CurrentMemoryContext);
+		model = query_model(name);
 		if (model == NULL)
 			ereport(ERROR,
 					(errcode(ERRCODE_UNDEFINED_OBJECT),
@@ -292,14 +260,16 @@ llm_lookup_model(const char *name)
 	return model;
 }
 
+static void
+read_key(HeapTuple tuple, TupleDesc desc, void *arg)
+{
+	*(char **) arg = column_text(tuple, desc, 1);
+}
+
 void
 llm_load_key(LlmModel *model)
 {
-	MemoryContext caller_context = CurrentMemoryContext;
-	Oid			saved_userid;
-	int			saved_sec_context;
 	Datum		arg;
-	char	   *volatile key = NULL;
 
 	if (strcmp(model->key_source, "env") == 0)
 	{
@@ -319,40 +289,7 @@ llm_load_key(LlmModel *model)
 		return;
 
 	arg = CStringGetTextDatum(model->provider);
-	GetUserIdAndSecContext(&saved_userid, &saved_sec_context);
-	SetUserIdAndSecContext(llm_extension_owner(), saved_sec_context |
-						   SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION);
-	PG_TRY();
-	{
-		if (SPI_connect() != SPI_OK_CONNECT)
-			elog(ERROR, "SPI_connect failed");
-		if (key_plan == NULL)
-		{
-			Oid			argtypes[1] = {TEXTOID};
-			SPIPlanPtr	plan = SPI_prepare(key_sql, 1, argtypes);
-
-			if (plan == NULL)
-				elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
-			SPI_keepplan(plan);
-			key_plan = plan;
-		}
-		if (SPI_execute_plan(key_plan, &arg, NULL, true, 1) != SPI_OK_SELECT)
-			elog(ERROR, "key look-up failed");
-		if (SPI_processed == 1)
-		{
-			MemoryContext spi_context = MemoryContextSwitchTo(caller_context);
-
-			key = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
-			MemoryContextSwitchTo(spi_context);
-		}
-		SPI_finish();
-	}
-	PG_FINALLY();
-	{
-		SetUserIdAndSecContext(saved_userid, saved_sec_context);
-	}
-	PG_END_TRY();
-	model->api_key = key;
+	llm_owner_query(&key_query, &arg, NULL, true, read_key, &model->api_key);
 }
 
 PG_FUNCTION_INFO_V1(llm_catalog_changed);

@@ -8,6 +8,7 @@
 #include "mb/pg_wchar.h"
 #include "catalog/pg_type_d.h"
 #include "executor/spi.h"
+#include "owner_query.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "utils/builtins.h"
@@ -223,43 +224,18 @@ llm_pending_wait_written(long timeout_ms)
 	return true;
 }
 
+static LlmOwnerQuery persist_query = {
+	.sql = "SELECT llm._persist($1::pg_catalog.jsonb)",
+	.nargs = 1,
+	.argtypes = {TEXTOID},
+};
+
 void
 llm_persist(const char *json_array)
 {
-	static SPIPlanPtr plan = NULL;
 	Datum		arg = CStringGetTextDatum(json_array);
-	Oid			saved_userid;
-	int			saved_sec_context;
 
-	GetUserIdAndSecContext(&saved_userid, &saved_sec_context);
-	SetUserIdAndSecContext(llm_extension_owner(), saved_sec_context |
-						   SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION);
-	PG_TRY();
-	{
-		int			rc;
-
-		if (SPI_connect() != SPI_OK_CONNECT)
-			elog(ERROR, "SPI_connect failed");
-		if (plan == NULL)
-		{
-			Oid			argtypes[1] = {TEXTOID};
-			SPIPlanPtr	p = SPI_prepare("SELECT llm._persist($1::pg_catalog.jsonb)", 1, argtypes);
-
-			if (p == NULL)
-				elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
-			SPI_keepplan(p);
-			plan = p;
-		}
-		rc = SPI_execute_plan(plan, &arg, NULL, false, 0);
-		if (rc != SPI_OK_SELECT)
-			elog(ERROR, "SPI_execute_plan failed: %s", SPI_result_code_string(rc));
-		SPI_finish();
-	}
-	PG_FINALLY();
-	{
-		SetUserIdAndSecContext(saved_userid, saved_sec_context);
-	}
-	PG_END_TRY();
+	llm_owner_query(&persist_query, &arg, NULL, false, NULL, NULL);
 }
 
 int
