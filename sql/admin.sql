@@ -56,6 +56,7 @@ SELECT error_of($$SELECT llm_model_create('m', 'keyless', 'x', input_price => -1
 SELECT error_of($$SELECT llm_model_create('m', 'keyless', 'x', params => '"hot"')$$);
 SELECT error_of($$SELECT llm_model_create('m', 'keyless', 'x', params => '{"stream": true}')$$);
 SELECT error_of($$SELECT llm_model_create('m', 'keyless', 'x', params => '{"model": "y"}')$$);
+SELECT error_of($$SELECT llm_model_create('m', 'keyless', 'x', params => '{"cache": "off"}')$$);
 SELECT count(*) AS model_m_exists FROM llm.models WHERE name = 'm';
 
 -- drop rules: lineage and providers in use

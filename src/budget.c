@@ -9,7 +9,6 @@
 #include "catalog/pg_type_d.h"
 #include "executor/spi.h"
 #include "owner_query.h"
-#include "funcapi.h"
 #include "ledger.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
@@ -84,24 +83,4 @@ llm_budget_check(void)
 					   spent->limit_usd, spent->spent_usd, spent->period),
 			 errhint("The budget renews at %s; an llm_admin can raise it with llm_budget_set.",
 					 spent->period_end)));
-}
-
-PG_FUNCTION_INFO_V1(llm_pending_spend_sql);
-
-/* llm._pending_spend(OUT own float8, OUT everyone float8): queued, unwritten spend. */
-Datum
-llm_pending_spend_sql(PG_FUNCTION_ARGS)
-{
-	TupleDesc	desc;
-	Datum		values[2];
-	bool		nulls[2] = {false, false};
-	double		own;
-	double		all;
-
-	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
-		elog(ERROR, "return type must be a row type");
-	llm_pending_spend(GetUserId(), &own, &all);
-	values[0] = Float8GetDatum(own);
-	values[1] = Float8GetDatum(all);
-	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(desc), values, nulls)));
 }

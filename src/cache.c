@@ -108,10 +108,10 @@ llm_cache_policy(const cJSON *options, const cJSON *params, LlmCachePolicy *poli
 {
 	const cJSON *mode_option = cJSON_GetObjectItemCaseSensitive(options, "cache");
 	const cJSON *ttl_option = cJSON_GetObjectItemCaseSensitive(options, "cache_ttl");
-	int			mode = mode_option ? parse_mode(mode_option) : llm_cache_mode;
+	int			mode = mode_option && !cJSON_IsNull(mode_option) ? parse_mode(mode_option) : llm_cache_mode;
 	bool		deterministic = llm_request_is_deterministic(params);
 
-	policy->ttl_s = ttl_option ? parse_ttl(ttl_option) : llm_cache_ttl_s;
+	policy->ttl_s = ttl_option && !cJSON_IsNull(ttl_option) ? parse_ttl(ttl_option) : llm_cache_ttl_s;
 	policy->read = deterministic && mode != LLM_CACHE_OFF;
 	policy->write = deterministic && mode == LLM_CACHE_ON;
 }

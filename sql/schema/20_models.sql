@@ -91,7 +91,7 @@ BEGIN
 				  HINT = 'For example ''{"temperature": 0}''.';
 	END IF;
 	SELECT k INTO bad_key FROM jsonb_object_keys(params) k
-	 WHERE k IN ('model', 'messages', 'stream', 'on_error') LIMIT 1;
+	 WHERE k IN ('model', 'messages', 'stream', 'on_error', 'on_invalid', 'cache', 'cache_ttl') LIMIT 1;
 	IF bad_key IS NOT NULL THEN
 		RAISE EXCEPTION 'params must not set "%"', bad_key
 			USING ERRCODE = 'invalid_parameter_value',

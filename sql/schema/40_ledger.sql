@@ -36,6 +36,10 @@ COMMENT ON COLUMN llm.calls.cost_usd IS 'USD at the model''s prices when the cal
 COMMENT ON COLUMN llm.calls.cost_saved_usd IS 'for a cache hit: what the call would have cost';
 COMMENT ON COLUMN llm.calls.fingerprint IS 'SHA-256 of the canonical request: the cache key';
 
+-- the ledger is kept by pg_dump (money spent is not a cache)
+SELECT pg_catalog.pg_extension_config_dump('llm.calls', '');
+SELECT pg_catalog.pg_extension_config_dump('llm.calls_id_seq', '');
+
 ALTER TABLE llm.calls ENABLE ROW LEVEL SECURITY;
 CREATE POLICY calls_own_rows ON llm.calls FOR SELECT
 	USING (role = current_user OR pg_catalog.pg_has_role(current_user, 'llm_admin', 'MEMBER'));

@@ -19,6 +19,7 @@ COMMENT ON TABLE llm.cache IS 'cached results of deterministic requests; read th
 -- backends keep recent answers in memory: a deletion makes them forget
 CREATE TRIGGER cache_deleted AFTER DELETE OR TRUNCATE ON llm.cache
 	FOR EACH STATEMENT EXECUTE FUNCTION llm._catalog_changed();
+SELECT pg_catalog.pg_extension_config_dump('llm.cache', '');
 -- users reach cached answers only through calls: entries hold others' prompts
 REVOKE ALL ON llm.cache FROM PUBLIC;
 GRANT SELECT ON llm.cache TO llm_admin;

@@ -70,11 +70,6 @@ AS $$
 $$;
 REVOKE ALL ON FUNCTION llm._budget_spend(name, numeric, numeric) FROM PUBLIC;
 
-CREATE FUNCTION llm._pending_spend(OUT own double precision, OUT everyone double precision)
-AS 'MODULE_PATHNAME', 'llm_pending_spend_sql'
-LANGUAGE C VOLATILE STRICT;
-REVOKE ALL ON FUNCTION llm._pending_spend() FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION llm._pending_spend() TO llm_user;
 
 -- The spend a caller may see: the budgets of roles the session can act as,
 -- or all of them for an llm_admin (who NULL).
@@ -95,16 +90,20 @@ GRANT EXECUTE ON FUNCTION llm._visible_budget_spend(name, numeric, numeric) TO l
 CREATE FUNCTION llm_budget_status()
 RETURNS TABLE (role name, period text, limit_usd numeric, spent_usd numeric,
 			   remaining_usd numeric, period_start timestamptz, period_end timestamptz)
-LANGUAGE sql VOLATILE
+LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
+BEGIN
+	-- spend still queued for the worker belongs to whoever made it: write it
+	-- first (the query below then takes a snapshot that sees it)
+	PERFORM @extschema@.llm_flush('5 seconds');
+	RETURN QUERY
 	SELECT s.role, s.period, s.limit_usd, trim_scale(round(s.spent_usd, 10)),
 		   trim_scale(round(greatest(s.limit_usd - s.spent_usd, 0), 10)),
 		   s.period_start, s.period_end
-	  FROM llm._pending_spend() p,
-		   llm._visible_budget_spend(CASE WHEN pg_has_role(current_user, 'llm_admin', 'MEMBER')
-										  THEN NULL ELSE current_user END,
-									 p.own::numeric, p.everyone::numeric) s
+	  FROM llm._visible_budget_spend(CASE WHEN pg_has_role(current_user, 'llm_admin', 'MEMBER')
+										  THEN NULL ELSE current_user END, 0, 0) s;
+END
 $$;
 COMMENT ON FUNCTION llm_budget_status() IS
 	'the budgets that apply to you (all of them for llm_admin), with the spend so far';
