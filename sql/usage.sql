@@ -18,3 +18,11 @@ SELECT day = (now() AT TIME ZONE 'UTC')::date AS today, model, prompt_name, prom
 SELECT model, kind, base_model, provider, calls, errors, cache_hits, input_tokens,
 	   output_tokens, cost_usd, cost_saved_usd, first_call <= last_call AS ordered
   FROM llm.usage_by_model WHERE model IN ('usage-base', 'usage-tuned', 'usage-broken') ORDER BY model;
+
+-- budgets read spend per day and role, kept in step with the ledger
+SELECT count(*) > 0 AS has_days,
+	   (SELECT sum(cost_usd) FROM llm.spend_daily) = (SELECT sum(cost_usd) FROM llm.calls) AS totals_agree,
+	   bool_and(d.cost_usd = (SELECT sum(c.cost_usd) FROM llm.calls c
+							   WHERE c.role = d.role AND (c.created_at AT TIME ZONE 'UTC')::date = d.day))
+		   AS each_day_agrees
+  FROM llm.spend_daily d;

@@ -45,6 +45,18 @@ CREATE POLICY calls_own_rows ON llm.calls FOR SELECT
 	USING (role = current_user OR pg_catalog.pg_has_role(current_user, 'llm_admin', 'MEMBER'));
 GRANT SELECT ON llm.calls TO llm_user;
 
+-- Spend per UTC day and role, kept with the ledger so that a budget check
+-- reads a month as at most 31 rows instead of summing every call.
+CREATE TABLE llm.spend_daily (
+	day			date NOT NULL,
+	role		name NOT NULL,
+	cost_usd	numeric NOT NULL DEFAULT 0,
+	PRIMARY KEY (day, role)
+);
+COMMENT ON TABLE llm.spend_daily IS 'spend per UTC day and role, maintained from the ledger; read by budget checks';
+REVOKE ALL ON llm.spend_daily FROM PUBLIC;
+SELECT pg_catalog.pg_extension_config_dump('llm.spend_daily', '');
+
 -- Writes ledger rows, cache entries and cache hit counts, each given as a
 -- JSON object with a "kind" of "call" or "cache".  Idempotent: an entry
 -- written twice (a worker that died between commit and forgetting it)
@@ -86,7 +98,15 @@ BEGIN
 				request_id text, fingerprint text)
 		 WHERE r.entry_id IS NOT NULL
 		ON CONFLICT (entry_id) DO NOTHING
-		RETURNING fingerprint, created_at, cache_hit
+		RETURNING fingerprint, created_at, cache_hit, role, cost_usd
+	),
+	spend AS (
+		INSERT INTO llm.spend_daily AS d (day, role, cost_usd)
+		SELECT (created_at AT TIME ZONE 'UTC')::date, role, sum(cost_usd)
+		  FROM new_calls
+		 GROUP BY 1, 2
+		HAVING sum(cost_usd) > 0
+		ON CONFLICT (day, role) DO UPDATE SET cost_usd = d.cost_usd + excluded.cost_usd
 	)
 	SELECT jsonb_agg(jsonb_build_object('key', h.fingerprint, 'hits', h.hits, 'at', h.last_hit))
 	  INTO inserted_hits

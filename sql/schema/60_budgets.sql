@@ -61,10 +61,10 @@ AS $$
 	  FROM llm.budgets b
 	 CROSS JOIN LATERAL (SELECT date_trunc(b.period, now(), 'UTC') AS start) p
 	 CROSS JOIN LATERAL (
-		SELECT coalesce(sum(c.cost_usd), 0) AS spent
-		  FROM llm.calls c
-		 WHERE c.created_at >= p.start
-		   AND (b.role IS NULL OR c.role = b.role)) s
+		SELECT coalesce(sum(d.cost_usd), 0) AS spent
+		  FROM llm.spend_daily d
+		 WHERE d.day >= (p.start AT TIME ZONE 'UTC')::date
+		   AND (b.role IS NULL OR d.role = b.role)) s
 	 WHERE who IS NULL OR b.role IS NULL OR b.role = who
 	 ORDER BY b.role NULLS LAST, b.period
 $$;
