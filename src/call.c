@@ -20,21 +20,23 @@
 #include "utils/jsonb.h"
 #include "utils/timestamp.h"
 
-/* "error" (the default) or "null", from the call's options. */
+/*
+ * What a failure does, from an option whose value is "error" (the default:
+ * raise it) or "null" (a WARNING, and the call gives NULL).
+ */
 static int
-failure_elevel(const cJSON *options)
+error_or_null(const cJSON *options, const char *key)
 {
-	const cJSON *on_error = cJSON_GetObjectItemCaseSensitive(options, "on_error");
+	const cJSON *value = cJSON_GetObjectItemCaseSensitive(options, key);
 
-	if (on_error == NULL || cJSON_IsNull(on_error))
+	if (value == NULL || cJSON_IsNull(value) ||
+		(cJSON_IsString(value) && strcmp(value->valuestring, "error") == 0))
 		return ERROR;
-	if (cJSON_IsString(on_error) && strcmp(on_error->valuestring, "error") == 0)
-		return ERROR;
-	if (cJSON_IsString(on_error) && strcmp(on_error->valuestring, "null") == 0)
+	if (cJSON_IsString(value) && strcmp(value->valuestring, "null") == 0)
 		return WARNING;
 	ereport(ERROR,
 			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-			 errmsg("invalid value for option \"on_error\""),
+			 errmsg("invalid value for option \"%s\"", key),
 			 errhint("Use \"error\" (the default) or \"null\".")));
 	return ERROR;				/* not reached */
 }
@@ -97,24 +99,6 @@ forget_headers(const char **headers, int nheaders, const LlmModel *model)
 	for (int i = 0; i < nheaders; i++)
 		if (strstr(headers[i], model->api_key) != NULL)
 			explicit_bzero((char *) headers[i], strlen(headers[i]));
-}
-
-/* "error" (the default) or "null", for answers that fail expect_json. */
-static int
-invalid_elevel(const cJSON *options)
-{
-	const cJSON *on_invalid = cJSON_GetObjectItemCaseSensitive(options, "on_invalid");
-
-	if (on_invalid == NULL || cJSON_IsNull(on_invalid) ||
-		(cJSON_IsString(on_invalid) && strcmp(on_invalid->valuestring, "error") == 0))
-		return ERROR;
-	if (cJSON_IsString(on_invalid) && strcmp(on_invalid->valuestring, "null") == 0)
-		return WARNING;
-	ereport(ERROR,
-			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-			 errmsg("invalid value for option \"on_invalid\""),
-			 errhint("Use \"error\" (the default) or \"null\".")));
-	return ERROR;				/* not reached */
 }
 
 /* With expect_json: parses and checks the answer; the failure, or NULL. */
@@ -255,6 +239,7 @@ llm_chat_call(const LlmCallRequest *req, LlmCallResult *result)
 {
 	LlmModel   *model;
 	int			elevel;
+	int			invalid_elevel;
 	char		err[256];
 	cJSON	   *params;
 	LlmCachePolicy cache;
@@ -267,7 +252,8 @@ llm_chat_call(const LlmCallRequest *req, LlmCallResult *result)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("options must be a JSON object"),
 				 errhint("For example '{\"temperature\": 0, \"on_error\": \"null\"}'.")));
-	elevel = failure_elevel(req->options);
+	elevel = error_or_null(req->options, "on_error");
+	invalid_elevel = req->expect_json ? error_or_null(req->options, "on_invalid") : ERROR;
 	if (!llm_validate_messages(req->messages, err, sizeof(err)))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -287,8 +273,6 @@ llm_chat_call(const LlmCallRequest *req, LlmCallResult *result)
 				 errmsg("invalid options: %s", err),
 				 errhint("The model comes from the model argument and messages are built by llmext.")));
 	llm_cache_policy(req->options, params, &cache);
-	if (req->expect_json)
-		(void) invalid_elevel(req->options);	/* a bad value is refused before any spending */
 	result->fingerprint = llm_sha256_hex(llm_canonical_request(model->provider,
 															   model->remote_model,
 															   req->messages, params));
@@ -308,7 +292,7 @@ llm_chat_call(const LlmCallRequest *req, LlmCallResult *result)
 			record_call(req, result, failure ? llm_failure_text(failure) : NULL);
 			if (failure != NULL)
 			{
-				llm_failure_raise(invalid_elevel(req->options), failure);
+				llm_failure_raise(invalid_elevel, failure);
 				return false;
 			}
 			return true;
@@ -326,7 +310,7 @@ llm_chat_call(const LlmCallRequest *req, LlmCallResult *result)
 	{
 		failure = check_output(req, result);
 		if (failure != NULL)
-			elevel = invalid_elevel(req->options);
+			elevel = invalid_elevel;
 	}
 
 	/* the ledger hears of the call before anything can abort the statement */
