@@ -58,8 +58,12 @@ SELECT llm_complete('Grüße, 世界 🚀', 'echo');
 -- a large prompt (1 MB) is sent whole
 SELECT length(llm_complete(repeat('word ', 200000), 'echo')) AS answer_length;
 
--- over many rows
+-- over many rows, on one kept-alive connection
+SELECT (llm_complete('stats', 'stats')::jsonb ->> 'connections')::int AS connections_before \gset
 SELECT n, llm_complete('row ' || n, 'echo') FROM generate_series(1, 3) n;
+SELECT llm_complete('another statement', 'echo');
+SELECT (llm_complete('stats', 'stats')::jsonb ->> 'connections')::int - :connections_before
+	AS new_connections;
 
 -- the key is sent as a bearer token (the "auth" model checks it)
 SELECT llm_complete('with key', 'auth');

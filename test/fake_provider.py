@@ -72,6 +72,8 @@ Counters (GET /_stats)
     chat_requests   POSTs to /v1/chat/completions, invalid ones included
     by_model        {model: chat request count}
     aborted         chat requests whose client left before the delayed answer
+    connections     TCP connections accepted (a client that keeps its
+                    connection alive opens one for many requests)
     in_flight       chat requests waiting for their answer; max_in_flight
     last_request    the last chat body (a JSON object) plus a field
                     "authorization": "present"|"absent" (the value never shown)
@@ -330,12 +332,14 @@ class Provider:
 
     def reset(self):
         self.requests_total = self.chat_requests = self.aborted = 0
+        self.connections_accepted = 0
         self.max_in_flight = self.in_flight
         self.by_model, self.flaky, self.last_request = {}, {}, None
 
     def stats(self):
         return {"requests_total": self.requests_total, "chat_requests": self.chat_requests,
                 "by_model": self.by_model, "aborted": self.aborted,
+                "connections": self.connections_accepted,
                 "in_flight": self.in_flight, "max_in_flight": self.max_in_flight,
                 "last_request": self.last_request}
 
@@ -438,6 +442,7 @@ class HttpProtocol(asyncio.Protocol):
     def connection_made(self, transport):
         self.transport = transport
         self.provider.connections.add(self)
+        self.provider.connections_accepted += 1
 
     def connection_lost(self, exc):
         self.closing = True
