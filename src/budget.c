@@ -6,6 +6,7 @@
 #include "budget.h"
 
 #include "catalog.h"
+#include "failure.h"
 #include "catalog/pg_type_d.h"
 #include "executor/spi.h"
 #include "owner_query.h"
@@ -67,20 +68,22 @@ find_spent_budget(void)
 	return spent;
 }
 
-void
+LlmFailure *
 llm_budget_check(void)
 {
 	SpentBudget *spent = find_spent_budget();
+	LlmFailure *failure;
 
 	if (spent == NULL)
-		return;
-	ereport(ERROR,
-			(errcode(ERRCODE_LLM_BUDGET_EXCEEDED),
-			 spent->role
-			 ? errmsg("the %s budget of role \"%s\" is spent", spent->period, spent->role)
-			 : errmsg("the shared %s budget is spent", spent->period),
-			 errdetail("The limit is %s USD and %s USD has been spent this %s.",
-					   spent->limit_usd, spent->spent_usd, spent->period),
-			 errhint("The budget renews at %s; an llm_admin can raise it with llm_budget_set.",
-					 spent->period_end)));
+		return NULL;
+	failure = palloc(sizeof(LlmFailure));
+	failure->sqlstate = ERRCODE_LLM_BUDGET_EXCEEDED;
+	failure->message = spent->role
+		? psprintf("the %s budget of role \"%s\" is spent", spent->period, spent->role)
+		: psprintf("the shared %s budget is spent", spent->period);
+	failure->detail = psprintf("The limit is %s USD and %s USD has been spent this %s.",
+							   spent->limit_usd, spent->spent_usd, spent->period);
+	failure->hint = psprintf("The budget renews at %s; an llm_admin can raise it with llm_budget_set.",
+							 spent->period_end);
+	return failure;
 }

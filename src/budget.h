@@ -4,10 +4,12 @@
 #ifndef LLMEXT_BUDGET_H
 #define LLMEXT_BUDGET_H
 
+struct LlmFailure;
+
 /*
- * Raises an ERROR (SQLSTATE LL402) when a budget that applies to the
- * current role is spent for its period: ledger rows plus queued spend.
+ * The refusal (SQLSTATE LL402) when a budget that applies to the current
+ * role is spent for its period (ledger plus queued spend), else NULL.
  */
-extern void llm_budget_check(void);
+extern struct LlmFailure *llm_budget_check(void);
 
 #endif							/* LLMEXT_BUDGET_H */

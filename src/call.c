@@ -92,12 +92,12 @@ chat_url(const LlmModel *model)
 
 /* Overwrites the header line that carries the key. */
 static void
-forget_headers(const char **headers, int nheaders, const LlmModel *model)
+forget_headers(const char **headers, int nheaders, const char *secret)
 {
-	if (model->api_key == NULL)
+	if (secret == NULL)
 		return;
 	for (int i = 0; i < nheaders; i++)
-		if (strstr(headers[i], model->api_key) != NULL)
+		if (strstr(headers[i], secret) != NULL)
 			explicit_bzero((char *) headers[i], strlen(headers[i]));
 }
 
@@ -175,85 +175,52 @@ record_call(const LlmCallRequest *req, const LlmCallResult *result, const char *
 	llm_ledger_record(&row);
 }
 
-/* Sends the request; returns the failure, or NULL when result is filled. */
+/*
+ * Turns the provider's answer into the result; the failure, or NULL.
+ * secret is the key, redacted from anything the provider said.
+ */
 static LlmFailure *
-call_provider(LlmModel *model, const char *body, LlmCallResult *result)
+read_response(LlmModel *model, const LlmHttpResponse *resp, long timeout_ms,
+			  const char *secret, LlmCallResult *result)
 {
-	LlmHttpRequest req;
-	LlmHttpResponse resp;
-	const char **headers;
-	char	   *secret;
 	char		err[256];
-	LlmFailure *failure = NULL;
+	char	   *text;
 
-	llm_load_key(model);
-	headers = build_headers(model, &req.nheaders);
-	req.url = chat_url(model);
-	req.body = body;
-	req.headers = headers;
-	req.connect_timeout_ms = llm_connect_timeout_ms;
-	req.timeout_ms = llm_request_timeout_ms;
-	req.max_response_bytes = (size_t) llm_max_response_bytes;
+	result->http_status = resp->status;
+	result->latency_ms = resp->elapsed_ms;
+	result->request_id = resp->request_id;
 
-	/* the key is kept only to redact it from whatever the provider says */
-	secret = model->api_key ? pstrdup(model->api_key) : NULL;
-	PG_TRY();
-	{
-		llm_http_perform(&req, &resp);
-	}
-	PG_FINALLY();
-	{
-		forget_headers(headers, req.nheaders, model);
-		llm_forget_key(model);
-	}
-	PG_END_TRY();
-
-	result->http_status = resp.status;
-	result->latency_ms = resp.elapsed_ms;
-	result->request_id = resp.request_id;
-
-	if (resp.outcome != LLM_HTTP_RESPONSE || resp.status < 200 || resp.status >= 300)
-		failure = llm_failure_of_transfer(model, &resp, req.timeout_ms, secret);
-	else if (!pg_verify_mbstr(PG_UTF8, resp.body, resp.body_len, true))
-		failure = llm_failure_of_response(model, "the body is not valid UTF-8", &resp, secret);
-	else
-	{
-		char	   *text = pg_any_to_server(resp.body, resp.body_len, PG_UTF8);
-
-		if (!openai_parse_chat_response(text, strlen(text), &result->chat, err, sizeof(err)))
-			failure = llm_failure_of_response(model, err, &resp, secret);
-		else
-		{
-			if (result->request_id == NULL)
-				result->request_id = result->chat.response_id;
-			result->cost_usd = llm_cost_usd(&result->chat.usage, &model->prices);
-		}
-	}
-	if (secret != NULL)
-		explicit_bzero(secret, strlen(secret));
-	return failure;
+	if (resp->outcome != LLM_HTTP_RESPONSE || resp->status < 200 || resp->status >= 300)
+		return llm_failure_of_transfer(model, resp, timeout_ms, secret);
+	if (!pg_verify_mbstr(PG_UTF8, resp->body, resp->body_len, true))
+		return llm_failure_of_response(model, "the body is not valid UTF-8", resp, secret);
+	text = pg_any_to_server(resp->body, resp->body_len, PG_UTF8);
+	if (!openai_parse_chat_response(text, strlen(text), &result->chat, err, sizeof(err)))
+		return llm_failure_of_response(model, err, resp, secret);
+	if (result->request_id == NULL)
+		result->request_id = result->chat.response_id;
+	result->cost_usd = llm_cost_usd(&result->chat.usage, &result->model->prices);
+	return NULL;
 }
 
-bool
-llm_chat_call(const LlmCallRequest *req, LlmCallResult *result)
+LlmPreparedCall *
+llm_call_prepare(const LlmCallRequest *req, LlmCallResult *result)
 {
+	LlmPreparedCall *call = palloc0(sizeof(LlmPreparedCall));
 	LlmModel   *model;
-	int			elevel;
-	int			invalid_elevel;
 	char		err[256];
-	cJSON	   *params;
-	LlmCachePolicy cache;
-	LlmFailure *failure;
 	char	   *body;
 
+	call->req = req;
+	call->result = result;
 	memset(result, 0, sizeof(*result));
 	if (req->options != NULL && !cJSON_IsObject(req->options))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("options must be a JSON object"),
 				 errhint("For example '{\"temperature\": 0, \"on_error\": \"null\"}'.")));
-	elevel = error_or_null(req->options, "on_error");
-	invalid_elevel = req->expect_json ? error_or_null(req->options, "on_invalid") : ERROR;
+	call->elevel = error_or_null(req->options, "on_error");
+	call->invalid_elevel = req->expect_json ? error_or_null(req->options, "on_invalid") : ERROR;
 	if (!llm_validate_messages(req->messages, err, sizeof(err)))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -261,23 +228,23 @@ llm_chat_call(const LlmCallRequest *req, LlmCallResult *result)
 				 errhint("Pass an array like '[{\"role\": \"user\", \"content\": \"Hello\"}]'.")));
 
 	model = llm_lookup_model(req->model_name);
-	result->model = model;
+	call->model = result->model = model;
 	if (strcmp(model->provider_kind, "openai") != 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 				 errmsg("provider kind \"%s\" is not supported", model->provider_kind)));
-	params = llm_merge_params(model->params, req->options, err, sizeof(err));
-	if (params == NULL)
+	call->params = llm_merge_params(model->params, req->options, err, sizeof(err));
+	if (call->params == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("invalid options: %s", err),
 				 errhint("The model comes from the model argument and messages are built by llmext.")));
-	llm_cache_policy(req->options, params, &cache);
+	llm_cache_policy(req->options, call->params, &call->cache);
 	result->fingerprint = llm_sha256_hex(llm_canonical_request(model->provider,
 															   model->remote_model,
-															   req->messages, params));
+															   req->messages, call->params));
 
-	if (cache.read)
+	if (call->cache.read)
 	{
 		TimestampTz start = GetCurrentTimestamp();
 		cJSON	   *cached = llm_cache_get(result->fingerprint);
@@ -288,41 +255,93 @@ llm_chat_call(const LlmCallRequest *req, LlmCallResult *result)
 			result->cache_hit = true;
 			result->cost_saved_usd = llm_cost_usd(&result->chat.usage, &model->prices);
 			result->latency_ms = (GetCurrentTimestamp() - start) / 1000.0;
-			failure = req->expect_json ? check_output(req, result) : NULL;
-			record_call(req, result, failure ? llm_failure_text(failure) : NULL);
-			if (failure != NULL)
-			{
-				llm_failure_raise(invalid_elevel, failure);
-				return false;
-			}
-			return true;
+			call->failure = req->expect_json ? check_output(req, result) : NULL;
+			if (call->failure != NULL)
+				call->elevel = call->invalid_elevel;
+			record_call(req, result, call->failure ? llm_failure_text(call->failure) : NULL);
+			call->answered = true;
+			return call;
 		}
 	}
 
 	/* refused before any request: nothing has been spent on it */
-	llm_budget_check();
+	call->failure = llm_budget_check();
+	if (call->failure != NULL)
+	{
+		call->elevel = ERROR;	/* a refusal is not a provider's failure */
+		call->answered = true;
+		return call;
+	}
 
-	body = openai_chat_request(model->remote_model, req->messages, params);
+	body = openai_chat_request(model->remote_model, req->messages, call->params);
 	/* providers speak UTF-8 whatever the database's encoding */
-	body = pg_server_to_any(body, strlen(body), PG_UTF8);
-	failure = call_provider(model, body, result);
+	call->http.body = pg_server_to_any(body, strlen(body), PG_UTF8);
+	llm_load_key(model);
+	/* the key is kept only to redact it from whatever the provider says */
+	call->secret = model->api_key ? pstrdup(model->api_key) : NULL;
+	call->headers = build_headers(model, &call->http.nheaders);
+	llm_forget_key(model);
+	call->http.headers = call->headers;
+	call->http.url = chat_url(model);
+	call->http.connect_timeout_ms = llm_connect_timeout_ms;
+	call->http.timeout_ms = llm_request_timeout_ms;
+	call->http.max_response_bytes = (size_t) llm_max_response_bytes;
+	return call;
+}
+
+LlmFailure *
+llm_call_complete(LlmPreparedCall *call)
+{
+	const LlmCallRequest *req = call->req;
+	LlmCallResult *result = call->result;
+	LlmFailure *failure;
+
+	forget_headers(call->headers, call->http.nheaders, call->secret);
+	failure = read_response(call->model, &call->resp, call->http.timeout_ms, call->secret, result);
+	if (call->secret != NULL)
+		explicit_bzero(call->secret, strlen(call->secret));
 	if (failure == NULL && req->expect_json)
 	{
 		failure = check_output(req, result);
 		if (failure != NULL)
-			elevel = invalid_elevel;
+			call->elevel = call->invalid_elevel;
 	}
 
 	/* the ledger hears of the call before anything can abort the statement */
 	record_call(req, result, failure ? llm_failure_text(failure) : NULL);
-	if (failure != NULL)
+	if (failure == NULL && call->cache.write)
+		llm_cache_put(result->fingerprint, call->model->name, call->model->provider,
+					  call->model->remote_model, llm_call_result_json(result),
+					  result->cost_usd, call->cache.ttl_s);
+	call->failure = failure;
+	return failure;
+}
+
+bool
+llm_chat_call(const LlmCallRequest *req, LlmCallResult *result)
+{
+	LlmPreparedCall *call = llm_call_prepare(req, result);
+
+	if (!call->answered)
 	{
-		llm_failure_raise(elevel, failure);
+		PG_TRY();
+		{
+			llm_http_perform(&call->http, &call->resp);
+		}
+		PG_CATCH();
+		{
+			/* cancelled: the header with the key goes before the memory does */
+			forget_headers(call->headers, call->http.nheaders, call->secret);
+			PG_RE_THROW();
+		}
+		PG_END_TRY();
+		llm_call_complete(call);
+	}
+	if (call->failure != NULL)
+	{
+		llm_failure_raise(call->elevel, call->failure);
 		return false;
 	}
-	if (cache.write)
-		llm_cache_put(result->fingerprint, model->name, model->provider, model->remote_model,
-					  llm_call_result_json(result), result->cost_usd, cache.ttl_s);
 	return true;
 }
 

@@ -8,7 +8,9 @@
 
 #include "postgres.h"
 
+#include "cache.h"
 #include "catalog.h"
+#include "engine.h"
 #include "request.h"
 
 typedef struct LlmCallRequest
@@ -36,6 +38,32 @@ typedef struct LlmCallResult
 	char	   *fingerprint;	/* the cache key */
 	cJSON	   *output_json;	/* with expect_json: the parsed answer */
 } LlmCallResult;
+
+/*
+ * A call in two phases, so that many can share one engine (llm_chat_batch):
+ * llm_call_prepare looks the model up, answers from the cache or checks the
+ * budget, and builds the HTTP request; the caller runs http into resp; then
+ * llm_call_complete reads the answer, records the call and caches it.
+ */
+typedef struct LlmPreparedCall
+{
+	const LlmCallRequest *req;
+	LlmCallResult *result;
+	LlmModel   *model;
+	cJSON	   *params;
+	LlmCachePolicy cache;
+	int			elevel;			/* for failure: ERROR, or WARNING with on_error null */
+	int			invalid_elevel;
+	bool		answered;		/* by the cache, or refused by a budget: no request */
+	struct LlmFailure *failure; /* what went wrong, if anything */
+	LlmHttpRequest http;
+	LlmHttpResponse resp;
+	const char **headers;
+	char	   *secret;
+} LlmPreparedCall;
+
+extern LlmPreparedCall *llm_call_prepare(const LlmCallRequest *req, LlmCallResult *result);
+extern struct LlmFailure *llm_call_complete(LlmPreparedCall *call);
 
 /*
  * Calls the model, or answers from the cache, and records the call in the
