@@ -1,0 +1,53 @@
+-- llm_complete_batch: many calls from one statement, several in flight at
+-- once, rows in input order, failures as error text.
+SELECT llm_model_create('slow-200', 'fake', 'slow-200');
+SELECT llm_complete('reset', 'stats-reset') IS NOT NULL AS counters_reset;
+
+SELECT ord, completion, response ->> 'model' AS model, error
+  FROM llm_complete_batch(ARRAY['one', 'two', NULL, 'four'], 'echo');
+
+-- sixteen slow calls, eight at a time: the provider sees them overlap
+SELECT count(*) AS rows, count(completion) AS answers,
+	   bool_and(completion = 'echo: p' || ord) AS in_input_order
+  FROM llm_complete_batch(ARRAY(SELECT 'p' || g FROM generate_series(1, 16) g), 'slow-200',
+						  concurrency => 8);
+SELECT (s ->> 'max_in_flight')::int BETWEEN 2 AND 8 AS overlapped_within_the_limit,
+	   (s -> 'by_model' ->> 'slow-200')::int AS requests
+  FROM (SELECT llm_complete('stats', 'stats')::jsonb AS s) x;
+
+-- a failed element gives its error in its row; the others go on
+SELECT llm_model_create('flaky', 'fake', 'flaky-2-batch');
+SELECT ord, completion, split_part(error, ':', 1) AS error
+  FROM llm_complete_batch(ARRAY['a', 'b', 'c', '', 'e'], 'flaky', concurrency => 1);
+-- ... unless asked to stop at the first failure
+SELECT error_of($$SELECT * FROM llm_complete_batch(ARRAY['a', 'b'], 'fail-500', options => '{"on_error": "error"}')$$);
+
+-- the ledger has one row per call, marked batch; cache hits, repeats within
+-- a batch included, are answered without a request
+SELECT llm_flush() AS flushed;
+SELECT count(*) AS batch_rows FROM llm.calls WHERE source = 'batch' AND model = 'slow-200';
+SELECT fake_requests('echo') AS before \gset
+SELECT count(*) FILTER (WHERE (response ->> 'cache_hit')::boolean) AS hits
+  FROM llm_complete_batch(ARRAY['x', 'x', 'y'], 'echo', options => '{"temperature": 0}', concurrency => 1);
+SELECT count(*) FILTER (WHERE (response ->> 'cache_hit')::boolean) AS hits
+  FROM llm_complete_batch(ARRAY['x', 'y'], 'echo', options => '{"temperature": 0}');
+SELECT fake_requests('echo') - :before AS requests_made;
+
+-- bad input
+SELECT count(*) AS rows FROM llm_complete_batch(NULL, 'echo');
+SELECT count(*) AS rows FROM llm_complete_batch(ARRAY[]::text[], 'echo');
+SELECT error_of($$SELECT * FROM llm_complete_batch(ARRAY['a'], 'nosuch')$$);
+SELECT error_of($$SELECT * FROM llm_complete_batch(ARRAY['a'], 'echo', concurrency => 0)$$);
+SELECT error_of($$SELECT * FROM llm_complete_batch(ARRAY['a'], 'echo', options => '[]')$$);
+SELECT error_of($$SELECT * FROM llm_complete_batch(ARRAY[['a'], ['b']], 'echo')$$);
+-- it also works in a select list
+SELECT (llm_complete_batch(ARRAY['a', 'b'], 'echo')).completion;
+
+-- query cancel stops every call in flight
+SELECT (llm_complete('stats', 'stats')::jsonb ->> 'aborted')::int AS aborted_before \gset
+SET statement_timeout = '500ms';
+SELECT * FROM llm_complete_batch(ARRAY['a', 'b', 'c', 'd'], 'slow-30000', concurrency => 4);
+RESET statement_timeout;
+SELECT pg_sleep(0.3);
+SELECT (llm_complete('stats', 'stats')::jsonb ->> 'aborted')::int - :aborted_before AS aborted_by_cancel;
+SELECT llm_complete('after the batch', 'echo');

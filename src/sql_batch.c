@@ -1,0 +1,225 @@
+/*
+ * sql_batch.c — llm_complete_batch: many calls at once from one statement,
+ * on the same engine that serves single calls.
+ *
+ * Each prompt is prepared just before its turn (a cache hit or a budget
+ * refusal is answered then, without a request, and a repeat of an earlier
+ * prompt finds its answer already cached); up to `concurrency` requests are
+ * in flight at a time, a new one starting as soon as one finishes.  Rows
+ * come back in input order.  A failed element gives its error text in its
+ * row; with options {"on_error": "error"} the first failure aborts the
+ * statement instead.  Query cancel stops everything: the engine's memory
+ * context takes every transfer with it.
+ */
+#include "llmext.h"
+
+#include "call.h"
+#include "failure.h"
+
+#include "fmgr.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/jsonb.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/tuplestore.h"
+
+#define DEFAULT_CONCURRENCY 8
+#define MAX_CONCURRENCY 1024
+
+PG_FUNCTION_INFO_V1(llm_complete_batch);
+
+typedef struct BatchItem
+{
+	char	   *prompt;			/* NULL: the row is NULL, nothing is called */
+	LlmCallRequest req;
+	LlmCallResult result;
+	LlmPreparedCall *call;		/* made when its turn comes */
+	char	   *error;			/* the row's error text */
+} BatchItem;
+
+/* "error" given explicitly: the first failure aborts the statement. */
+static bool
+abort_on_failure(const cJSON *options)
+{
+	const cJSON *on_error = cJSON_GetObjectItemCaseSensitive(options, "on_error");
+
+	return cJSON_IsString(on_error) && strcmp(on_error->valuestring, "error") == 0;
+}
+
+/* Options for the elements: failures come back as values, not raised. */
+static cJSON *
+element_options(const cJSON *options)
+{
+	cJSON	   *copy = options ? cJSON_Duplicate(options, true) : cJSON_CreateObject();
+
+	cJSON_DeleteItemFromObjectCaseSensitive(copy, "on_error");
+	cJSON_AddStringToObject(copy, "on_error", "null");
+	return copy;
+}
+
+static void
+settle(BatchItem *item, bool abort_on_fail)
+{
+	LlmFailure *failure = item->call->failure;
+
+	if (failure == NULL)
+		return;
+	if (abort_on_fail || failure->sqlstate == ERRCODE_LLM_BUDGET_EXCEEDED)
+		llm_failure_raise(ERROR, failure);
+	item->error = llm_failure_text(failure);
+}
+
+static void
+run_all(BatchItem *items, int n, int concurrency, bool abort_on_fail)
+{
+	MemoryContext engine_context = AllocSetContextCreate(CurrentMemoryContext,
+														 "llmext batch engine",
+														 ALLOCSET_DEFAULT_SIZES);
+	LlmEngine  *engine = llm_engine_create(engine_context);
+	int			next = 0;
+	int			running = 0;
+
+	for (;;)
+	{
+		BatchItem  *done;
+
+		while (running < concurrency && next < n)
+		{
+			BatchItem  *item = &items[next++];
+
+			if (item->req.messages == NULL)
+				continue;		/* a NULL or empty prompt */
+			item->call = llm_call_prepare(&item->req, &item->result);
+			if (item->call->answered)
+			{
+				settle(item, abort_on_fail);
+				continue;
+			}
+			llm_engine_add(engine, &item->call->http, &item->call->resp, item);
+			running++;
+		}
+		if (running == 0)
+			break;
+		done = llm_engine_next_done(engine, 1000);
+		if (done == NULL)
+			continue;
+		running--;
+		llm_call_complete(done->call);
+		settle(done, abort_on_fail);
+	}
+	MemoryContextDelete(engine_context);
+}
+
+/*
+ * llm_complete_batch(prompts text[], model text, system text, options jsonb,
+ *                    concurrency int)
+ * RETURNS TABLE (ord int, completion text, response jsonb, error text)
+ */
+Datum
+llm_complete_batch(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	ArrayType  *prompts;
+	Datum	   *elements;
+	bool	   *nulls;
+	int			n;
+	char	   *model = PG_ARGISNULL(1) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(1));
+	char	   *system = PG_ARGISNULL(2) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(2));
+	cJSON	   *options = PG_ARGISNULL(3) ? NULL : llm_jsonb_to_cjson(PG_GETARG_DATUM(3));
+	int			concurrency = PG_ARGISNULL(4) ? DEFAULT_CONCURRENCY : PG_GETARG_INT32(4);
+	bool		abort_on_fail;
+	cJSON	   *item_options;
+	BatchItem  *items;
+	TupleDesc	desc;
+	Tuplestorestate *store;
+	MemoryContext old;
+
+	if (rsinfo == NULL || !IsA(rsinfo, ReturnSetInfo) ||
+		(rsinfo->allowedModes & SFRM_Materialize) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("llm_complete_batch must be called in a FROM clause")));
+	if (concurrency < 1 || concurrency > MAX_CONCURRENCY)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("concurrency must be between 1 and %d", MAX_CONCURRENCY)));
+	if (options != NULL && !cJSON_IsObject(options))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("options must be a JSON object")));
+	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+
+	old = MemoryContextSwitchTo(rsinfo->econtext->ecxt_per_query_memory);
+	store = tuplestore_begin_heap(true, false, work_mem);
+	desc = CreateTupleDescCopy(desc);
+	MemoryContextSwitchTo(old);
+	rsinfo->returnMode = SFRM_Materialize;
+	rsinfo->setResult = store;
+	rsinfo->setDesc = desc;
+
+	if (PG_ARGISNULL(0))
+		return (Datum) 0;
+	prompts = PG_GETARG_ARRAYTYPE_P(0);
+	if (ARR_NDIM(prompts) > 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
+				 errmsg("prompts must be a one-dimensional array")));
+	deconstruct_array(prompts, TEXTOID, -1, false, TYPALIGN_INT, &elements, &nulls, &n);
+
+	abort_on_fail = abort_on_failure(options);
+	item_options = element_options(options);
+	items = palloc0(sizeof(BatchItem) * Max(n, 1));
+	for (int i = 0; i < n; i++)
+	{
+		BatchItem  *item = &items[i];
+
+		if (nulls[i])
+			continue;
+		item->prompt = TextDatumGetCString(elements[i]);
+		if (item->prompt[0] == '\0')
+		{
+			if (abort_on_fail)
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("prompt %d must not be empty", i + 1)));
+			item->error = pstrdup("prompt must not be empty");
+			continue;
+		}
+		item->req.model_name = model;
+		item->req.messages = llm_messages_from_prompt(item->prompt, system);
+		item->req.options = item_options;
+		item->req.source = "batch";
+	}
+
+	run_all(items, n, concurrency, abort_on_fail);
+
+	for (int i = 0; i < n; i++)
+	{
+		BatchItem  *item = &items[i];
+		Datum		values[4];
+		bool		isnull[4] = {false, true, true, true};
+
+		values[0] = Int32GetDatum(i + 1);
+		if (item->call != NULL && item->error == NULL)
+		{
+			if (item->result.chat.content != NULL)
+			{
+				values[1] = CStringGetTextDatum(item->result.chat.content);
+				isnull[1] = false;
+			}
+			values[2] = llm_cjson_to_jsonb(llm_call_result_json(&item->result));
+			isnull[2] = false;
+		}
+		if (item->error != NULL)
+		{
+			values[3] = CStringGetTextDatum(item->error);
+			isnull[3] = false;
+		}
+		tuplestore_putvalues(store, desc, values, isnull);
+	}
+	return (Datum) 0;
+}
