@@ -59,6 +59,9 @@ SELECT llm_complete('hi', 'slow-30000');
 RESET statement_timeout;
 SELECT pg_sleep(0.2);
 SELECT (llm_complete('stats', 'stats')::jsonb ->> 'aborted')::int - :aborted_before AS aborted_by_cancel;
+-- the provider may bill a request it had started: the ledger keeps it
+SELECT llm_flush() AS flushed;
+SELECT model, outcome, error FROM llm.calls WHERE model = 'slow-30000' ORDER BY id DESC LIMIT 1;
 
 -- the backend is healthy afterwards
 SELECT llm_complete('after the faults', 'echo');

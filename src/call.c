@@ -330,8 +330,13 @@ llm_chat_call(const LlmCallRequest *req, LlmCallResult *result)
 		}
 		PG_CATCH();
 		{
-			/* cancelled: the header with the key goes before the memory does */
+			/*
+			 * Cancelled (or out of memory) with the request sent: the
+			 * provider may bill it, so the ledger hears of it.  The header
+			 * with the key goes before the memory does.
+			 */
 			forget_headers(call->headers, call->http.nheaders, call->secret);
+			record_call(req, result, "cancelled while waiting for the provider");
 			PG_RE_THROW();
 		}
 		PG_END_TRY();
