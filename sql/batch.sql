@@ -50,4 +50,7 @@ SELECT * FROM llm_complete_batch(ARRAY['a', 'b', 'c', 'd'], 'slow-30000', concur
 RESET statement_timeout;
 SELECT pg_sleep(0.3);
 SELECT (llm_complete('stats', 'stats')::jsonb ->> 'aborted')::int - :aborted_before AS aborted_by_cancel;
+SELECT llm_flush() AS flushed;
+SELECT count(*) AS cancelled_in_ledger FROM llm.calls
+ WHERE model = 'slow-30000' AND source = 'batch' AND error LIKE 'cancelled%';
 SELECT llm_complete('after the batch', 'echo');

@@ -220,7 +220,8 @@ llm_call_prepare(const LlmCallRequest *req, LlmCallResult *result)
 				 errmsg("options must be a JSON object"),
 				 errhint("For example '{\"temperature\": 0, \"on_error\": \"null\"}'.")));
 	call->elevel = error_or_null(req->options, "on_error");
-	call->invalid_elevel = req->expect_json ? error_or_null(req->options, "on_invalid") : ERROR;
+	/* checked on every call, so that a misspelt value never passes silently */
+	call->invalid_elevel = error_or_null(req->options, "on_invalid");
 	if (!llm_validate_messages(req->messages, err, sizeof(err)))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -252,15 +253,23 @@ llm_call_prepare(const LlmCallRequest *req, LlmCallResult *result)
 		if (cached != NULL)
 		{
 			result_from_cache(cached, result);
-			result->cache_hit = true;
-			result->cost_saved_usd = llm_cost_usd(&result->chat.usage, &model->prices);
-			result->latency_ms = (GetCurrentTimestamp() - start) / 1000.0;
-			call->failure = req->expect_json ? check_output(req, result) : NULL;
-			if (call->failure != NULL)
-				call->elevel = call->invalid_elevel;
-			record_call(req, result, call->failure ? llm_failure_text(call->failure) : NULL);
-			call->answered = true;
-			return call;
+			/*
+			 * An answer cached by a call that did not check it (say
+			 * llm_complete_prompt) may not be what llm_complete_json needs:
+			 * then it is not a hit, and the provider is asked.
+			 */
+			if (!req->expect_json || check_output(req, result) == NULL)
+			{
+				result->cache_hit = true;
+				result->cost_saved_usd = llm_cost_usd(&result->chat.usage, &model->prices);
+				result->latency_ms = (GetCurrentTimestamp() - start) / 1000.0;
+				record_call(req, result, NULL);
+				call->answered = true;
+				return call;
+			}
+			llm_chat_result_free(&result->chat);
+			result->request_id = NULL;
+			result->output_json = NULL;
 		}
 	}
 
@@ -317,6 +326,13 @@ llm_call_complete(LlmPreparedCall *call)
 	return failure;
 }
 
+void
+llm_call_abandon(LlmPreparedCall *call)
+{
+	forget_headers(call->headers, call->http.nheaders, call->secret);
+	record_call(call->req, call->result, "cancelled while waiting for the provider");
+}
+
 bool
 llm_chat_call(const LlmCallRequest *req, LlmCallResult *result)
 {
@@ -330,13 +346,7 @@ llm_chat_call(const LlmCallRequest *req, LlmCallResult *result)
 		}
 		PG_CATCH();
 		{
-			/*
-			 * Cancelled (or out of memory) with the request sent: the
-			 * provider may bill it, so the ledger hears of it.  The header
-			 * with the key goes before the memory does.
-			 */
-			forget_headers(call->headers, call->http.nheaders, call->secret);
-			record_call(req, result, "cancelled while waiting for the provider");
+			llm_call_abandon(call);
 			PG_RE_THROW();
 		}
 		PG_END_TRY();

@@ -66,6 +66,13 @@ extern LlmPreparedCall *llm_call_prepare(const LlmCallRequest *req, LlmCallResul
 extern struct LlmFailure *llm_call_complete(LlmPreparedCall *call);
 
 /*
+ * For a call whose request was sent but whose wait was cut short (query
+ * cancel): the provider may bill it, so the ledger hears of it, and the
+ * header with the key is wiped before its memory is freed.
+ */
+extern void llm_call_abandon(LlmPreparedCall *call);
+
+/*
  * Calls the model, or answers from the cache, and records the call in the
  * ledger.
  *

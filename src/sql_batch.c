@@ -37,6 +37,7 @@ typedef struct BatchItem
 	LlmCallRequest req;
 	LlmCallResult result;
 	LlmPreparedCall *call;		/* made when its turn comes */
+	bool		finished;		/* its transfer came back */
 	char	   *error;			/* the row's error text */
 } BatchItem;
 
@@ -72,23 +73,20 @@ settle(BatchItem *item, bool abort_on_fail)
 	item->error = llm_failure_text(failure);
 }
 
+/* Keeps up to concurrency transfers running until every item is done. */
 static void
-run_all(BatchItem *items, int n, int concurrency, bool abort_on_fail)
+run_loop(LlmEngine *engine, BatchItem *items, int n, int concurrency, bool abort_on_fail,
+		 volatile int *next)
 {
-	MemoryContext engine_context = AllocSetContextCreate(CurrentMemoryContext,
-														 "llmext batch engine",
-														 ALLOCSET_DEFAULT_SIZES);
-	LlmEngine  *engine = llm_engine_create(engine_context);
-	int			next = 0;
 	int			running = 0;
 
 	for (;;)
 	{
 		BatchItem  *done;
 
-		while (running < concurrency && next < n)
+		while (running < concurrency && *next < n)
 		{
-			BatchItem  *item = &items[next++];
+			BatchItem  *item = &items[(*next)++];
 
 			if (item->req.messages == NULL)
 				continue;		/* a NULL or empty prompt */
@@ -107,9 +105,38 @@ run_all(BatchItem *items, int n, int concurrency, bool abort_on_fail)
 		if (done == NULL)
 			continue;
 		running--;
+		done->finished = true;
 		llm_call_complete(done->call);
 		settle(done, abort_on_fail);
 	}
+}
+
+static void
+run_all(BatchItem *items, int n, int concurrency, bool abort_on_fail)
+{
+	MemoryContext engine_context = AllocSetContextCreate(CurrentMemoryContext,
+														 "llmext batch engine",
+														 ALLOCSET_DEFAULT_SIZES);
+	LlmEngine  *engine = llm_engine_create(engine_context);
+	volatile int next = 0;		/* read after a longjmp */
+
+	PG_TRY();
+	{
+		run_loop(engine, items, n, concurrency, abort_on_fail, &next);
+	}
+	PG_CATCH();
+	{
+		/* requests already sent may be billed: the ledger hears of them */
+		for (int i = 0; i < next; i++)
+		{
+			LlmPreparedCall *call = items[i].call;
+
+			if (call != NULL && !call->answered && !items[i].finished)
+				llm_call_abandon(call);
+		}
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
 	MemoryContextDelete(engine_context);
 }
 

@@ -65,6 +65,7 @@ CREATE INDEX ON llm.prompt_label_history (name, label, id);
 COMMENT ON TABLE llm.prompt_label_history IS 'every move of every label: who, when, from, to';
 GRANT SELECT ON llm.prompt_label_history TO llm_user;
 SELECT pg_catalog.pg_extension_config_dump('llm.prompt_label_history', '');
+SELECT pg_catalog.pg_extension_config_dump('llm.prompt_label_history_id_seq', '');
 
 -- The role acting: current_user is the function's owner inside SECURITY
 -- DEFINER functions, so they ask the session's role setting instead.
