@@ -39,13 +39,13 @@ $(EXTENSION)--$(EXTVERSION).sql: $(SCHEMA_PARTS) $(EXTENSION).control
 	cat $(SCHEMA_PARTS) > $@
 
 # Unit tests of the pure core: no server needed.
-UNIT_SRCS = src/openai.c src/request.c src/template.c src/jsonschema.c src/cachekey.c
+UNIT_SRCS = src/openai.c src/request.c src/template.c src/jsonschema.c src/cachekey.c src/retry.c
 unit: test/unit/run_unit
 	test/unit/run_unit
 
 test/unit/run_unit: test/unit/*.c test/unit/*.h $(UNIT_SRCS) src/*.h
 	$(CC) -std=gnu11 -Wall -Wextra -Werror -Wno-unused-parameter -g -Isrc \
 		$(shell $(PKG_CONFIG) --cflags libcjson) -o $@ test/unit/*.c $(UNIT_SRCS) \
-		$(shell $(PKG_CONFIG) --libs libcjson)
+		$(shell $(PKG_CONFIG) --libs libcjson) -lm
 
 .PHONY: unit

@@ -31,6 +31,8 @@ SELECT error_of($$SELECT llm_provider_create('p', 'http://x/v1', options => '{"m
 SELECT error_of($$SELECT llm_provider_create('p', 'http://x/v1', options => '{"headers": {"X-A": 1}}')$$);
 SELECT error_of($$SELECT llm_provider_create('p', 'http://x/v1', options => '{"auth_header": "bad header"}')$$);
 SELECT error_of($$SELECT llm_provider_create('p', 'http://x/v1', options => '{"chat_path": "chat"}')$$);
+SELECT error_of($$SELECT llm_provider_create('p', 'http://x/v1', options => '{"max_attempts": 0}')$$);
+SELECT error_of($$SELECT llm_provider_create('p', 'http://x/v1', options => '{"max_concurrency": 2.5}')$$);
 SELECT count(*) AS provider_p_exists FROM llm.providers WHERE name = 'p';
 
 -- models: base and fine-tuned lineage

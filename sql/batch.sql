@@ -16,16 +16,44 @@ SELECT (s ->> 'max_in_flight')::int BETWEEN 2 AND 8 AS overlapped_within_the_lim
   FROM (SELECT llm_complete('stats', 'stats')::jsonb AS s) x;
 
 -- a failed element gives its error in its row; the others go on
-SELECT llm_model_create('flaky', 'fake', 'flaky-2-batch');
+-- (a provider that allows one attempt: no retries)
+SELECT llm_provider_create('fake-once', current_setting('llmext_test.fake_url'),
+						   options => '{"max_attempts": 1}');
+SELECT llm_model_create('flaky-once', 'fake-once', 'flaky-2-once');
 SELECT ord, completion, split_part(error, ':', 1) AS error
-  FROM llm_complete_batch(ARRAY['a', 'b', 'c', '', 'e'], 'flaky', concurrency => 1);
+  FROM llm_complete_batch(ARRAY['a', 'b', 'c', '', 'e'], 'flaky-once', concurrency => 1);
 -- ... unless asked to stop at the first failure
 SELECT error_of($$SELECT * FROM llm_complete_batch(ARRAY['a', 'b'], 'fail-500', options => '{"on_error": "error"}')$$);
+
+-- retries: a 503 twice, then an answer (every attempt is in the ledger)
+SELECT llm_model_create('flaky-twice', 'fake', 'flaky-2-retry');
+SELECT ord, completion, error FROM llm_complete_batch(ARRAY['retry me'], 'flaky-twice');
+SELECT fake_requests('flaky-2-retry') AS attempts_made;
+-- a 400 is not retried; a 429 is, after its Retry-After, until max_attempts (3)
+SELECT llm_model_create('limited', 'fake', 'fail-429');
+SELECT ord, split_part(error, ':', 1) AS error
+  FROM llm_complete_batch(ARRAY['bad'], 'fail-400');
+SELECT ord, split_part(error, ':', 1) AS error
+  FROM llm_complete_batch(ARRAY['slow down'], 'limited');
+SELECT fake_requests('fail-400') AS requests_for_400, fake_requests('fail-429') AS requests_for_429;
+SELECT llm_flush() AS flushed;
+SELECT model, outcome, count(*) FROM llm.calls
+ WHERE model IN ('flaky-twice', 'limited') GROUP BY 1, 2 ORDER BY 1, 2;
+
+-- a provider's max_concurrency caps the batch's
+SELECT llm_provider_create('fake-narrow', current_setting('llmext_test.fake_url'),
+						   options => '{"max_concurrency": 2}');
+SELECT llm_model_create('narrow-slow', 'fake-narrow', 'slow-100');
+SELECT llm_complete('reset', 'stats-reset') IS NOT NULL AS counters_reset;
+SELECT count(completion) AS answers
+  FROM llm_complete_batch(ARRAY['a', 'b', 'c', 'd', 'e', 'f'], 'narrow-slow', concurrency => 8);
+SELECT (llm_complete('stats', 'stats')::jsonb ->> 'max_in_flight')::int AS max_in_flight;
 
 -- the ledger has one row per call, marked batch; cache hits, repeats within
 -- a batch included, are answered without a request
 SELECT llm_flush() AS flushed;
 SELECT count(*) AS batch_rows FROM llm.calls WHERE source = 'batch' AND model = 'slow-200';
+SELECT llm_complete('reset', 'stats-reset') IS NOT NULL AS counters_reset;
 SELECT fake_requests('echo') AS before \gset
 SELECT count(*) FILTER (WHERE (response ->> 'cache_hit')::boolean) AS hits
   FROM llm_complete_batch(ARRAY['x', 'x', 'y'], 'echo', options => '{"temperature": 0}', concurrency => 1);

@@ -327,6 +327,40 @@ llm_call_complete(LlmPreparedCall *call)
 }
 
 void
+llm_call_rearm(LlmPreparedCall *call)
+{
+	LlmCallResult *result = call->result;
+	char	   *fingerprint = result->fingerprint;
+
+	memset(result, 0, sizeof(*result));
+	result->model = call->model;
+	result->fingerprint = fingerprint;
+	memset(&call->resp, 0, sizeof(call->resp));
+	call->failure = NULL;
+	llm_load_key(call->model);
+	call->secret = call->model->api_key ? pstrdup(call->model->api_key) : NULL;
+	call->headers = build_headers(call->model, &call->http.nheaders);
+	call->http.headers = call->headers;
+	llm_forget_key(call->model);
+}
+
+LlmFailureKind
+llm_call_failure_kind(const LlmPreparedCall *call)
+{
+	switch (call->resp.outcome)
+	{
+		case LLM_HTTP_RESPONSE:
+			return call->resp.status >= 300 ? LLM_FAILED_HTTP : LLM_FAILED_OTHER;
+		case LLM_HTTP_TIMEOUT:
+			return LLM_FAILED_TIMEOUT;
+		case LLM_HTTP_CONNECT_FAILED:
+			return LLM_FAILED_CONNECTION;
+		default:
+			return LLM_FAILED_OTHER;
+	}
+}
+
+void
 llm_call_abandon(LlmPreparedCall *call)
 {
 	forget_headers(call->headers, call->http.nheaders, call->secret);

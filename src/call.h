@@ -12,6 +12,7 @@
 #include "catalog.h"
 #include "engine.h"
 #include "request.h"
+#include "retry.h"
 
 typedef struct LlmCallRequest
 {
@@ -64,6 +65,15 @@ typedef struct LlmPreparedCall
 
 extern LlmPreparedCall *llm_call_prepare(const LlmCallRequest *req, LlmCallResult *result);
 extern struct LlmFailure *llm_call_complete(LlmPreparedCall *call);
+
+/*
+ * Makes a completed call ready to be sent again (a retry): a fresh result,
+ * and the key's header rebuilt.  The failed attempt stays in the ledger.
+ */
+extern void llm_call_rearm(LlmPreparedCall *call);
+
+/* What kind of failure a completed call met, for the retry policy. */
+extern LlmFailureKind llm_call_failure_kind(const LlmPreparedCall *call);
 
 /*
  * For a call whose request was sent but whose wait was cut short (query

@@ -5,13 +5,18 @@
  * Each prompt is prepared just before its turn (a cache hit or a budget
  * refusal is answered then, without a request, and a repeat of an earlier
  * prompt finds its answer already cached); up to `concurrency` requests are
- * in flight at a time, a new one starting as soon as one finishes.  Rows
+ * in flight at a time (fewer if the provider's max_concurrency says so), a
+ * new one starting as soon as one finishes.  A request that fails in a way
+ * worth retrying (see retry.h) is sent again after its back-off, up to the
+ * provider's max_attempts (default 3); every attempt is in the ledger.  Rows
  * come back in input order.  A failed element gives its error text in its
  * row; with options {"on_error": "error"} the first failure aborts the
  * statement instead.  Query cancel stops everything: the engine's memory
  * context takes every transfer with it.
  */
 #include "llmext.h"
+
+#include <stdlib.h>
 
 #include "call.h"
 #include "failure.h"
@@ -24,6 +29,10 @@
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "pgstat.h"
+#include "storage/latch.h"
+#include "retry.h"
+#include "utils/timestamp.h"
 #include "utils/tuplestore.h"
 
 #define DEFAULT_CONCURRENCY 8
@@ -38,6 +47,8 @@ typedef struct BatchItem
 	LlmCallResult result;
 	LlmPreparedCall *call;		/* made when its turn comes */
 	bool		finished;		/* its transfer came back */
+	int			attempts;
+	TimestampTz retry_at;		/* 0: not waiting to be retried */
 	char	   *error;			/* the row's error text */
 } BatchItem;
 
@@ -73,17 +84,56 @@ settle(BatchItem *item, bool abort_on_fail)
 	item->error = llm_failure_text(failure);
 }
 
+/* Sends item's request, now or again. */
+static void
+start(LlmEngine *engine, BatchItem *item)
+{
+	item->attempts++;
+	item->retry_at = 0;
+	llm_engine_add(engine, &item->call->http, &item->call->resp, item);
+}
+
+/* After a failed attempt: schedules another if the policy and attempts allow. */
+static bool
+schedule_retry(BatchItem *item, int max_attempts)
+{
+	LlmPreparedCall *call = item->call;
+	double		delay_ms;
+
+	if (item->attempts >= max_attempts ||
+		!llm_retryable(llm_call_failure_kind(call), call->resp.status, call->resp.retry_after_ms))
+		return false;
+	delay_ms = llm_retry_delay_ms(item->attempts - 1, call->resp.retry_after_ms,
+								  (double) random() / ((double) RAND_MAX + 1));
+	item->retry_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), (int64) delay_ms);
+	llm_call_rearm(call);
+	return true;
+}
+
 /* Keeps up to concurrency transfers running until every item is done. */
 static void
-run_loop(LlmEngine *engine, BatchItem *items, int n, int concurrency, bool abort_on_fail,
-		 volatile int *next)
+run_loop(LlmEngine *engine, BatchItem *items, int n, int concurrency, int max_attempts,
+		 bool abort_on_fail, volatile int *next)
 {
 	int			running = 0;
+	int			waiting = 0;	/* items scheduled for a retry */
 
 	for (;;)
 	{
 		BatchItem  *done;
+		TimestampTz now = GetCurrentTimestamp();
+		long		wait_ms = 1000;
 
+		/* retries that are due go first: they have waited already */
+		for (int i = 0; i < *next && waiting > 0 && running < concurrency; i++)
+		{
+			if (items[i].retry_at != 0 && items[i].retry_at <= now)
+			{
+				waiting--;
+				start(engine, &items[i]);
+				running++;
+			}
+		}
 		while (running < concurrency && *next < n)
 		{
 			BatchItem  *item = &items[(*next)++];
@@ -96,23 +146,40 @@ run_loop(LlmEngine *engine, BatchItem *items, int n, int concurrency, bool abort
 				settle(item, abort_on_fail);
 				continue;
 			}
-			llm_engine_add(engine, &item->call->http, &item->call->resp, item);
+			start(engine, item);
 			running++;
 		}
-		if (running == 0)
+		if (running == 0 && waiting == 0)
 			break;
-		done = llm_engine_next_done(engine, 1000);
+		for (int i = 0; i < *next && waiting > 0; i++)
+			if (items[i].retry_at != 0)
+				wait_ms = Min(wait_ms, Max(1, TimestampDifferenceMilliseconds(now, items[i].retry_at)));
+		if (running == 0)
+		{
+			/* only retries left: sleep until the first is due, cancel still heard */
+			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+							 wait_ms, PG_WAIT_EXTENSION);
+			ResetLatch(MyLatch);
+			CHECK_FOR_INTERRUPTS();
+			continue;
+		}
+		done = llm_engine_next_done(engine, wait_ms);
 		if (done == NULL)
 			continue;
 		running--;
 		done->finished = true;
-		llm_call_complete(done->call);
+		if (llm_call_complete(done->call) != NULL && schedule_retry(done, max_attempts))
+		{
+			done->finished = false;
+			waiting++;
+			continue;
+		}
 		settle(done, abort_on_fail);
 	}
 }
 
 static void
-run_all(BatchItem *items, int n, int concurrency, bool abort_on_fail)
+run_all(BatchItem *items, int n, int concurrency, int max_attempts, bool abort_on_fail)
 {
 	MemoryContext engine_context = AllocSetContextCreate(CurrentMemoryContext,
 														 "llmext batch engine",
@@ -122,7 +189,7 @@ run_all(BatchItem *items, int n, int concurrency, bool abort_on_fail)
 
 	PG_TRY();
 	{
-		run_loop(engine, items, n, concurrency, abort_on_fail, &next);
+		run_loop(engine, items, n, concurrency, max_attempts, abort_on_fail, &next);
 	}
 	PG_CATCH();
 	{
@@ -131,7 +198,7 @@ run_all(BatchItem *items, int n, int concurrency, bool abort_on_fail)
 		{
 			LlmPreparedCall *call = items[i].call;
 
-			if (call != NULL && !call->answered && !items[i].finished)
+			if (call != NULL && !call->answered && !items[i].finished && items[i].retry_at == 0)
 				llm_call_abandon(call);
 		}
 		PG_RE_THROW();
@@ -222,7 +289,21 @@ llm_complete_batch(PG_FUNCTION_ARGS)
 		item->req.source = "batch";
 	}
 
-	run_all(items, n, concurrency, abort_on_fail);
+	if (n > 0)
+	{
+		/* every element uses the same model: its provider sets the limits */
+		LlmModel   *target = llm_lookup_model(model);
+		const cJSON *limit = cJSON_GetObjectItemCaseSensitive(target->provider_options,
+															  "max_concurrency");
+		const cJSON *attempts = cJSON_GetObjectItemCaseSensitive(target->provider_options,
+																 "max_attempts");
+
+		if (cJSON_IsNumber(limit) && limit->valueint >= 1)
+			concurrency = Min(concurrency, limit->valueint);
+		run_all(items, n, concurrency,
+				cJSON_IsNumber(attempts) ? attempts->valueint : LLM_DEFAULT_MAX_ATTEMPTS,
+				abort_on_fail);
+	}
 
 	for (int i = 0; i < n; i++)
 	{

@@ -66,10 +66,23 @@ BEGIN
 					USING ERRCODE = 'invalid_parameter_value',
 						  HINT = 'The default is "/chat/completions", appended to base_url.';
 			END IF;
+		WHEN 'max_concurrency' THEN
+			IF jsonb_typeof(v) <> 'number' OR (v #>> '{}')::numeric NOT BETWEEN 1 AND 10000
+			   OR (v #>> '{}')::numeric <> trunc((v #>> '{}')::numeric) THEN
+				RAISE EXCEPTION 'provider option "max_concurrency" must be a whole number from 1 to 10000'
+					USING ERRCODE = 'invalid_parameter_value';
+			END IF;
+		WHEN 'max_attempts' THEN
+			IF jsonb_typeof(v) <> 'number' OR (v #>> '{}')::numeric NOT BETWEEN 1 AND 20
+			   OR (v #>> '{}')::numeric <> trunc((v #>> '{}')::numeric) THEN
+				RAISE EXCEPTION 'provider option "max_attempts" must be a whole number from 1 to 20'
+					USING ERRCODE = 'invalid_parameter_value',
+						  HINT = 'It counts the first attempt: 3 (the default) means up to two retries.';
+			END IF;
 		ELSE
 			RAISE EXCEPTION 'unknown provider option "%"', k
 				USING ERRCODE = 'invalid_parameter_value',
-					  HINT = 'Known options: headers, auth_header, chat_path.';
+					  HINT = 'Known options: headers, auth_header, chat_path, max_concurrency, max_attempts.';
 		END CASE;
 	END LOOP;
 END

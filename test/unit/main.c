@@ -9,6 +9,7 @@ main(void)
 	test_request();
 	test_openai();
 	test_cachekey();
+	test_retry();
 	test_template();
 	test_jsonschema();
 	printf("%d passed, %d failed\n", unit_passed, unit_failed);
