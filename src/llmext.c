@@ -12,6 +12,7 @@
 #include "miscadmin.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
+#include "queue.h"
 #include "shmem.h"
 #include "worker.h"
 
@@ -78,6 +79,13 @@ _PG_init(void)
 							PGC_USERSET, GUC_UNIT_BYTE,
 							NULL, NULL, NULL);
 
+	DefineCustomIntVariable("llmext.worker_concurrency",
+							"Queued requests the background worker keeps in flight at once.",
+							NULL,
+							&llm_worker_concurrency,
+							64, 1, 4096,
+							PGC_SIGHUP, 0,
+							NULL, NULL, NULL);
 	DefineCustomEnumVariable("llmext.cache",
 							 "Whether deterministic calls use the response cache.",
 							 "on: read and write; read_only: only read; off: neither.",

@@ -4,12 +4,13 @@
  * It writes the ledger rows and cache entries that backends queue in shared
  * memory, in its own short transactions, at least once a second, at once
  * when asked (llm_flush, or a queue filling up), and a last time when told
- * to stop.  It also deletes expired cache entries.  The asynchronous queue
- * of later work is meant to be served by this same loop.
+ * to stop.  It runs the asynchronous queue (queue.c) on the same engine
+ * that serves backends, and deletes expired cache entries.
  */
 #include "llmext.h"
 
 #include "ledger.h"
+#include "queue.h"
 #include "worker.h"
 
 #include "access/xact.h"
@@ -31,6 +32,7 @@
 #include "utils/varlena.h"
 
 #define FLUSH_INTERVAL_MS 1000
+#define QUEUE_POLL_MS 100		/* longest wait on requests in flight before looking around */
 #define EXPIRE_INTERVAL_MS 60000
 #define CLAIM_BATCH 1000
 #define MAX_ATTEMPTS 5			/* then the entry goes to the server log instead */
@@ -269,6 +271,7 @@ llm_worker_main(Datum arg)
 	char	   *dbname;
 	MemoryContext loop_context;
 	TimestampTz next_expiry;
+	LlmQueue   *queue;
 
 	pqsignal(SIGTERM, handle_sigterm);
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
@@ -285,6 +288,9 @@ llm_worker_main(Datum arg)
 
 	loop_context = AllocSetContextCreate(TopMemoryContext, "llmext worker loop",
 										 ALLOCSET_DEFAULT_SIZES);
+	queue = llm_queue_create();
+	/* requests a predecessor left running are run again: they end exactly once */
+	llm_queue_recover();
 	next_expiry = GetCurrentTimestamp();
 	ereport(LOG, (errmsg("llmext worker started for database \"%s\"", dbname)));
 
@@ -292,8 +298,12 @@ llm_worker_main(Datum arg)
 	{
 		MemoryContext old;
 
-		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 FLUSH_INTERVAL_MS, PG_WAIT_EXTENSION);
+		/* with requests in flight, their sockets are what the worker waits on */
+		if (llm_queue_busy(queue))
+			llm_queue_collect(queue, QUEUE_POLL_MS);
+		else
+			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+							 FLUSH_INTERVAL_MS, PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
 		CHECK_FOR_INTERRUPTS();
 		if (ConfigReloadPending)
@@ -303,6 +313,7 @@ llm_worker_main(Datum arg)
 		}
 
 		old = MemoryContextSwitchTo(loop_context);
+		llm_queue_start_due(queue);
 		flush_pending();
 		if (GetCurrentTimestamp() >= next_expiry)
 		{

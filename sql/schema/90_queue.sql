@@ -1,0 +1,342 @@
+-- The asynchronous queue: requests run by the background worker of the
+-- database, with no session waiting on them.
+
+CREATE TABLE llm.requests (
+	id				bigserial PRIMARY KEY,
+	tag				text,
+	submitted_by	name NOT NULL,
+	state			text NOT NULL DEFAULT 'queued'
+					CHECK (state IN ('queued', 'running', 'done', 'error', 'cancelled')),
+	priority		integer NOT NULL DEFAULT 0,
+	attempts		integer NOT NULL DEFAULT 0,
+	run_after		timestamptz NOT NULL DEFAULT now(),
+	model			text,
+	messages		jsonb NOT NULL,
+	options			jsonb,
+	prompt_name		text,
+	prompt_version	integer,
+	callback		regprocedure,
+	completion		text,
+	response		jsonb,
+	error			text,
+	callback_error	text,
+	cost_usd		numeric,
+	created_at		timestamptz NOT NULL DEFAULT now(),
+	started_at		timestamptz,
+	finished_at		timestamptz
+);
+CREATE INDEX requests_due_idx ON llm.requests (priority DESC, id) WHERE state = 'queued';
+CREATE INDEX requests_tag_idx ON llm.requests (tag, state);
+CREATE INDEX requests_running_idx ON llm.requests (id) WHERE state = 'running';
+COMMENT ON TABLE llm.requests IS 'the asynchronous queue and its results';
+
+ALTER TABLE llm.requests ENABLE ROW LEVEL SECURITY;
+CREATE POLICY requests_own_rows ON llm.requests FOR SELECT
+	USING (submitted_by = current_user OR pg_catalog.pg_has_role(current_user, 'llm_admin', 'MEMBER'));
+GRANT SELECT ON llm.requests TO llm_user;
+
+-- Tells the worker, at commit, that work is waiting.
+CREATE FUNCTION llm._wake_at_commit()
+RETURNS void
+AS 'MODULE_PATHNAME', 'llm_wake_at_commit'
+LANGUAGE C VOLATILE;
+REVOKE ALL ON FUNCTION llm._wake_at_commit() FROM PUBLIC;
+
+CREATE FUNCTION llm._enqueue(model text, messages jsonb, options jsonb, tag text,
+							 priority integer, callback regprocedure,
+							 prompt_name text DEFAULT NULL, prompt_version integer DEFAULT NULL)
+RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	new_id bigint;
+	caller name := llm._caller();
+BEGIN
+	IF options IS NOT NULL AND jsonb_typeof(options) <> 'object' THEN
+		RAISE EXCEPTION 'options must be a JSON object'
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	IF callback IS NOT NULL AND NOT has_function_privilege(caller, callback, 'EXECUTE') THEN
+		RAISE EXCEPTION 'role "%" may not execute callback %', caller, callback
+			USING ERRCODE = 'insufficient_privilege',
+				  HINT = 'The callback runs with the submitter''s rights.';
+	END IF;
+	INSERT INTO llm.requests (tag, submitted_by, priority, model, messages, options, callback,
+							  prompt_name, prompt_version)
+	VALUES (tag, caller, coalesce(priority, 0), model, messages, options, callback,
+			prompt_name, prompt_version)
+	RETURNING id INTO new_id;
+	PERFORM llm._wake_at_commit();
+	RETURN new_id;
+END
+$$;
+REVOKE ALL ON FUNCTION llm._enqueue(text, jsonb, jsonb, text, integer, regprocedure, text, integer) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION llm._enqueue(text, jsonb, jsonb, text, integer, regprocedure, text, integer) TO llm_user;
+
+CREATE FUNCTION llm_submit(prompt text, model text DEFAULT NULL, system text DEFAULT NULL,
+						   options jsonb DEFAULT NULL, tag text DEFAULT NULL,
+						   priority integer DEFAULT 0, callback regprocedure DEFAULT NULL)
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF prompt IS NULL THEN
+		RETURN NULL;
+	END IF;
+	IF prompt = '' THEN
+		RAISE EXCEPTION 'prompt must not be empty'
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	RETURN llm._enqueue(model,
+						CASE WHEN coalesce(system, '') = '' THEN '[]'::jsonb
+							 ELSE jsonb_build_array(jsonb_build_object('role', 'system', 'content', system)) END
+						|| jsonb_build_array(jsonb_build_object('role', 'user', 'content', prompt)),
+						options, tag, priority, callback);
+END
+$$;
+COMMENT ON FUNCTION llm_submit(text, text, text, jsonb, text, integer, regprocedure) IS
+	'queue a call for the background worker: the request id';
+
+CREATE FUNCTION llm_submit_prompt(name text, vars jsonb DEFAULT '{}', model text DEFAULT NULL,
+								  version integer DEFAULT NULL, label text DEFAULT NULL,
+								  ab_key text DEFAULT NULL, options jsonb DEFAULT NULL,
+								  tag text DEFAULT NULL, priority integer DEFAULT 0,
+								  callback regprocedure DEFAULT NULL)
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	r jsonb;
+BEGIN
+	-- rendered now: the request records exactly what will be sent
+	r := @extschema@.llm_render(name, vars, version, label, ab_key);
+	RETURN llm._enqueue(coalesce(model, r ->> 'model'), r -> 'messages',
+						(r -> 'params')
+						|| CASE WHEN jsonb_typeof(r -> 'response_format') = 'object'
+								THEN jsonb_build_object('response_format', r -> 'response_format')
+								ELSE '{}' END
+						|| coalesce(options, '{}'),
+						tag, priority, callback, r ->> 'prompt', (r ->> 'version')::integer);
+END
+$$;
+COMMENT ON FUNCTION llm_submit_prompt(text, jsonb, text, integer, text, text, jsonb, text, integer, regprocedure) IS
+	'queue a call of a stored prompt (rendered now) for the background worker: the request id';
+
+CREATE FUNCTION llm_result(id bigint)
+RETURNS jsonb
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT jsonb_build_object('id', r.id, 'state', r.state, 'tag', r.tag,
+							  'completion', r.completion, 'response', r.response,
+							  'error', r.error, 'callback_error', r.callback_error,
+							  'attempts', r.attempts, 'cost_usd', r.cost_usd,
+							  'created_at', r.created_at, 'finished_at', r.finished_at)
+	  FROM llm.requests r WHERE r.id = llm_result.id
+$$;
+COMMENT ON FUNCTION llm_result(bigint) IS 'a queued request''s state and result (NULL if it is not yours)';
+
+CREATE FUNCTION llm_wait(id bigint, timeout interval DEFAULT '30 seconds')
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	give_up timestamptz := clock_timestamp() + coalesce(timeout, '30 seconds');
+	result jsonb;
+BEGIN
+	LOOP
+		result := @extschema@.llm_result(id);
+		IF result IS NULL OR result ->> 'state' IN ('done', 'error', 'cancelled')
+		   OR clock_timestamp() >= give_up THEN
+			RETURN result;
+		END IF;
+		PERFORM pg_sleep(0.02);
+	END LOOP;
+END
+$$;
+COMMENT ON FUNCTION llm_wait(bigint, interval) IS
+	'wait until a queued request has finished (or the timeout passes): its result';
+
+CREATE FUNCTION llm_wait_batch(tag text, timeout interval DEFAULT '5 minutes')
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	give_up timestamptz := clock_timestamp() + coalesce(timeout, '5 minutes');
+	summary jsonb;
+BEGIN
+	LOOP
+		SELECT jsonb_build_object('tag', llm_wait_batch.tag, 'total', count(*),
+								  'queued', count(*) FILTER (WHERE state = 'queued'),
+								  'running', count(*) FILTER (WHERE state = 'running'),
+								  'done', count(*) FILTER (WHERE state = 'done'),
+								  'error', count(*) FILTER (WHERE state = 'error'),
+								  'cancelled', count(*) FILTER (WHERE state = 'cancelled'))
+		  INTO summary
+		  FROM llm.requests r WHERE r.tag = llm_wait_batch.tag;
+		IF (summary ->> 'queued')::int + (summary ->> 'running')::int = 0
+		   OR clock_timestamp() >= give_up THEN
+			RETURN summary;
+		END IF;
+		PERFORM pg_sleep(0.05);
+	END LOOP;
+END
+$$;
+COMMENT ON FUNCTION llm_wait_batch(text, interval) IS
+	'wait until every request of a batch (tag) has finished, or the timeout passes: the counts';
+
+CREATE FUNCTION llm._cancel(ids bigint[], batch_tag text)
+RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	n bigint;
+	caller name := llm._caller();
+BEGIN
+	UPDATE llm.requests r
+	   SET state = 'cancelled', finished_at = now()
+	 WHERE (r.id = ANY (ids) OR r.tag = batch_tag)
+	   AND r.state IN ('queued', 'running')
+	   AND (r.submitted_by = caller OR pg_has_role(caller, 'llm_admin', 'MEMBER'));
+	GET DIAGNOSTICS n = ROW_COUNT;
+	RETURN n;
+END
+$$;
+REVOKE ALL ON FUNCTION llm._cancel(bigint[], text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION llm._cancel(bigint[], text) TO llm_user;
+
+CREATE FUNCTION llm_cancel(id bigint)
+RETURNS boolean
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT llm._cancel(ARRAY[id], NULL) = 1 $$;
+COMMENT ON FUNCTION llm_cancel(bigint) IS 'cancel a queued or running request of yours: whether it was';
+
+CREATE FUNCTION llm_cancel_batch(tag text)
+RETURNS bigint
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT llm._cancel(NULL, tag) $$;
+COMMENT ON FUNCTION llm_cancel_batch(text) IS 'cancel every unfinished request of a batch: how many';
+
+CREATE VIEW llm.batches WITH (security_invoker = true) AS
+SELECT r.tag,
+	   count(*) AS total,
+	   count(*) FILTER (WHERE r.state = 'queued') AS queued,
+	   count(*) FILTER (WHERE r.state = 'running') AS running,
+	   count(*) FILTER (WHERE r.state = 'done') AS done,
+	   count(*) FILTER (WHERE r.state = 'error') AS error,
+	   count(*) FILTER (WHERE r.state = 'cancelled') AS cancelled,
+	   sum((r.response -> 'usage' ->> 'input_tokens')::bigint
+		   + (r.response -> 'usage' ->> 'output_tokens')::bigint) AS tokens,
+	   sum(r.cost_usd) AS cost_usd,
+	   min(r.started_at) AS started,
+	   CASE WHEN count(*) FILTER (WHERE r.state IN ('queued', 'running')) = 0
+			THEN max(r.finished_at) END AS finished,
+	   round(count(*) FILTER (WHERE r.state IN ('done', 'error'))
+			 / nullif(extract(epoch FROM coalesce(max(r.finished_at), now()) - min(r.started_at)), 0), 2)
+		   AS per_second,
+	   CASE WHEN count(*) FILTER (WHERE r.state IN ('done', 'error')) > 0
+				 AND count(*) FILTER (WHERE r.state IN ('queued', 'running')) > 0
+			THEN now() + (now() - min(r.started_at))
+					   * count(*) FILTER (WHERE r.state IN ('queued', 'running'))
+					   / count(*) FILTER (WHERE r.state IN ('done', 'error')) END AS eta
+  FROM llm.requests r
+ GROUP BY r.tag;
+COMMENT ON VIEW llm.batches IS 'progress of each batch (tag): counts by state, tokens, cost, rate, ETA';
+GRANT SELECT ON llm.batches TO llm_user;
+
+REVOKE ALL ON FUNCTION llm_submit(text, text, text, jsonb, text, integer, regprocedure) FROM PUBLIC;
+REVOKE ALL ON FUNCTION llm_submit_prompt(text, jsonb, text, integer, text, text, jsonb, text, integer, regprocedure) FROM PUBLIC;
+REVOKE ALL ON FUNCTION llm_result(bigint) FROM PUBLIC;
+REVOKE ALL ON FUNCTION llm_wait(bigint, interval) FROM PUBLIC;
+REVOKE ALL ON FUNCTION llm_wait_batch(text, interval) FROM PUBLIC;
+REVOKE ALL ON FUNCTION llm_cancel(bigint) FROM PUBLIC;
+REVOKE ALL ON FUNCTION llm_cancel_batch(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION llm_submit(text, text, text, jsonb, text, integer, regprocedure) TO llm_user;
+GRANT EXECUTE ON FUNCTION llm_submit_prompt(text, jsonb, text, integer, text, text, jsonb, text, integer, regprocedure) TO llm_user;
+GRANT EXECUTE ON FUNCTION llm_result(bigint) TO llm_user;
+GRANT EXECUTE ON FUNCTION llm_wait(bigint, interval) TO llm_user;
+GRANT EXECUTE ON FUNCTION llm_wait_batch(text, interval) TO llm_user;
+GRANT EXECUTE ON FUNCTION llm_cancel(bigint) TO llm_user;
+GRANT EXECUTE ON FUNCTION llm_cancel_batch(text) TO llm_user;
+
+-- Worker side: claim due requests, finish them, recover after a crash.
+CREATE FUNCTION llm._claim(batch integer)
+RETURNS SETOF llm.requests
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+	UPDATE llm.requests r
+	   SET state = 'running', attempts = r.attempts + 1, started_at = coalesce(r.started_at, now())
+	 WHERE r.id IN (SELECT q.id FROM llm.requests q
+					 WHERE q.state = 'queued' AND q.run_after <= now()
+					 ORDER BY q.priority DESC, q.id
+					 LIMIT batch
+					 FOR UPDATE SKIP LOCKED)
+	RETURNING r.*
+$$;
+REVOKE ALL ON FUNCTION llm._claim(integer) FROM PUBLIC;
+
+-- Written only while the row is still running: a cancel in between wins,
+-- and a result is never written twice.  The last request of a batch to
+-- finish announces it on channel llm_batch_done, with the tag as payload.
+CREATE FUNCTION llm._finish(id bigint, state text, completion text, response jsonb, error text,
+							cost_usd numeric)
+RETURNS boolean
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	finished_tag text;
+BEGIN
+	UPDATE llm.requests r
+	   SET state = _finish.state, completion = _finish.completion, response = _finish.response,
+		   error = _finish.error, cost_usd = _finish.cost_usd, finished_at = now()
+	 WHERE r.id = _finish.id AND r.state = 'running'
+	RETURNING r.tag INTO finished_tag;
+	IF NOT FOUND THEN
+		RETURN false;
+	END IF;
+	IF finished_tag IS NOT NULL AND NOT EXISTS (
+		SELECT FROM llm.requests q
+		 WHERE q.tag = finished_tag AND q.state IN ('queued', 'running')) THEN
+		PERFORM pg_notify('llm_batch_done', finished_tag);
+	END IF;
+	RETURN true;
+END
+$$;
+REVOKE ALL ON FUNCTION llm._finish(bigint, text, text, jsonb, text, numeric) FROM PUBLIC;
+
+CREATE FUNCTION llm._retry_later(id bigint, delay_ms double precision, error text)
+RETURNS boolean
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+	WITH again AS (
+		UPDATE llm.requests r
+		   SET state = 'queued', run_after = now() + delay_ms * interval '1 millisecond',
+			   error = _retry_later.error
+		 WHERE r.id = _retry_later.id AND r.state = 'running'
+		RETURNING 1)
+	SELECT count(*) = 1 FROM again
+$$;
+REVOKE ALL ON FUNCTION llm._retry_later(bigint, double precision, text) FROM PUBLIC;
+
+-- A worker that starts finds the rows its predecessor left running.
+CREATE FUNCTION llm._recover()
+RETURNS bigint
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+	WITH back AS (
+		UPDATE llm.requests SET state = 'queued' WHERE state = 'running' RETURNING 1)
+	SELECT count(*) FROM back
+$$;
+REVOKE ALL ON FUNCTION llm._recover() FROM PUBLIC;

@@ -1,0 +1,457 @@
+/*
+ * queue.c — the worker's side of the asynchronous queue.
+ *
+ * Rows of llm.requests are claimed in a short transaction (FOR UPDATE SKIP
+ * LOCKED), prepared as their submitter (so budgets, the ledger and the
+ * cache see the submitter), sent with no transaction open, and finished in
+ * short transactions: the result is written only if the row is still
+ * running, so a cancel wins and nothing is written twice.  Failures worth
+ * retrying go back to the queue with a run_after; callbacks run afterwards,
+ * each in its own transaction, with the submitter's rights.
+ *
+ * The engine stays fed: a freed slot is refilled on the next turn of the
+ * worker's loop, with no barrier on the slowest request.
+ */
+#include "llmext.h"
+
+#include "queue.h"
+
+#include "access/xact.h"
+#include "call.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_authid.h"
+#include "catalog/pg_type_d.h"
+#include "executor/spi.h"
+#include "failure.h"
+#include "lib/ilist.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "retry.h"
+#include "shmem.h"
+#include "utils/acl.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/regproc.h"
+#include "utils/snapmgr.h"
+
+int			llm_worker_concurrency = 64;
+
+typedef struct QueuedCall
+{
+	dlist_node	node;
+	MemoryContext context;		/* everything of this request; deleted when it ends */
+	int64		id;
+	Oid			submitter;
+	int			attempts;
+	Oid			callback;
+	LlmCallRequest req;
+	LlmCallResult result;
+	LlmPreparedCall *call;
+	char	   *error;			/* set when it could not even be prepared */
+} QueuedCall;
+
+struct LlmQueue
+{
+	MemoryContext context;
+	LlmEngine  *engine;
+	int			running;
+	dlist_head	done;			/* finished, waiting to be written */
+};
+
+static void
+begin(const char *activity)
+{
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	pgstat_report_activity(STATE_RUNNING, activity);
+}
+
+static void
+end(void)
+{
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	pgstat_report_stat(false);
+	pgstat_report_activity(STATE_IDLE, NULL);
+}
+
+static bool
+queue_installed(void)
+{
+	Oid			namespace = get_namespace_oid("llm", true);
+
+	return OidIsValid(namespace) && OidIsValid(get_relname_relid("requests", namespace));
+}
+
+LlmQueue *
+llm_queue_create(void)
+{
+	MemoryContext context = AllocSetContextCreate(TopMemoryContext, "llmext queue",
+												  ALLOCSET_DEFAULT_SIZES);
+	LlmQueue   *queue = MemoryContextAllocZero(context, sizeof(LlmQueue));
+
+	queue->context = context;
+	queue->engine = llm_engine_create(context);
+	dlist_init(&queue->done);
+	return queue;
+}
+
+void
+llm_queue_recover(void)
+{
+	begin("llmext: recovering requests left running");
+	if (queue_installed())
+	{
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
+		SPI_execute("SELECT llm._recover()", false, 0);
+		SPI_finish();
+	}
+	end();
+}
+
+bool
+llm_queue_busy(LlmQueue *queue)
+{
+	return queue->running > 0 || !dlist_is_empty(&queue->done);
+}
+
+static cJSON *
+json_column(HeapTuple tuple, TupleDesc desc, const char *name)
+{
+	char	   *text = SPI_getvalue(tuple, desc, SPI_fnumber(desc, name));
+
+	return text ? cJSON_Parse(text) : NULL;
+}
+
+static char *
+text_column(HeapTuple tuple, TupleDesc desc, const char *name)
+{
+	return SPI_getvalue(tuple, desc, SPI_fnumber(desc, name));
+}
+
+/* Prepares a claimed request as its submitter; errors become the row's error. */
+static void
+prepare(QueuedCall *qc)
+{
+	MemoryContext old = MemoryContextSwitchTo(qc->context);
+	Oid			saved_userid;
+	int			saved_sec_context;
+
+	GetUserIdAndSecContext(&saved_userid, &saved_sec_context);
+	BeginInternalSubTransaction(NULL);
+	PG_TRY();
+	{
+		if (!OidIsValid(qc->submitter))
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_OBJECT),
+					 errmsg("the role that submitted the request no longer exists")));
+		SetUserIdAndSecContext(qc->submitter, saved_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+		MemoryContextSwitchTo(qc->context);
+		qc->call = llm_call_prepare(&qc->req, &qc->result);
+		SetUserIdAndSecContext(saved_userid, saved_sec_context);
+		ReleaseCurrentSubTransaction();
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(qc->context);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		SetUserIdAndSecContext(saved_userid, saved_sec_context);
+		qc->call = NULL;
+		qc->error = edata->detail ? psprintf("%s: %s", edata->message, edata->detail)
+			: pstrdup(edata->message);
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(old);
+}
+
+void
+llm_queue_start_due(LlmQueue *queue)
+{
+	int			room = llm_worker_concurrency - queue->running;
+	List	   *claimed = NIL;
+	ListCell   *cell;
+
+	if (room <= 0)
+		return;
+	begin("llmext: claiming queued requests");
+	if (!queue_installed())
+	{
+		end();
+		return;
+	}
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	{
+		Oid			types[1] = {INT4OID};
+		Datum		args[1] = {Int32GetDatum(room)};
+
+		if (SPI_execute_with_args("SELECT id, submitted_by, attempts, model, messages::text,"
+								  "       options::text, prompt_name, prompt_version, callback::oid"
+								  "  FROM llm._claim($1)", 1, types, args, NULL, false, 0) < 0)
+			elog(ERROR, "claiming requests failed");
+	}
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tuple = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		MemoryContext context = AllocSetContextCreate(queue->context, "llmext request",
+													  ALLOCSET_DEFAULT_SIZES);
+		MemoryContext old = MemoryContextSwitchTo(context);
+		QueuedCall *qc = palloc0(sizeof(QueuedCall));
+		bool		isnull;
+		char	   *version;
+		Datum		callback;
+
+		qc->context = context;
+		qc->id = DatumGetInt64(SPI_getbinval(tuple, desc, 1, &isnull));
+		qc->submitter = get_role_oid(text_column(tuple, desc, "submitted_by"), true);
+		qc->attempts = DatumGetInt32(SPI_getbinval(tuple, desc, 3, &isnull));
+		qc->req.model_name = text_column(tuple, desc, "model");
+		qc->req.messages = json_column(tuple, desc, "messages");
+		qc->req.options = json_column(tuple, desc, "options");
+		qc->req.prompt_name = text_column(tuple, desc, "prompt_name");
+		version = text_column(tuple, desc, "prompt_version");
+		qc->req.prompt_version = version ? atoi(version) : 0;
+		qc->req.source = "queue";
+		callback = SPI_getbinval(tuple, desc, 9, &isnull);
+		qc->callback = isnull ? InvalidOid : DatumGetObjectId(callback);
+		MemoryContextSwitchTo(old);
+		claimed = lappend(claimed, qc);
+	}
+	SPI_finish();
+
+	/* prepared in the same short transaction: look-ups, cache, budget */
+	foreach(cell, claimed)
+	{
+		QueuedCall *qc = lfirst(cell);
+
+		prepare(qc);
+		if (qc->call != NULL && !qc->call->answered)
+		{
+			/* the answer's body must outlive this transaction */
+			MemoryContext old = MemoryContextSwitchTo(qc->context);
+
+			llm_engine_add(queue->engine, &qc->call->http, &qc->call->resp, qc);
+			MemoryContextSwitchTo(old);
+			queue->running++;
+		}
+		else
+			dlist_push_tail(&queue->done, &qc->node);
+	}
+	end();
+}
+
+/* Writes one request's outcome; false when it was cancelled meanwhile. */
+static bool
+write_outcome(QueuedCall *qc, const char *state, const char *error, bool retry, double delay_ms)
+{
+	Datum		args[6];
+	char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
+	Oid			types[6] = {INT8OID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID};
+	bool		written;
+
+	args[0] = Int64GetDatum(qc->id);
+	if (retry)
+	{
+		Oid			retry_types[3] = {INT8OID, FLOAT8OID, TEXTOID};
+
+		args[1] = Float8GetDatum(delay_ms);
+		args[2] = CStringGetTextDatum(error);
+		SPI_execute_with_args("SELECT llm._retry_later($1, $2, $3)", 3, retry_types, args,
+							  NULL, false, 0);
+	}
+	else
+	{
+		bool		ok = error == NULL;
+
+		args[1] = CStringGetTextDatum(state);
+		nulls[2] = nulls[3] = 'n';
+		if (ok && qc->result.chat.content != NULL)
+		{
+			args[2] = CStringGetTextDatum(qc->result.chat.content);
+			nulls[2] = ' ';
+		}
+		if (ok)
+		{
+			args[3] = CStringGetTextDatum(cJSON_PrintUnformatted(llm_call_result_json(&qc->result)));
+			nulls[3] = ' ';
+		}
+		args[4] = error ? CStringGetTextDatum(error) : (Datum) 0;
+		nulls[4] = error ? ' ' : 'n';
+		args[5] = CStringGetTextDatum(psprintf("%.12f", qc->result.cost_usd));
+		SPI_execute_with_args("SELECT llm._finish($1, $2, $3, $4::pg_catalog.jsonb, $5,"
+							  "                   $6::pg_catalog.numeric)",
+							  6, types, args, nulls, false, 0);
+	}
+	written = SPI_processed == 1 &&
+		DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &(bool){0}));
+	return written;
+}
+
+/* Runs the request's callback as its submitter; an error is recorded on the row. */
+static void
+run_callback(QueuedCall *qc)
+{
+	MemoryContext context = CurrentMemoryContext;
+
+	begin("llmext: running a callback");
+	PG_TRY();
+	{
+		Oid			saved_userid;
+		int			saved_sec_context;
+		Oid			types[2] = {INT8OID, JSONBOID};
+		Datum		args[2];
+
+		GetUserIdAndSecContext(&saved_userid, &saved_sec_context);
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
+		args[0] = Int64GetDatum(qc->id);
+		args[1] = DirectFunctionCall1(jsonb_in,
+									  CStringGetDatum(cJSON_PrintUnformatted(llm_call_result_json(&qc->result))));
+		SetUserIdAndSecContext(qc->submitter, saved_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+		SPI_execute_with_args(psprintf("SELECT %s($1, $2)",
+									   format_procedure_qualified(qc->callback)),
+							  2, types, args, NULL, false, 0);
+		SetUserIdAndSecContext(saved_userid, saved_sec_context);
+		SPI_finish();
+		end();
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(context);
+		edata = CopyErrorData();
+		FlushErrorState();
+		AbortCurrentTransaction();
+		begin("llmext: recording a callback's error");
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
+		SPI_execute_with_args("UPDATE llm.requests SET callback_error = $2 WHERE id = $1", 2,
+							  (Oid[]) {INT8OID, TEXTOID},
+							  (Datum[]) {Int64GetDatum(qc->id), CStringGetTextDatum(edata->message)},
+							  NULL, false, 0);
+		SPI_finish();
+		end();
+	}
+	PG_END_TRY();
+}
+
+void
+llm_queue_collect(LlmQueue *queue, long wait_ms)
+{
+	QueuedCall *qc;
+	List	   *callbacks = NIL;
+	ListCell   *cell;
+	dlist_mutable_iter iter;
+
+	while (queue->running > 0 &&
+		   (qc = llm_engine_next_done(queue->engine, wait_ms)) != NULL)
+	{
+		queue->running--;
+		dlist_push_tail(&queue->done, &qc->node);
+		wait_ms = 0;			/* take whatever else has finished, then write */
+	}
+	if (dlist_is_empty(&queue->done))
+		return;
+
+	begin("llmext: writing request results");
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	dlist_foreach_modify(iter, &queue->done)
+	{
+		LlmFailure *failure;
+		MemoryContext old;
+		Oid			saved_userid;
+		int			saved_sec_context;
+
+		qc = dlist_container(QueuedCall, node, iter.cur);
+		dlist_delete(&qc->node);
+		old = MemoryContextSwitchTo(qc->context);
+		if (qc->call == NULL)
+			write_outcome(qc, "error", qc->error, false, 0);
+		else
+		{
+			GetUserIdAndSecContext(&saved_userid, &saved_sec_context);
+			SetUserIdAndSecContext(qc->submitter, saved_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+			failure = qc->call->answered ? qc->call->failure : llm_call_complete(qc->call);
+			SetUserIdAndSecContext(saved_userid, saved_sec_context);
+			if (failure == NULL)
+			{
+				if (write_outcome(qc, "done", NULL, false, 0) && OidIsValid(qc->callback))
+					callbacks = lappend(callbacks, qc);
+			}
+			else
+			{
+				const cJSON *attempts = cJSON_GetObjectItemCaseSensitive(qc->call->model->provider_options,
+																		 "max_attempts");
+				int			max_attempts = cJSON_IsNumber(attempts) ? attempts->valueint
+					: LLM_DEFAULT_MAX_ATTEMPTS;
+				bool		retry = !qc->call->answered && qc->attempts < max_attempts &&
+					llm_retryable(llm_call_failure_kind(qc->call), qc->call->resp.status,
+								  qc->call->resp.retry_after_ms);
+
+				write_outcome(qc, "error", llm_failure_text(failure), retry,
+							  retry ? llm_retry_delay_ms(qc->attempts - 1, qc->call->resp.retry_after_ms,
+														 (double) random() / ((double) RAND_MAX + 1))
+							  : 0);
+			}
+		}
+		MemoryContextSwitchTo(old);
+		if (!list_member_ptr(callbacks, qc))
+			MemoryContextDelete(qc->context);
+	}
+	SPI_finish();
+	end();
+
+	foreach(cell, callbacks)
+	{
+		qc = lfirst(cell);
+		run_callback(qc);
+		MemoryContextDelete(qc->context);
+	}
+	list_free(callbacks);
+}
+
+/* Backend side: wake the worker when the transaction that queued work commits. */
+static bool wake_pending = false;
+static bool wake_callback_registered = false;
+
+static void
+wake_on_commit(XactEvent event, void *arg)
+{
+	if (!wake_pending)
+		return;
+	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_PARALLEL_COMMIT)
+	{
+		Latch	   *worker = llm_worker_latch(MyDatabaseId);
+
+		if (worker != NULL)
+			SetLatch(worker);
+		wake_pending = false;
+	}
+	else if (event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT)
+		wake_pending = false;
+}
+
+PG_FUNCTION_INFO_V1(llm_wake_at_commit);
+
+/* llm._wake_at_commit() */
+Datum
+llm_wake_at_commit(PG_FUNCTION_ARGS)
+{
+	if (!wake_callback_registered)
+	{
+		RegisterXactCallback(wake_on_commit, NULL);
+		wake_callback_registered = true;
+	}
+	wake_pending = true;
+	PG_RETURN_VOID();
+}

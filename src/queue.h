@@ -1,0 +1,21 @@
+/*
+ * queue.h — the asynchronous queue (llm.requests), run by the worker.
+ */
+#ifndef LLMEXT_QUEUE_H
+#define LLMEXT_QUEUE_H
+
+#include "postgres.h"
+
+/* GUC: requests the worker keeps in flight at once */
+extern int	llm_worker_concurrency;
+
+typedef struct LlmQueue LlmQueue;
+
+/* Worker side; each call manages its own transactions. */
+extern LlmQueue *llm_queue_create(void);
+extern void llm_queue_recover(void);
+extern void llm_queue_start_due(LlmQueue *queue);
+extern bool llm_queue_busy(LlmQueue *queue);
+extern void llm_queue_collect(LlmQueue *queue, long wait_ms);
+
+#endif							/* LLMEXT_QUEUE_H */
