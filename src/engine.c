@@ -390,6 +390,27 @@ llm_engine_next_done(LlmEngine *engine, long timeout_ms)
 	}
 }
 
+bool
+llm_engine_cancel(LlmEngine *engine, void *tag)
+{
+	dlist_mutable_iter iter;
+
+	dlist_foreach_modify(iter, &engine->running)
+	{
+		LlmTransfer *t = dlist_container(LlmTransfer, node, iter.cur);
+
+		if (t->tag == tag)
+		{
+			dlist_delete(&t->node);
+			transfer_release(t);
+			pfree(t);
+			engine->pending--;
+			return true;
+		}
+	}
+	return false;
+}
+
 void
 llm_http_perform(const LlmHttpRequest *req, LlmHttpResponse *resp)
 {

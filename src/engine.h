@@ -68,6 +68,12 @@ extern void llm_engine_add(LlmEngine *engine, const LlmHttpRequest *req,
  */
 extern void *llm_engine_next_done(LlmEngine *engine, long timeout_ms);
 
+/*
+ * Stops the running transfer added with tag (no effect if it has finished);
+ * it will not be returned by llm_engine_next_done.  True if one was stopped.
+ */
+extern bool llm_engine_cancel(LlmEngine *engine, void *tag);
+
 /* One request, start to finish. */
 extern void llm_http_perform(const LlmHttpRequest *req, LlmHttpResponse *resp);
 

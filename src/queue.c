@@ -24,6 +24,7 @@
 #include "executor/spi.h"
 #include "failure.h"
 #include "lib/ilist.h"
+#include "lib/stringinfo.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "retry.h"
@@ -32,7 +33,6 @@
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
-#include "utils/regproc.h"
 #include "utils/snapmgr.h"
 
 int			llm_worker_concurrency = 64;
@@ -56,6 +56,7 @@ struct LlmQueue
 	MemoryContext context;
 	LlmEngine  *engine;
 	int			running;
+	dlist_head	in_flight;		/* sent, waiting for the provider */
 	dlist_head	done;			/* finished, waiting to be written */
 };
 
@@ -94,6 +95,7 @@ llm_queue_create(void)
 
 	queue->context = context;
 	queue->engine = llm_engine_create(context);
+	dlist_init(&queue->in_flight);
 	dlist_init(&queue->done);
 	return queue;
 }
@@ -101,6 +103,8 @@ llm_queue_create(void)
 void
 llm_queue_recover(void)
 {
+	MemoryContext caller = CurrentMemoryContext;
+
 	begin("llmext: recovering requests left running");
 	if (queue_installed())
 	{
@@ -110,6 +114,7 @@ llm_queue_recover(void)
 		SPI_finish();
 	}
 	end();
+	MemoryContextSwitchTo(caller);
 }
 
 bool
@@ -163,6 +168,7 @@ prepare(QueuedCall *qc)
 		FlushErrorState();
 		RollbackAndReleaseCurrentSubTransaction();
 		SetUserIdAndSecContext(saved_userid, saved_sec_context);
+		MemoryContextSwitchTo(qc->context);
 		qc->call = NULL;
 		qc->error = edata->detail ? psprintf("%s: %s", edata->message, edata->detail)
 			: pstrdup(edata->message);
@@ -174,6 +180,7 @@ prepare(QueuedCall *qc)
 void
 llm_queue_start_due(LlmQueue *queue)
 {
+	MemoryContext caller = CurrentMemoryContext;
 	int			room = llm_worker_concurrency - queue->running;
 	List	   *claimed = NIL;
 	ListCell   *cell;
@@ -184,6 +191,7 @@ llm_queue_start_due(LlmQueue *queue)
 	if (!queue_installed())
 	{
 		end();
+		MemoryContextSwitchTo(caller);
 		return;
 	}
 	if (SPI_connect() != SPI_OK_CONNECT)
@@ -240,12 +248,14 @@ llm_queue_start_due(LlmQueue *queue)
 
 			llm_engine_add(queue->engine, &qc->call->http, &qc->call->resp, qc);
 			MemoryContextSwitchTo(old);
+			dlist_push_tail(&queue->in_flight, &qc->node);
 			queue->running++;
 		}
 		else
 			dlist_push_tail(&queue->done, &qc->node);
 	}
 	end();
+	MemoryContextSwitchTo(caller);	/* a commit leaves TopMemoryContext current */
 }
 
 /* Writes one request's outcome; false when it was cancelled meanwhile. */
@@ -317,11 +327,13 @@ run_callback(QueuedCall *qc)
 									  CStringGetDatum(cJSON_PrintUnformatted(llm_call_result_json(&qc->result))));
 		SetUserIdAndSecContext(qc->submitter, saved_sec_context | SECURITY_LOCAL_USERID_CHANGE);
 		SPI_execute_with_args(psprintf("SELECT %s($1, $2)",
-									   format_procedure_qualified(qc->callback)),
+									   quote_qualified_identifier(get_namespace_name(get_func_namespace(qc->callback)),
+																  get_func_name(qc->callback))),
 							  2, types, args, NULL, false, 0);
 		SetUserIdAndSecContext(saved_userid, saved_sec_context);
 		SPI_finish();
 		end();
+		MemoryContextSwitchTo(context);
 	}
 	PG_CATCH();
 	{
@@ -340,6 +352,7 @@ run_callback(QueuedCall *qc)
 							  NULL, false, 0);
 		SPI_finish();
 		end();
+		MemoryContextSwitchTo(context);
 	}
 	PG_END_TRY();
 }
@@ -347,6 +360,7 @@ run_callback(QueuedCall *qc)
 void
 llm_queue_collect(LlmQueue *queue, long wait_ms)
 {
+	MemoryContext caller = CurrentMemoryContext;
 	QueuedCall *qc;
 	List	   *callbacks = NIL;
 	ListCell   *cell;
@@ -356,6 +370,7 @@ llm_queue_collect(LlmQueue *queue, long wait_ms)
 		   (qc = llm_engine_next_done(queue->engine, wait_ms)) != NULL)
 	{
 		queue->running--;
+		dlist_delete(&qc->node);	/* from in_flight */
 		dlist_push_tail(&queue->done, &qc->node);
 		wait_ms = 0;			/* take whatever else has finished, then write */
 	}
@@ -386,7 +401,10 @@ llm_queue_collect(LlmQueue *queue, long wait_ms)
 			if (failure == NULL)
 			{
 				if (write_outcome(qc, "done", NULL, false, 0) && OidIsValid(qc->callback))
+				{
+					MemoryContextSwitchTo(caller);
 					callbacks = lappend(callbacks, qc);
+				}
 			}
 			else
 			{
@@ -410,6 +428,7 @@ llm_queue_collect(LlmQueue *queue, long wait_ms)
 	}
 	SPI_finish();
 	end();
+	MemoryContextSwitchTo(caller);
 
 	foreach(cell, callbacks)
 	{
@@ -418,6 +437,61 @@ llm_queue_collect(LlmQueue *queue, long wait_ms)
 		MemoryContextDelete(qc->context);
 	}
 	list_free(callbacks);
+}
+
+void
+llm_queue_drop_cancelled(LlmQueue *queue)
+{
+	MemoryContext caller = CurrentMemoryContext;
+	dlist_iter	each;
+	dlist_mutable_iter iter;
+	StringInfoData ids;
+
+	if (dlist_is_empty(&queue->in_flight))
+		return;
+	initStringInfo(&ids);
+	dlist_foreach(each, &queue->in_flight)
+		appendStringInfo(&ids, "%s" INT64_FORMAT, ids.len ? "," : "",
+						 dlist_container(QueuedCall, node, each.cur)->id);
+
+	begin("llmext: looking for cancelled requests");
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (SPI_execute(psprintf("SELECT id FROM llm.requests WHERE state = 'cancelled'"
+							 "   AND id = ANY ('{%s}'::pg_catalog.int8[])", ids.data),
+					true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "looking for cancelled requests failed");
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		bool		isnull;
+		int64		id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc,
+													 1, &isnull));
+
+		dlist_foreach_modify(iter, &queue->in_flight)
+		{
+			QueuedCall *qc = dlist_container(QueuedCall, node, iter.cur);
+
+			if (qc->id != id || !llm_engine_cancel(queue->engine, qc))
+				continue;
+			dlist_delete(&qc->node);
+			queue->running--;
+			/* it may still be billed: on the ledger, as the submitter */
+			{
+				Oid			saved_userid;
+				int			saved_sec_context;
+
+				GetUserIdAndSecContext(&saved_userid, &saved_sec_context);
+				SetUserIdAndSecContext(qc->submitter, saved_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+				llm_call_abandon(qc->call);
+				SetUserIdAndSecContext(saved_userid, saved_sec_context);
+			}
+			MemoryContextDelete(qc->context);
+			break;
+		}
+	}
+	SPI_finish();
+	end();
+	MemoryContextSwitchTo(caller);
 }
 
 /* Backend side: wake the worker when the transaction that queued work commits. */

@@ -18,4 +18,7 @@ extern void llm_queue_start_due(LlmQueue *queue);
 extern bool llm_queue_busy(LlmQueue *queue);
 extern void llm_queue_collect(LlmQueue *queue, long wait_ms);
 
+/* Stops the transfers of requests cancelled while in flight. */
+extern void llm_queue_drop_cancelled(LlmQueue *queue);
+
 #endif							/* LLMEXT_QUEUE_H */

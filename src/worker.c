@@ -32,6 +32,7 @@
 #include "utils/varlena.h"
 
 #define FLUSH_INTERVAL_MS 1000
+#define CANCEL_CHECK_MS 500		/* how soon a cancelled request's transfer stops */
 #define QUEUE_POLL_MS 100		/* longest wait on requests in flight before looking around */
 #define EXPIRE_INTERVAL_MS 60000
 #define CLAIM_BATCH 1000
@@ -271,6 +272,7 @@ llm_worker_main(Datum arg)
 	char	   *dbname;
 	MemoryContext loop_context;
 	TimestampTz next_expiry;
+	TimestampTz next_cancel_check = 0;
 	LlmQueue   *queue;
 
 	pqsignal(SIGTERM, handle_sigterm);
@@ -296,7 +298,7 @@ llm_worker_main(Datum arg)
 
 	while (!stop_requested)
 	{
-		MemoryContext old;
+		MemoryContext old = MemoryContextSwitchTo(loop_context);
 
 		/* with requests in flight, their sockets are what the worker waits on */
 		if (llm_queue_busy(queue))
@@ -312,7 +314,11 @@ llm_worker_main(Datum arg)
 			ProcessConfigFile(PGC_SIGHUP);
 		}
 
-		old = MemoryContextSwitchTo(loop_context);
+		if (GetCurrentTimestamp() >= next_cancel_check)
+		{
+			llm_queue_drop_cancelled(queue);
+			next_cancel_check = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), CANCEL_CHECK_MS);
+		}
 		llm_queue_start_due(queue);
 		flush_pending();
 		if (GetCurrentTimestamp() >= next_expiry)

@@ -89,7 +89,8 @@ BEGIN
 		RAISE EXCEPTION 'prompt must not be empty'
 			USING ERRCODE = 'invalid_parameter_value';
 	END IF;
-	RETURN llm._enqueue(model,
+	-- the session's default model, fixed now: the worker has its own settings
+	RETURN llm._enqueue(coalesce(model, nullif(current_setting('llmext.default_model', true), '')),
 						CASE WHEN coalesce(system, '') = '' THEN '[]'::jsonb
 							 ELSE jsonb_build_array(jsonb_build_object('role', 'system', 'content', system)) END
 						|| jsonb_build_array(jsonb_build_object('role', 'user', 'content', prompt)),
