@@ -36,6 +36,24 @@ SELECT fake_requests('fail-400') AS requests_for_400, fake_requests('flaky-2-que
 SELECT llm_submit('x', 'nosuch', tag => 'q2') AS nosuch \gset
 SELECT r ->> 'state' AS state, r ->> 'error' AS error FROM llm_wait(:nosuch, '10 seconds') r;
 
+-- a result that cannot be stored ends its request in error; the others are stored
+CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+	IF NEW.completion = 'echo: poison' THEN
+		RAISE EXCEPTION 'poison refused';
+	END IF;
+	RETURN NEW;
+END $$;
+CREATE TRIGGER refuse_poison BEFORE UPDATE ON llm.requests FOR EACH ROW
+	EXECUTE FUNCTION refuse_poison();
+SELECT count(llm_submit(p, 'echo', tag => 'poison')) AS submitted
+  FROM unnest(ARRAY['fine', 'poison', 'also fine']) p;
+SELECT llm_wait_batch('poison', '10 seconds') - 'tag' AS summary;
+SELECT messages -> 0 ->> 'content' AS prompt, state, error FROM llm.requests
+ WHERE tag = 'poison' ORDER BY id;
+DROP TRIGGER refuse_poison ON llm.requests;
+DROP FUNCTION refuse_poison();
+
 -- priority: with one request in flight at a time, the higher goes first
 ALTER SYSTEM SET llmext.worker_concurrency = 1;
 SELECT pg_reload_conf();

@@ -33,6 +33,7 @@
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/resowner.h"
 #include "utils/snapmgr.h"
 
 int			llm_worker_concurrency = 64;
@@ -357,6 +358,98 @@ run_callback(QueuedCall *qc)
 	PG_END_TRY();
 }
 
+/*
+ * Completes one request (ledger, cache) and writes its outcome; true when
+ * it succeeded and has a callback to run.
+ */
+static bool
+finish_one(QueuedCall *qc)
+{
+	LlmFailure *failure;
+	Oid			saved_userid;
+	int			saved_sec_context;
+	const cJSON *attempts;
+	int			max_attempts;
+	bool		retry;
+
+	if (qc->call == NULL)
+	{
+		write_outcome(qc, "error", qc->error, false, 0);
+		return false;
+	}
+	GetUserIdAndSecContext(&saved_userid, &saved_sec_context);
+	SetUserIdAndSecContext(qc->submitter, saved_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+	failure = qc->call->answered ? qc->call->failure : llm_call_complete(qc->call);
+	SetUserIdAndSecContext(saved_userid, saved_sec_context);
+	if (failure == NULL)
+		return write_outcome(qc, "done", NULL, false, 0) && OidIsValid(qc->callback);
+
+	attempts = cJSON_GetObjectItemCaseSensitive(qc->call->model->provider_options, "max_attempts");
+	max_attempts = cJSON_IsNumber(attempts) ? attempts->valueint : LLM_DEFAULT_MAX_ATTEMPTS;
+	retry = !qc->call->answered && qc->attempts < max_attempts &&
+		llm_retryable(llm_call_failure_kind(qc->call), qc->call->resp.status,
+					  qc->call->resp.retry_after_ms);
+	write_outcome(qc, "error", llm_failure_text(failure), retry,
+				  retry ? llm_retry_delay_ms(qc->attempts - 1, qc->call->resp.retry_after_ms,
+											 (double) random() / ((double) RAND_MAX + 1))
+				  : 0);
+	return false;
+}
+
+/*
+ * finish_one in a subtransaction: a result that cannot be stored (a user's
+ * trigger failing, say) ends its request in error instead of stopping the
+ * worker, and the other results are written all the same.
+ */
+static bool
+finish_isolated(QueuedCall *qc)
+{
+	MemoryContext old = MemoryContextSwitchTo(qc->context);
+	ResourceOwner owner = CurrentResourceOwner;
+	bool		wants_callback = false;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(qc->context);
+	PG_TRY();
+	{
+		wants_callback = finish_one(qc);
+		ReleaseCurrentSubTransaction();
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(qc->context);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(qc->context);
+		ereport(LOG,
+				(errmsg("llmext worker could not store the result of request " INT64_FORMAT ": %s",
+						qc->id, edata->message)));
+		BeginInternalSubTransaction(NULL);
+		MemoryContextSwitchTo(qc->context);
+		PG_TRY();
+		{
+			write_outcome(qc, "error", psprintf("could not store the result: %s", edata->message),
+						  false, 0);
+			ReleaseCurrentSubTransaction();
+		}
+		PG_CATCH();
+		{
+			/* left running: the next worker start runs it again */
+			FlushErrorState();
+			RollbackAndReleaseCurrentSubTransaction();
+		}
+		PG_END_TRY();
+		wants_callback = false;
+	}
+	PG_END_TRY();
+	CurrentResourceOwner = owner;
+	MemoryContextSwitchTo(old);
+	return wants_callback;
+}
+
 void
 llm_queue_collect(LlmQueue *queue, long wait_ms)
 {
@@ -382,48 +475,16 @@ llm_queue_collect(LlmQueue *queue, long wait_ms)
 		elog(ERROR, "SPI_connect failed");
 	dlist_foreach_modify(iter, &queue->done)
 	{
-		LlmFailure *failure;
-		MemoryContext old;
-		Oid			saved_userid;
-		int			saved_sec_context;
-
 		qc = dlist_container(QueuedCall, node, iter.cur);
 		dlist_delete(&qc->node);
-		old = MemoryContextSwitchTo(qc->context);
-		if (qc->call == NULL)
-			write_outcome(qc, "error", qc->error, false, 0);
-		else
+		if (finish_isolated(qc))
 		{
-			GetUserIdAndSecContext(&saved_userid, &saved_sec_context);
-			SetUserIdAndSecContext(qc->submitter, saved_sec_context | SECURITY_LOCAL_USERID_CHANGE);
-			failure = qc->call->answered ? qc->call->failure : llm_call_complete(qc->call);
-			SetUserIdAndSecContext(saved_userid, saved_sec_context);
-			if (failure == NULL)
-			{
-				if (write_outcome(qc, "done", NULL, false, 0) && OidIsValid(qc->callback))
-				{
-					MemoryContextSwitchTo(caller);
-					callbacks = lappend(callbacks, qc);
-				}
-			}
-			else
-			{
-				const cJSON *attempts = cJSON_GetObjectItemCaseSensitive(qc->call->model->provider_options,
-																		 "max_attempts");
-				int			max_attempts = cJSON_IsNumber(attempts) ? attempts->valueint
-					: LLM_DEFAULT_MAX_ATTEMPTS;
-				bool		retry = !qc->call->answered && qc->attempts < max_attempts &&
-					llm_retryable(llm_call_failure_kind(qc->call), qc->call->resp.status,
-								  qc->call->resp.retry_after_ms);
+			MemoryContext old = MemoryContextSwitchTo(caller);	/* outlives the commit */
 
-				write_outcome(qc, "error", llm_failure_text(failure), retry,
-							  retry ? llm_retry_delay_ms(qc->attempts - 1, qc->call->resp.retry_after_ms,
-														 (double) random() / ((double) RAND_MAX + 1))
-							  : 0);
-			}
+			callbacks = lappend(callbacks, qc);
+			MemoryContextSwitchTo(old);
 		}
-		MemoryContextSwitchTo(old);
-		if (!list_member_ptr(callbacks, qc))
+		else
 			MemoryContextDelete(qc->context);
 	}
 	SPI_finish();
