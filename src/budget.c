@@ -13,6 +13,9 @@
 #include "ledger.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
+#include "utils/inval.h"
+#include "utils/lsyscache.h"
+#include "catalog/namespace.h"
 
 typedef struct SpentBudget
 {
@@ -51,6 +54,44 @@ read_spent(HeapTuple tuple, TupleDesc desc, void *arg)
 	*(SpentBudget **) arg = spent;
 }
 
+/*
+ * Whether any budget exists, known per backend: most installations have
+ * none, and then no call should pay for a query.  A change to llm.budgets
+ * (llm._catalog_changed) makes every backend ask again.
+ */
+static int	budgets_exist = -1;	/* -1: unknown */
+static Oid	budgets_relid = InvalidOid;
+
+static void
+forget_budgets(Datum arg, Oid relid)
+{
+	if (relid == InvalidOid || relid == budgets_relid)
+		budgets_exist = -1;
+}
+
+static LlmOwnerQuery any_budget_query = {
+	.sql = "SELECT 1 FROM llm.budgets LIMIT 1",
+	.nargs = 0,
+};
+
+static bool
+any_budget(void)
+{
+	static bool callback_registered = false;
+
+	if (!callback_registered)
+	{
+		CacheRegisterRelcacheCallback(forget_budgets, (Datum) 0);
+		callback_registered = true;
+	}
+	if (budgets_exist < 0)
+	{
+		budgets_relid = get_relname_relid("budgets", get_namespace_oid("llm", false));
+		budgets_exist = llm_owner_query(&any_budget_query, NULL, NULL, true, NULL, NULL) > 0;
+	}
+	return budgets_exist > 0;
+}
+
 /* The first budget of the current role (or everyone's) that is spent, if any. */
 static SpentBudget *
 find_spent_budget(void)
@@ -71,9 +112,12 @@ find_spent_budget(void)
 LlmFailure *
 llm_budget_check(void)
 {
-	SpentBudget *spent = find_spent_budget();
+	SpentBudget *spent;
 	LlmFailure *failure;
 
+	if (!any_budget())
+		return NULL;
+	spent = find_spent_budget();
 	if (spent == NULL)
 		return NULL;
 	failure = palloc(sizeof(LlmFailure));

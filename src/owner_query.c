@@ -36,6 +36,7 @@ llm_owner_query(LlmOwnerQuery *query, Datum *args, const char *nulls, bool read_
 			query->plan = plan;
 		}
 		rc = SPI_execute_plan(query->plan, args, nulls, read_only, reader ? 1 : 0);
+		/* (without a reader the rows are only counted: a LIMIT belongs in the query) */
 		if (rc < 0)
 			elog(ERROR, "SPI_execute_plan failed: %s", SPI_result_code_string(rc));
 		processed = SPI_processed;

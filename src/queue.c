@@ -50,6 +50,10 @@ typedef struct QueuedCall
 	LlmCallResult result;
 	LlmPreparedCall *call;
 	char	   *error;			/* set when it could not even be prepared */
+	/* the outcome, decided before it is written */
+	const char *state;			/* done or error; NULL: retry */
+	char	   *outcome_error;
+	double		retry_delay_ms;
 } QueuedCall;
 
 struct LlmQueue
@@ -259,29 +263,45 @@ llm_queue_start_due(LlmQueue *queue)
 	MemoryContextSwitchTo(caller);	/* a commit leaves TopMemoryContext current */
 }
 
+static SPIPlanPtr
+keep(const char *sql, int nargs, Oid *types)
+{
+	SPIPlanPtr	plan = SPI_prepare(sql, nargs, types);
+
+	if (plan == NULL)
+		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+	SPI_keepplan(plan);
+	return plan;
+}
+
 /* Writes one request's outcome; false when it was cancelled meanwhile. */
 static bool
 write_outcome(QueuedCall *qc, const char *state, const char *error, bool retry, double delay_ms)
 {
+	static SPIPlanPtr finish_plan = NULL;
+	static SPIPlanPtr retry_plan = NULL;
 	Datum		args[6];
 	char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
-	Oid			types[6] = {INT8OID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID};
-	bool		written;
+	bool		isnull;
 
 	args[0] = Int64GetDatum(qc->id);
 	if (retry)
 	{
-		Oid			retry_types[3] = {INT8OID, FLOAT8OID, TEXTOID};
-
+		if (retry_plan == NULL)
+			retry_plan = keep("SELECT llm._retry_later($1, $2, $3)", 3,
+							  (Oid[]) {INT8OID, FLOAT8OID, TEXTOID});
 		args[1] = Float8GetDatum(delay_ms);
 		args[2] = CStringGetTextDatum(error);
-		SPI_execute_with_args("SELECT llm._retry_later($1, $2, $3)", 3, retry_types, args,
-							  NULL, false, 0);
+		SPI_execute_plan(retry_plan, args, NULL, false, 0);
 	}
 	else
 	{
 		bool		ok = error == NULL;
 
+		if (finish_plan == NULL)
+			finish_plan = keep("SELECT llm._finish($1, $2, $3, $4::pg_catalog.jsonb, $5,"
+							   "                   $6::pg_catalog.numeric)", 6,
+							   (Oid[]) {INT8OID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID});
 		args[1] = CStringGetTextDatum(state);
 		nulls[2] = nulls[3] = 'n';
 		if (ok && qc->result.chat.content != NULL)
@@ -297,13 +317,10 @@ write_outcome(QueuedCall *qc, const char *state, const char *error, bool retry, 
 		args[4] = error ? CStringGetTextDatum(error) : (Datum) 0;
 		nulls[4] = error ? ' ' : 'n';
 		args[5] = CStringGetTextDatum(psprintf("%.12f", qc->result.cost_usd));
-		SPI_execute_with_args("SELECT llm._finish($1, $2, $3, $4::pg_catalog.jsonb, $5,"
-							  "                   $6::pg_catalog.numeric)",
-							  6, types, args, nulls, false, 0);
+		SPI_execute_plan(finish_plan, args, nulls, false, 0);
 	}
-	written = SPI_processed == 1 &&
-		DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &(bool){0}));
-	return written;
+	return SPI_processed == 1 &&
+		DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 }
 
 /* Runs the request's callback as its submitter; an error is recorded on the row. */
@@ -358,61 +375,84 @@ run_callback(QueuedCall *qc)
 	PG_END_TRY();
 }
 
-/*
- * Completes one request (ledger, cache) and writes its outcome; true when
- * it succeeded and has a callback to run.
- */
-static bool
-finish_one(QueuedCall *qc)
+/* Completes one request (ledger, cache) and decides its outcome. */
+static void
+decide(QueuedCall *qc)
 {
 	LlmFailure *failure;
 	Oid			saved_userid;
 	int			saved_sec_context;
 	const cJSON *attempts;
 	int			max_attempts;
-	bool		retry;
 
 	if (qc->call == NULL)
 	{
-		write_outcome(qc, "error", qc->error, false, 0);
-		return false;
+		qc->state = "error";
+		qc->outcome_error = qc->error;
+		return;
 	}
 	GetUserIdAndSecContext(&saved_userid, &saved_sec_context);
 	SetUserIdAndSecContext(qc->submitter, saved_sec_context | SECURITY_LOCAL_USERID_CHANGE);
 	failure = qc->call->answered ? qc->call->failure : llm_call_complete(qc->call);
 	SetUserIdAndSecContext(saved_userid, saved_sec_context);
 	if (failure == NULL)
-		return write_outcome(qc, "done", NULL, false, 0) && OidIsValid(qc->callback);
-
+	{
+		qc->state = "done";
+		return;
+	}
+	qc->outcome_error = llm_failure_text(failure);
 	attempts = cJSON_GetObjectItemCaseSensitive(qc->call->model->provider_options, "max_attempts");
 	max_attempts = cJSON_IsNumber(attempts) ? attempts->valueint : LLM_DEFAULT_MAX_ATTEMPTS;
-	retry = !qc->call->answered && qc->attempts < max_attempts &&
+	if (!qc->call->answered && qc->attempts < max_attempts &&
 		llm_retryable(llm_call_failure_kind(qc->call), qc->call->resp.status,
-					  qc->call->resp.retry_after_ms);
-	write_outcome(qc, "error", llm_failure_text(failure), retry,
-				  retry ? llm_retry_delay_ms(qc->attempts - 1, qc->call->resp.retry_after_ms,
-											 (double) random() / ((double) RAND_MAX + 1))
-				  : 0);
-	return false;
+					  qc->call->resp.retry_after_ms))
+	{
+		qc->state = NULL;
+		qc->retry_delay_ms = llm_retry_delay_ms(qc->attempts - 1, qc->call->resp.retry_after_ms,
+												(double) random() / ((double) RAND_MAX + 1));
+	}
+	else
+		qc->state = "error";
+}
+
+/* The outcome as an element of llm._finish_many's argument. */
+static cJSON *
+outcome_json(QueuedCall *qc)
+{
+	cJSON	   *json = cJSON_CreateObject();
+	bool		ok = strcmp(qc->state, "done") == 0;
+
+	cJSON_AddNumberToObject(json, "id", (double) qc->id);
+	cJSON_AddStringToObject(json, "state", qc->state);
+	if (ok && qc->result.chat.content != NULL)
+		cJSON_AddStringToObject(json, "completion", qc->result.chat.content);
+	if (ok)
+		cJSON_AddItemToObject(json, "response", llm_call_result_json(&qc->result));
+	if (qc->outcome_error != NULL)
+		cJSON_AddStringToObject(json, "error", qc->outcome_error);
+	cJSON_AddNumberToObject(json, "cost_usd", qc->result.cost_usd);
+	return json;
 }
 
 /*
- * finish_one in a subtransaction: a result that cannot be stored (a user's
- * trigger failing, say) ends its request in error instead of stopping the
- * worker, and the other results are written all the same.
+ * Writes one decided outcome in a subtransaction: a result that cannot be
+ * stored (a user's trigger failing, say) ends its request in error instead
+ * of stopping the worker.  True when a done result was written.
  */
 static bool
-finish_isolated(QueuedCall *qc)
+write_isolated(QueuedCall *qc)
 {
 	MemoryContext old = MemoryContextSwitchTo(qc->context);
 	ResourceOwner owner = CurrentResourceOwner;
-	bool		wants_callback = false;
+	bool		written = false;
 
 	BeginInternalSubTransaction(NULL);
 	MemoryContextSwitchTo(qc->context);
 	PG_TRY();
 	{
-		wants_callback = finish_one(qc);
+		written = write_outcome(qc, qc->state ? qc->state : "error", qc->outcome_error,
+								qc->state == NULL, qc->retry_delay_ms) &&
+			qc->state != NULL && strcmp(qc->state, "done") == 0;
 		ReleaseCurrentSubTransaction();
 	}
 	PG_CATCH();
@@ -442,12 +482,66 @@ finish_isolated(QueuedCall *qc)
 			RollbackAndReleaseCurrentSubTransaction();
 		}
 		PG_END_TRY();
-		wants_callback = false;
+		written = false;
 	}
 	PG_END_TRY();
 	CurrentResourceOwner = owner;
 	MemoryContextSwitchTo(old);
-	return wants_callback;
+	return written;
+}
+
+/*
+ * Writes every finished (not retried) outcome in one statement; the ids
+ * written, or NIL with *failed set if the statement failed (then nothing
+ * was written, and the caller writes them one by one).
+ */
+static List *
+write_all(List *finished, bool *failed)
+{
+	static SPIPlanPtr plan = NULL;
+	MemoryContext caller = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	cJSON	   *array = cJSON_CreateArray();
+	ListCell   *cell;
+	List	   *written = NIL;
+	Datum		arg;
+
+	foreach(cell, finished)
+		cJSON_AddItemToArray(array, outcome_json(lfirst(cell)));
+	arg = CStringGetTextDatum(cJSON_PrintUnformatted(array));
+	*failed = false;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(caller);
+	PG_TRY();
+	{
+		if (plan == NULL)
+			plan = keep("SELECT llm._finish_many($1::pg_catalog.jsonb)", 1, (Oid[]) {TEXTOID});
+		if (SPI_execute_plan(plan, &arg, NULL, false, 0) < 0)
+			elog(ERROR, "writing results failed");
+		MemoryContextSwitchTo(caller);
+		for (uint64 i = 0; i < SPI_processed; i++)
+		{
+			bool		isnull;
+
+			written = lappend(written, (void *) (intptr_t)
+							  DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i],
+														  SPI_tuptable->tupdesc, 1, &isnull)));
+		}
+		ReleaseCurrentSubTransaction();
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(caller);
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		written = NIL;
+		*failed = true;
+	}
+	PG_END_TRY();
+	CurrentResourceOwner = owner;
+	MemoryContextSwitchTo(caller);
+	return written;
 }
 
 void
@@ -473,19 +567,46 @@ llm_queue_collect(LlmQueue *queue, long wait_ms)
 	begin("llmext: writing request results");
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	dlist_foreach_modify(iter, &queue->done)
 	{
-		qc = dlist_container(QueuedCall, node, iter.cur);
-		dlist_delete(&qc->node);
-		if (finish_isolated(qc))
-		{
-			MemoryContext old = MemoryContextSwitchTo(caller);	/* outlives the commit */
+		List	   *finished = NIL;
+		List	   *written;
+		bool		failed;
 
-			callbacks = lappend(callbacks, qc);
-			MemoryContextSwitchTo(old);
+		MemoryContextSwitchTo(caller);
+		dlist_foreach_modify(iter, &queue->done)
+		{
+			qc = dlist_container(QueuedCall, node, iter.cur);
+			dlist_delete(&qc->node);
+			{
+				MemoryContext old = MemoryContextSwitchTo(qc->context);
+
+				decide(qc);
+				MemoryContextSwitchTo(old);
+			}
+			if (qc->state == NULL)
+			{
+				write_isolated(qc);		/* a retry: rare, written alone */
+				MemoryContextDelete(qc->context);
+			}
+			else
+				finished = lappend(finished, qc);
 		}
-		else
-			MemoryContextDelete(qc->context);
+		written = finished ? write_all(finished, &failed) : NIL;
+		foreach(cell, finished)
+		{
+			bool		done;
+
+			qc = lfirst(cell);
+			if (failed)
+				done = write_isolated(qc);
+			else
+				done = strcmp(qc->state, "done") == 0 &&
+					list_member_ptr(written, (void *) (intptr_t) qc->id);
+			if (done && OidIsValid(qc->callback))
+				callbacks = lappend(callbacks, qc);
+			else
+				MemoryContextDelete(qc->context);
+		}
 	}
 	SPI_finish();
 	end();

@@ -10,6 +10,9 @@ CREATE TABLE llm.budgets (
 CREATE UNIQUE INDEX budgets_role_period_idx ON llm.budgets ((coalesce(role, '')), period);
 COMMENT ON TABLE llm.budgets IS 'spending limits per role (NULL: everyone together) per UTC day or month';
 GRANT SELECT ON llm.budgets TO llm_user;
+-- backends remember whether any budget exists; a change makes them ask again
+CREATE TRIGGER budgets_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON llm.budgets
+	FOR EACH STATEMENT EXECUTE FUNCTION llm._catalog_changed();
 SELECT pg_catalog.pg_extension_config_dump('llm.budgets', '');
 
 CREATE FUNCTION llm_budget_set(role name, period text, limit_usd numeric)

@@ -315,6 +315,39 @@ END
 $$;
 REVOKE ALL ON FUNCTION llm._finish(bigint, text, text, jsonb, text, numeric) FROM PUBLIC;
 
+-- The same for many requests at once: the ids written.
+CREATE FUNCTION llm._finish_many(results jsonb)
+RETURNS SETOF bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	written bigint[];
+	tags text[];
+	finished_tag text;
+BEGIN
+	WITH done AS (
+		UPDATE llm.requests q
+		   SET state = r.state, completion = r.completion, response = r.response,
+			   error = r.error, cost_usd = r.cost_usd, finished_at = now()
+		  FROM jsonb_to_recordset(results)
+			   AS r(id bigint, state text, completion text, response jsonb, error text, cost_usd numeric)
+		 WHERE q.id = r.id AND q.state = 'running'
+		RETURNING q.id, q.tag)
+	SELECT array_agg(id), array_agg(DISTINCT tag) FILTER (WHERE tag IS NOT NULL)
+	  INTO written, tags
+	  FROM done;
+	FOREACH finished_tag IN ARRAY coalesce(tags, '{}') LOOP
+		IF NOT EXISTS (SELECT FROM llm.requests q
+						WHERE q.tag = finished_tag AND q.state IN ('queued', 'running')) THEN
+			PERFORM pg_notify('llm_batch_done', finished_tag);
+		END IF;
+	END LOOP;
+	RETURN QUERY SELECT unnest(coalesce(written, '{}'));
+END
+$$;
+REVOKE ALL ON FUNCTION llm._finish_many(jsonb) FROM PUBLIC;
+
 CREATE FUNCTION llm._retry_later(id bigint, delay_ms double precision, error text)
 RETURNS boolean
 LANGUAGE sql
