@@ -10,7 +10,7 @@ OBJS = $(patsubst %.c,%.o,$(wildcard src/*.c))
 SCHEMA_PARTS = $(sort $(wildcard sql/schema/*.sql))
 DATA_built = $(EXTENSION)--$(EXTVERSION).sql
 
-REGRESS = setup admin complete chat faults privileges ledger cache budgets usage prompts batch queue
+REGRESS = setup admin complete chat faults privileges ledger cache budgets usage prompts batch queue ratelimit
 # The suites run in an existing database that the background worker serves
 # (llmext.databases); test/run_all.sh creates it.  setup creates the extension.
 REGRESS_OPTS = --use-existing
@@ -39,7 +39,7 @@ $(EXTENSION)--$(EXTVERSION).sql: $(SCHEMA_PARTS) $(EXTENSION).control
 	cat $(SCHEMA_PARTS) > $@
 
 # Unit tests of the pure core: no server needed.
-UNIT_SRCS = src/openai.c src/request.c src/template.c src/jsonschema.c src/cachekey.c src/retry.c
+UNIT_SRCS = src/openai.c src/request.c src/template.c src/jsonschema.c src/cachekey.c src/retry.c src/bucket.c
 unit: test/unit/run_unit
 	test/unit/run_unit
 

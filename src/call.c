@@ -15,7 +15,11 @@
 #include "jsonschema.h"
 #include "ledger.h"
 #include "mb/pg_wchar.h"
+#include "miscadmin.h"
 #include "openai.h"
+#include "pgstat.h"
+#include "ratelimit.h"
+#include "storage/latch.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
 #include "utils/timestamp.h"
@@ -295,7 +299,14 @@ llm_call_prepare(const LlmCallRequest *req, LlmCallResult *result)
 	call->http.connect_timeout_ms = llm_connect_timeout_ms;
 	call->http.timeout_ms = llm_request_timeout_ms;
 	call->http.max_response_bytes = (size_t) llm_max_response_bytes;
+	call->estimated_tokens = llm_rate_estimate(call->http.body, call->params);
 	return call;
+}
+
+double
+llm_call_admit(LlmPreparedCall *call)
+{
+	return llm_rate_admit(call->model, call->estimated_tokens);
 }
 
 LlmFailure *
@@ -307,6 +318,9 @@ llm_call_complete(LlmPreparedCall *call)
 
 	forget_headers(call->headers, call->http.nheaders, call->secret);
 	failure = read_response(call->model, &call->resp, call->http.timeout_ms, call->secret, result);
+	if (result->chat.usage.present)
+		llm_rate_settle(call->model, call->estimated_tokens,
+						result->chat.usage.input_tokens + result->chat.usage.output_tokens);
 	if (call->secret != NULL)
 		explicit_bzero(call->secret, strlen(call->secret));
 	if (failure == NULL && req->expect_json)
@@ -374,6 +388,16 @@ llm_chat_call(const LlmCallRequest *req, LlmCallResult *result)
 
 	if (!call->answered)
 	{
+		double		wait_ms;
+
+		/* the provider's rate limits: wait our turn, still hearing cancel */
+		while ((wait_ms = llm_call_admit(call)) > 0)
+		{
+			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+							 (long) Min(wait_ms + 1, 1000), PG_WAIT_EXTENSION);
+			ResetLatch(MyLatch);
+			CHECK_FOR_INTERRUPTS();
+		}
 		PG_TRY();
 		{
 			llm_http_perform(&call->http, &call->resp);

@@ -61,6 +61,7 @@ typedef struct LlmPreparedCall
 	LlmHttpResponse resp;
 	const char **headers;
 	char	   *secret;
+	int64		estimated_tokens;	/* for the provider's tokens_per_minute */
 } LlmPreparedCall;
 
 extern LlmPreparedCall *llm_call_prepare(const LlmCallRequest *req, LlmCallResult *result);
@@ -81,6 +82,12 @@ extern LlmFailureKind llm_call_failure_kind(const LlmPreparedCall *call);
  * header with the key is wiped before its memory is freed.
  */
 extern void llm_call_abandon(LlmPreparedCall *call);
+
+/*
+ * 0 when the provider's rate limits let the call go now (it is counted),
+ * else the milliseconds to wait before asking again.
+ */
+extern double llm_call_admit(LlmPreparedCall *call);
 
 /*
  * Calls the model, or answers from the cache, and records the call in the

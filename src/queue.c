@@ -244,8 +244,21 @@ llm_queue_start_due(LlmQueue *queue)
 	foreach(cell, claimed)
 	{
 		QueuedCall *qc = lfirst(cell);
+		double		wait_ms;
 
 		prepare(qc);
+		if (qc->call != NULL && !qc->call->answered && (wait_ms = llm_call_admit(qc->call)) > 0)
+		{
+			/* held back by the provider's rate limits: back to the queue */
+			Datum		args[2] = {Int64GetDatum(qc->id), Float8GetDatum(wait_ms + 1)};
+
+			SPI_connect();
+			SPI_execute_with_args("SELECT llm._defer($1, $2)", 2,
+								  (Oid[]) {INT8OID, FLOAT8OID}, args, NULL, false, 0);
+			SPI_finish();
+			MemoryContextDelete(qc->context);
+			continue;
+		}
 		if (qc->call != NULL && !qc->call->answered)
 		{
 			/* the answer's body must outlive this transaction */

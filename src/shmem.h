@@ -14,7 +14,10 @@
 #include "storage/lwlock.h"
 #include "utils/dsa.h"
 
+#include "bucket.h"
+
 #define LLM_MAX_WORKERS 16
+#define LLM_MAX_RATE_SLOTS 64
 
 typedef enum LlmEntryState
 {
@@ -50,6 +53,14 @@ typedef struct LlmWorkerInfo
 	Latch	   *latch;
 } LlmWorkerInfo;
 
+/* Rate-limit buckets of one provider (see ratelimit.c). */
+typedef struct LlmRateSlot
+{
+	char		provider[64];	/* "" : free */
+	LlmBucket	requests;
+	LlmBucket	tokens;
+} LlmRateSlot;
+
 typedef struct LlmShared
 {
 	LWLock	   *lock;
@@ -61,6 +72,7 @@ typedef struct LlmShared
 	int			cache_entries;	/* queued cache entries: 0 spares look-ups a scan */
 	int			used;			/* slots not free */
 	LlmWorkerInfo workers[LLM_MAX_WORKERS];
+	LlmRateSlot rates[LLM_MAX_RATE_SLOTS];
 	LlmPendingEntry entries[FLEXIBLE_ARRAY_MEMBER];
 } LlmShared;
 

@@ -84,13 +84,24 @@ settle(BatchItem *item, bool abort_on_fail)
 	item->error = llm_failure_text(failure);
 }
 
-/* Sends item's request, now or again. */
-static void
+/*
+ * Sends item's request, now or again: true, or false when the provider's
+ * rate limits make it wait (then retry_at says until when).
+ */
+static bool
 start(LlmEngine *engine, BatchItem *item)
 {
+	double		wait_ms = llm_call_admit(item->call);
+
+	if (wait_ms > 0)
+	{
+		item->retry_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), (int64) wait_ms + 1);
+		return false;
+	}
 	item->attempts++;
 	item->retry_at = 0;
 	llm_engine_add(engine, &item->call->http, &item->call->resp, item);
+	return true;
 }
 
 /* After a failed attempt: schedules another if the policy and attempts allow. */
@@ -127,10 +138,10 @@ run_loop(LlmEngine *engine, BatchItem *items, int n, int concurrency, int max_at
 		/* retries that are due go first: they have waited already */
 		for (int i = 0; i < *next && waiting > 0 && running < concurrency; i++)
 		{
-			if (items[i].retry_at != 0 && items[i].retry_at <= now)
+			if (items[i].retry_at != 0 && items[i].retry_at <= now &&
+				start(engine, &items[i]))
 			{
 				waiting--;
-				start(engine, &items[i]);
 				running++;
 			}
 		}
@@ -146,8 +157,10 @@ run_loop(LlmEngine *engine, BatchItem *items, int n, int concurrency, int max_at
 				settle(item, abort_on_fail);
 				continue;
 			}
-			start(engine, item);
-			running++;
+			if (start(engine, item))
+				running++;
+			else
+				waiting++;		/* held back by a rate limit */
 		}
 		if (running == 0 && waiting == 0)
 			break;

@@ -72,6 +72,12 @@ BEGIN
 				RAISE EXCEPTION 'provider option "max_concurrency" must be a whole number from 1 to 10000'
 					USING ERRCODE = 'invalid_parameter_value';
 			END IF;
+		WHEN 'requests_per_minute', 'tokens_per_minute' THEN
+			IF jsonb_typeof(v) <> 'number' OR (v #>> '{}')::numeric < 1
+			   OR (v #>> '{}')::numeric <> trunc((v #>> '{}')::numeric) THEN
+				RAISE EXCEPTION 'provider option "%" must be a whole number of at least 1', k
+					USING ERRCODE = 'invalid_parameter_value';
+			END IF;
 		WHEN 'max_attempts' THEN
 			IF jsonb_typeof(v) <> 'number' OR (v #>> '{}')::numeric NOT BETWEEN 1 AND 20
 			   OR (v #>> '{}')::numeric <> trunc((v #>> '{}')::numeric) THEN
@@ -82,7 +88,7 @@ BEGIN
 		ELSE
 			RAISE EXCEPTION 'unknown provider option "%"', k
 				USING ERRCODE = 'invalid_parameter_value',
-					  HINT = 'Known options: headers, auth_header, chat_path, max_concurrency, max_attempts.';
+					  HINT = 'Known options: headers, auth_header, chat_path, max_concurrency, max_attempts, requests_per_minute, tokens_per_minute.';
 		END CASE;
 	END LOOP;
 END

@@ -374,3 +374,17 @@ AS $$
 	SELECT count(*) FROM back
 $$;
 REVOKE ALL ON FUNCTION llm._recover() FROM PUBLIC;
+
+-- Held back by the provider's rate limits: back to the queue, the attempt
+-- not counted.
+CREATE FUNCTION llm._defer(id bigint, delay_ms double precision)
+RETURNS void
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+	UPDATE llm.requests r
+	   SET state = 'queued', attempts = r.attempts - 1,
+		   run_after = now() + delay_ms * interval '1 millisecond'
+	 WHERE r.id = _defer.id AND r.state = 'running'
+$$;
+REVOKE ALL ON FUNCTION llm._defer(bigint, double precision) FROM PUBLIC;

@@ -10,6 +10,7 @@ main(void)
 	test_openai();
 	test_cachekey();
 	test_retry();
+	test_bucket();
 	test_template();
 	test_jsonschema();
 	printf("%d passed, %d failed\n", unit_passed, unit_failed);

@@ -1,0 +1,27 @@
+/*
+ * ratelimit.h — per-provider limits on requests and tokens per minute
+ * (provider options requests_per_minute and tokens_per_minute), shared by
+ * every backend and worker through shared memory.  Without
+ * shared_preload_libraries each process keeps its own buckets.
+ */
+#ifndef LLMEXT_RATELIMIT_H
+#define LLMEXT_RATELIMIT_H
+
+#include "postgres.h"
+
+#include "catalog.h"
+
+/*
+ * Admits a request of about tokens tokens to the model's provider: 0 when it
+ * may go now (and is counted), else the milliseconds to wait before asking
+ * again (nothing is counted).
+ */
+extern double llm_rate_admit(const LlmModel *model, int64 tokens);
+
+/* After the answer: counts the difference between used and estimated tokens. */
+extern void llm_rate_settle(const LlmModel *model, int64 estimated, int64 used);
+
+/* The tokens a request body is likely to cost: prompt and answer. */
+extern int64 llm_rate_estimate(const char *body, const cJSON *params);
+
+#endif							/* LLMEXT_RATELIMIT_H */
