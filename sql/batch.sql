@@ -82,3 +82,14 @@ SELECT llm_flush() AS flushed;
 SELECT count(*) AS cancelled_in_ledger FROM llm.calls
  WHERE model = 'slow-30000' AND source = 'batch' AND error LIKE 'cancelled%';
 SELECT llm_complete('after the batch', 'echo');
+
+-- a stored prompt over many vars: a missing variable is that row's error
+SELECT ord, completion, error
+  FROM llm_complete_prompt_batch('other', ARRAY['{"name": "Ann"}', '{"nom": "Bo"}', NULL,
+												  '{"name": "Cy"}']::jsonb[], model => 'echo');
+SELECT llm_flush() AS flushed;
+SELECT prompt_name, prompt_version, count(*) FROM llm.calls
+ WHERE source = 'batch' AND prompt_name = 'other' GROUP BY 1, 2;
+SELECT error_of($$SELECT * FROM llm_complete_prompt_batch('other', ARRAY['{"nom": "Bo"}']::jsonb[], model => 'echo', options => '{"on_error": "error"}')$$);
+SELECT error_of($$SELECT * FROM llm_complete_prompt_batch('nosuch', ARRAY['{}']::jsonb[])$$) AS unknown_prompt;
+SELECT error_of($$SELECT * FROM llm_complete_prompt_batch(NULL, ARRAY['{}']::jsonb[])$$);

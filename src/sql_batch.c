@@ -18,8 +18,10 @@
 
 #include <stdlib.h>
 
+#include "access/xact.h"
 #include "call.h"
 #include "failure.h"
+#include "prompt.h"
 
 #include "fmgr.h"
 #include "funcapi.h"
@@ -29,6 +31,7 @@
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/resowner.h"
 #include "pgstat.h"
 #include "storage/latch.h"
 #include "retry.h"
@@ -39,6 +42,7 @@
 #define MAX_CONCURRENCY 1024
 
 PG_FUNCTION_INFO_V1(llm_complete_batch);
+PG_FUNCTION_INFO_V1(llm_complete_prompt_batch);
 
 typedef struct BatchItem
 {
@@ -220,92 +224,83 @@ run_all(BatchItem *items, int n, int concurrency, int max_attempts, bool abort_o
 	MemoryContextDelete(engine_context);
 }
 
-/*
- * llm_complete_batch(prompts text[], model text, system text, options jsonb,
- *                    concurrency int)
- * RETURNS TABLE (ord int, completion text, response jsonb, error text)
- */
-Datum
-llm_complete_batch(PG_FUNCTION_ARGS)
+/* The set-returning function's result store, in materialize mode. */
+static Tuplestorestate *
+begin_rows(FunctionCallInfo fcinfo, TupleDesc *desc)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	ArrayType  *prompts;
-	Datum	   *elements;
-	bool	   *nulls;
-	int			n;
-	char	   *model = PG_ARGISNULL(1) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(1));
-	char	   *system = PG_ARGISNULL(2) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(2));
-	cJSON	   *options = PG_ARGISNULL(3) ? NULL : llm_jsonb_to_cjson(PG_GETARG_DATUM(3));
-	int			concurrency = PG_ARGISNULL(4) ? DEFAULT_CONCURRENCY : PG_GETARG_INT32(4);
-	bool		abort_on_fail;
-	cJSON	   *item_options;
-	BatchItem  *items;
-	TupleDesc	desc;
 	Tuplestorestate *store;
+	TupleDesc	result_desc;
 	MemoryContext old;
 
 	if (rsinfo == NULL || !IsA(rsinfo, ReturnSetInfo) ||
 		(rsinfo->allowedModes & SFRM_Materialize) == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("llm_complete_batch must be called in a FROM clause")));
+				 errmsg("set-valued function called in context that cannot accept a set")));
+	if (get_call_result_type(fcinfo, NULL, &result_desc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+	old = MemoryContextSwitchTo(rsinfo->econtext->ecxt_per_query_memory);
+	store = tuplestore_begin_heap(true, false, work_mem);
+	*desc = CreateTupleDescCopy(result_desc);
+	MemoryContextSwitchTo(old);
+	rsinfo->returnMode = SFRM_Materialize;
+	rsinfo->setResult = store;
+	rsinfo->setDesc = *desc;
+	return store;
+}
+
+static int
+checked_concurrency(FunctionCallInfo fcinfo, int argno)
+{
+	int			concurrency = PG_ARGISNULL(argno) ? DEFAULT_CONCURRENCY : PG_GETARG_INT32(argno);
+
 	if (concurrency < 1 || concurrency > MAX_CONCURRENCY)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("concurrency must be between 1 and %d", MAX_CONCURRENCY)));
+	return concurrency;
+}
+
+static cJSON *
+checked_options(FunctionCallInfo fcinfo, int argno)
+{
+	cJSON	   *options = PG_ARGISNULL(argno) ? NULL : llm_jsonb_to_cjson(PG_GETARG_DATUM(argno));
+
 	if (options != NULL && !cJSON_IsObject(options))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("options must be a JSON object")));
-	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
-		elog(ERROR, "return type must be a row type");
+	return options;
+}
 
-	old = MemoryContextSwitchTo(rsinfo->econtext->ecxt_per_query_memory);
-	store = tuplestore_begin_heap(true, false, work_mem);
-	desc = CreateTupleDescCopy(desc);
-	MemoryContextSwitchTo(old);
-	rsinfo->returnMode = SFRM_Materialize;
-	rsinfo->setResult = store;
-	rsinfo->setDesc = desc;
-
-	if (PG_ARGISNULL(0))
-		return (Datum) 0;
-	prompts = PG_GETARG_ARRAYTYPE_P(0);
-	if (ARR_NDIM(prompts) > 1)
+static void
+deconstruct_one_dimension(ArrayType *array, Oid type, int16 len, bool byval, char align,
+						  const char *what, Datum **elements, bool **nulls, int *n)
+{
+	if (ARR_NDIM(array) > 1)
 		ereport(ERROR,
 				(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
-				 errmsg("prompts must be a one-dimensional array")));
-	deconstruct_array(prompts, TEXTOID, -1, false, TYPALIGN_INT, &elements, &nulls, &n);
+				 errmsg("%s must be a one-dimensional array", what)));
+	deconstruct_array(array, type, len, byval, align, elements, nulls, n);
+}
 
-	abort_on_fail = abort_on_failure(options);
-	item_options = element_options(options);
-	items = palloc0(sizeof(BatchItem) * Max(n, 1));
-	for (int i = 0; i < n; i++)
+/*
+ * Runs the items (the first one's provider sets the limits) and adds a row
+ * per item, in order.
+ */
+static void
+run_and_emit(BatchItem *items, int n, int concurrency, bool abort_on_fail,
+			 Tuplestorestate *store, TupleDesc desc)
+{
+	const char *model = NULL;
+
+	for (int i = 0; i < n && model == NULL; i++)
+		if (items[i].req.messages != NULL)
+			model = items[i].req.model_name ? items[i].req.model_name : "";
+	if (model != NULL)
 	{
-		BatchItem  *item = &items[i];
-
-		if (nulls[i])
-			continue;
-		item->prompt = TextDatumGetCString(elements[i]);
-		if (item->prompt[0] == '\0')
-		{
-			if (abort_on_fail)
-				ereport(ERROR,
-						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-						 errmsg("prompt %d must not be empty", i + 1)));
-			item->error = pstrdup("prompt must not be empty");
-			continue;
-		}
-		item->req.model_name = model;
-		item->req.messages = llm_messages_from_prompt(item->prompt, system);
-		item->req.options = item_options;
-		item->req.source = "batch";
-	}
-
-	if (n > 0)
-	{
-		/* every element uses the same model: its provider sets the limits */
-		LlmModel   *target = llm_lookup_model(model);
+		LlmModel   *target = llm_lookup_model(model[0] ? model : NULL);
 		const cJSON *limit = cJSON_GetObjectItemCaseSensitive(target->provider_options,
 															  "max_concurrency");
 		const cJSON *attempts = cJSON_GetObjectItemCaseSensitive(target->provider_options,
@@ -342,5 +337,152 @@ llm_complete_batch(PG_FUNCTION_ARGS)
 		}
 		tuplestore_putvalues(store, desc, values, isnull);
 	}
+}
+
+/*
+ * llm_complete_batch(prompts text[], model text, system text, options jsonb,
+ *                    concurrency int)
+ * RETURNS TABLE (ord int, completion text, response jsonb, error text)
+ */
+Datum
+llm_complete_batch(PG_FUNCTION_ARGS)
+{
+	char	   *model = PG_ARGISNULL(1) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(1));
+	char	   *system = PG_ARGISNULL(2) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(2));
+	cJSON	   *options = checked_options(fcinfo, 3);
+	int			concurrency = checked_concurrency(fcinfo, 4);
+	bool		abort_on_fail = abort_on_failure(options);
+	cJSON	   *item_options = element_options(options);
+	TupleDesc	desc;
+	Tuplestorestate *store = begin_rows(fcinfo, &desc);
+	Datum	   *elements;
+	bool	   *nulls;
+	int			n;
+	BatchItem  *items;
+
+	if (PG_ARGISNULL(0))
+		return (Datum) 0;
+	deconstruct_one_dimension(PG_GETARG_ARRAYTYPE_P(0), TEXTOID, -1, false, TYPALIGN_INT,
+							  "prompts", &elements, &nulls, &n);
+	items = palloc0(sizeof(BatchItem) * Max(n, 1));
+	for (int i = 0; i < n; i++)
+	{
+		BatchItem  *item = &items[i];
+
+		if (nulls[i])
+			continue;
+		item->prompt = TextDatumGetCString(elements[i]);
+		if (item->prompt[0] == '\0')
+		{
+			if (abort_on_fail)
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("prompt %d must not be empty", i + 1)));
+			item->error = pstrdup("prompt must not be empty");
+			continue;
+		}
+		item->req.model_name = model;
+		item->req.messages = llm_messages_from_prompt(item->prompt, system);
+		item->req.options = item_options;
+		item->req.source = "batch";
+	}
+	run_and_emit(items, n, concurrency, abort_on_fail, store, desc);
+	return (Datum) 0;
+}
+
+/* Renders one element's request; a rendering error becomes the row's error. */
+static void
+render_item(BatchItem *item, const char *name, const cJSON *vars, const char *model,
+			const int *version, const char *label, const cJSON *options, bool abort_on_fail)
+{
+	MemoryContext context = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(context);
+	PG_TRY();
+	{
+		LlmRenderedPrompt *prompt = llm_prompt_render(name, vars, model, version, label, NULL);
+		cJSON	   *merged = cJSON_Duplicate(prompt->params, true);
+		const cJSON *option;
+
+		/* the version's parameters, then the call's options over them */
+		cJSON_ArrayForEach(option, options)
+		{
+			cJSON_DeleteItemFromObjectCaseSensitive(merged, option->string);
+			cJSON_AddItemToObject(merged, option->string, cJSON_Duplicate(option, true));
+		}
+		item->req.model_name = prompt->model;
+		item->req.messages = prompt->messages;
+		item->req.options = merged;
+		item->req.prompt_name = prompt->name;
+		item->req.prompt_version = prompt->version;
+		item->req.source = "batch";
+		ReleaseCurrentSubTransaction();
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(context);
+		edata = CopyErrorData();
+		FlushErrorState();
+		/* (the subtransaction goes first: an outer handler must find its own) */
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(context);
+		CurrentResourceOwner = owner;
+		/* an unknown prompt, version or label is the statement's error, not a row's */
+		if (abort_on_fail || edata->sqlerrcode == ERRCODE_UNDEFINED_OBJECT)
+			ReThrowError(edata);
+		item->req.messages = NULL;
+		item->error = pstrdup(edata->message);
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(context);
+	CurrentResourceOwner = owner;
+}
+
+/*
+ * llm_complete_prompt_batch(name text, vars jsonb[], model text, version int,
+ *                           label text, options jsonb, concurrency int)
+ * RETURNS TABLE (ord int, completion text, response jsonb, error text)
+ */
+Datum
+llm_complete_prompt_batch(PG_FUNCTION_ARGS)
+{
+	char	   *name;
+	char	   *model = PG_ARGISNULL(2) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(2));
+	int			version = PG_ARGISNULL(3) ? 0 : PG_GETARG_INT32(3);
+	char	   *label = PG_ARGISNULL(4) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(4));
+	cJSON	   *options = checked_options(fcinfo, 5);
+	int			concurrency = checked_concurrency(fcinfo, 6);
+	bool		abort_on_fail = abort_on_failure(options);
+	cJSON	   *item_options = element_options(options);
+	TupleDesc	desc;
+	Tuplestorestate *store = begin_rows(fcinfo, &desc);
+	Datum	   *elements;
+	bool	   *nulls;
+	int			n;
+	BatchItem  *items;
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("prompt name must not be NULL")));
+	name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	if (PG_ARGISNULL(1))
+		return (Datum) 0;
+	deconstruct_one_dimension(PG_GETARG_ARRAYTYPE_P(1), JSONBOID, -1, false, TYPALIGN_INT,
+							  "vars", &elements, &nulls, &n);
+	items = palloc0(sizeof(BatchItem) * Max(n, 1));
+	for (int i = 0; i < n; i++)
+	{
+		if (nulls[i])
+			continue;
+		render_item(&items[i], name, llm_jsonb_to_cjson(elements[i]), model,
+					PG_ARGISNULL(3) ? NULL : &version, label, item_options, abort_on_fail);
+		CHECK_FOR_INTERRUPTS();
+	}
+	run_and_emit(items, n, concurrency, abort_on_fail, store, desc);
 	return (Datum) 0;
 }

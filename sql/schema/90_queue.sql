@@ -388,3 +388,20 @@ AS $$
 	 WHERE r.id = _defer.id AND r.state = 'running'
 $$;
 REVOKE ALL ON FUNCTION llm._defer(bigint, double precision) FROM PUBLIC;
+
+-- In-statement batches of a stored prompt (the plain one is in 30_calls.sql).
+CREATE FUNCTION llm_complete_prompt_batch(
+	name text,
+	vars jsonb[],
+	model text DEFAULT NULL,
+	version integer DEFAULT NULL,
+	label text DEFAULT NULL,
+	options jsonb DEFAULT NULL,
+	concurrency integer DEFAULT NULL)
+RETURNS TABLE (ord integer, completion text, response jsonb, error text)
+AS 'MODULE_PATHNAME', 'llm_complete_prompt_batch'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION llm_complete_prompt_batch(text, jsonb[], text, integer, text, jsonb, integer) IS
+	'a stored prompt over many vars at once: one row per element, in order, failures (missing variables included) as error text';
+REVOKE ALL ON FUNCTION llm_complete_prompt_batch(text, jsonb[], text, integer, text, jsonb, integer) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION llm_complete_prompt_batch(text, jsonb[], text, integer, text, jsonb, integer) TO llm_user;
