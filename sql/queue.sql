@@ -144,6 +144,15 @@ SET ROLE regress_queue_alice;
 SELECT count(*) AS rows_alice_sees FROM llm.requests;
 RESET ROLE;
 
+-- a provider's max_concurrency holds for the worker too (shared with every backend)
+SELECT llm_model_create('narrow-queue', 'fake-narrow', 'slow-150');
+SELECT llm_complete('reset', 'stats-reset') IS NOT NULL AS counters_reset;
+SELECT count(llm_submit('n' || g, 'narrow-queue', tag => 'narrow')) AS submitted
+  FROM generate_series(1, 6) g;
+SELECT llm_wait_batch('narrow', '30 seconds') ->> 'done' AS done;
+SELECT (llm_complete('stats', 'stats')::jsonb ->> 'max_in_flight')::int AS max_in_flight;
+SELECT max(attempts) AS attempts FROM llm.requests WHERE tag = 'narrow';
+
 DROP FUNCTION store_answer(bigint, jsonb);
 DROP TABLE queue_answers;
 DROP ROLE regress_queue_alice, regress_queue_bob;

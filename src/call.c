@@ -317,6 +317,7 @@ llm_call_complete(LlmPreparedCall *call)
 	LlmFailure *failure;
 
 	forget_headers(call->headers, call->http.nheaders, call->secret);
+	llm_rate_release(call->model);
 	failure = read_response(call->model, &call->resp, call->http.timeout_ms, call->secret, result);
 	if (result->chat.usage.present)
 		llm_rate_settle(call->model, call->estimated_tokens,
@@ -378,6 +379,7 @@ void
 llm_call_abandon(LlmPreparedCall *call)
 {
 	forget_headers(call->headers, call->http.nheaders, call->secret);
+	llm_rate_release(call->model);
 	record_call(call->req, call->result, "cancelled while waiting for the provider");
 }
 

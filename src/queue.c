@@ -235,8 +235,10 @@ llm_queue_start_due(LlmQueue *queue)
 		qc->req.source = "queue";
 		callback = SPI_getbinval(tuple, desc, 9, &isnull);
 		qc->callback = isnull ? InvalidOid : DatumGetObjectId(callback);
-		MemoryContextSwitchTo(old);
+		/* the list outlives SPI_finish, which frees SPI's own memory */
+		MemoryContextSwitchTo(caller);
 		claimed = lappend(claimed, qc);
+		MemoryContextSwitchTo(old);
 	}
 	SPI_finish();
 

@@ -13,10 +13,15 @@
 
 /*
  * Admits a request of about tokens tokens to the model's provider: 0 when it
- * may go now (and is counted), else the milliseconds to wait before asking
- * again (nothing is counted).
+ * may go now (and is counted, in flight until llm_rate_release), else the
+ * milliseconds to wait before asking again (nothing is counted).  The
+ * provider option max_concurrency caps the requests in flight at once,
+ * across every backend and the worker.
  */
 extern double llm_rate_admit(const LlmModel *model, int64 tokens);
+
+/* An admitted request is answered, failed or abandoned. */
+extern void llm_rate_release(const LlmModel *model);
 
 /* After the answer: counts the difference between used and estimated tokens. */
 extern void llm_rate_settle(const LlmModel *model, int64 estimated, int64 used);

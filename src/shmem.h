@@ -59,6 +59,7 @@ typedef struct LlmRateSlot
 	char		provider[64];	/* "" : free */
 	LlmBucket	requests;
 	LlmBucket	tokens;
+	int			in_flight;		/* requests sent and not yet answered */
 } LlmRateSlot;
 
 typedef struct LlmShared
