@@ -33,8 +33,11 @@ SELECT fake_requests('flaky-2-retry') AS attempts_made;
 SELECT llm_model_create('limited', 'fake', 'fail-429');
 SELECT ord, split_part(error, ':', 1) AS error
   FROM llm_complete_batch(ARRAY['bad'], 'fail-400');
+SELECT clock_timestamp() AS t429 \gset
 SELECT ord, split_part(error, ':', 1) AS error
   FROM llm_complete_batch(ARRAY['slow down'], 'limited');
+-- the provider asked for 1 s between attempts: three attempts take at least 2 s
+SELECT clock_timestamp() - :'t429'::timestamptz >= interval '2 seconds' AS retry_after_honoured;
 SELECT fake_requests('fail-400') AS requests_for_400, fake_requests('fail-429') AS requests_for_429;
 SELECT llm_flush() AS flushed;
 SELECT model, outcome, count(*) FROM llm.calls

@@ -132,6 +132,36 @@ END $$;
 SELECT state, callback_error FROM llm.requests WHERE id = :cb2;
 SELECT count(*) AS rows_written_by_alice FROM queue_answers WHERE request_id = :cb2;
 
+-- what a callback queues is queued for the submitter, never for the worker's superuser
+CREATE FUNCTION chain(id bigint, result jsonb) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+	PERFORM llm_submit('chained', 'echo', tag => 'chain');
+END $$;
+GRANT EXECUTE ON FUNCTION chain(bigint, jsonb) TO regress_queue_alice;
+SET ROLE regress_queue_alice;
+SELECT llm_submit('first', 'echo', tag => 'chain-start', callback => 'chain(bigint, jsonb)') IS NOT NULL AS submitted;
+RESET ROLE;
+DO $$ BEGIN
+	FOR i IN 1..200 LOOP
+		EXIT WHEN EXISTS (SELECT FROM llm.requests WHERE tag = 'chain');
+		PERFORM pg_sleep(0.05);
+	END LOOP;
+END $$;
+SELECT submitted_by FROM llm.requests WHERE tag = 'chain';
+
+-- a callback dropped before its request finishes: an error on the row, nothing worse
+CREATE FUNCTION short_lived(id bigint, result jsonb) RETURNS void LANGUAGE sql AS $$ SELECT $$;
+SELECT llm_submit('slowly', 'slow-200', tag => 'dropped-cb', callback => 'short_lived(bigint, jsonb)') AS dcb \gset
+DROP FUNCTION short_lived(bigint, jsonb);
+SELECT llm_wait_batch('dropped-cb', '10 seconds') ->> 'done' AS done;
+DO $$ BEGIN
+	FOR i IN 1..200 LOOP
+		EXIT WHEN EXISTS (SELECT FROM llm.requests WHERE tag = 'dropped-cb' AND callback_error IS NOT NULL);
+		PERFORM pg_sleep(0.05);
+	END LOOP;
+END $$;
+SELECT state, callback_error FROM llm.requests WHERE id = :dcb;
+
 -- row level security: users see and cancel only their own requests
 SET ROLE regress_queue_bob;
 SELECT count(*) AS rows_bob_sees FROM llm.requests;
@@ -141,7 +171,7 @@ SELECT error_of($$UPDATE llm.requests SET state = 'done'$$);
 SELECT error_of($$SELECT * FROM llm._claim(10)$$);
 RESET ROLE;
 SET ROLE regress_queue_alice;
-SELECT count(*) AS rows_alice_sees FROM llm.requests;
+SELECT count(*) AS rows_alice_sees FROM llm.requests WHERE tag <> 'chain';
 RESET ROLE;
 
 -- a provider's max_concurrency holds for the worker too (shared with every backend)
@@ -154,5 +184,6 @@ SELECT (llm_complete('stats', 'stats')::jsonb ->> 'max_in_flight')::int AS max_i
 SELECT max(attempts) AS attempts FROM llm.requests WHERE tag = 'narrow';
 
 DROP FUNCTION store_answer(bigint, jsonb);
+DROP FUNCTION chain(bigint, jsonb);
 DROP TABLE queue_answers;
 DROP ROLE regress_queue_alice, regress_queue_bob;

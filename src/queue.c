@@ -31,6 +31,7 @@
 #include "shmem.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/resowner.h"
@@ -338,7 +339,12 @@ write_outcome(QueuedCall *qc, const char *state, const char *error, bool retry, 
 		DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 }
 
-/* Runs the request's callback as its submitter; an error is recorded on the row. */
+/*
+ * Runs the request's callback as its submitter, as a restricted operation
+ * (no SET ROLE back to the worker's superuser), with llmext.acting_role
+ * naming the submitter for anything the callback asks of llmext; an error
+ * is recorded on the row.
+ */
 static void
 run_callback(QueuedCall *qc)
 {
@@ -351,17 +357,29 @@ run_callback(QueuedCall *qc)
 		int			saved_sec_context;
 		Oid			types[2] = {INT8OID, JSONBOID};
 		Datum		args[2];
+		char	   *name = get_func_name(qc->callback);
+		char	   *schema = name ? get_namespace_name(get_func_namespace(qc->callback)) : NULL;
+		char	   *role = GetUserNameFromId(qc->submitter, true);
 
+		if (name == NULL || schema == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_FUNCTION),
+					 errmsg("the callback function no longer exists")));
+		if (role == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_OBJECT),
+					 errmsg("the role that submitted the request no longer exists")));
+		(void) set_config_option("llmext.acting_role", role, PGC_SUSET, PGC_S_SESSION,
+								 GUC_ACTION_LOCAL, true, 0, false);
 		GetUserIdAndSecContext(&saved_userid, &saved_sec_context);
 		if (SPI_connect() != SPI_OK_CONNECT)
 			elog(ERROR, "SPI_connect failed");
 		args[0] = Int64GetDatum(qc->id);
 		args[1] = DirectFunctionCall1(jsonb_in,
 									  CStringGetDatum(cJSON_PrintUnformatted(llm_call_result_json(&qc->result))));
-		SetUserIdAndSecContext(qc->submitter, saved_sec_context | SECURITY_LOCAL_USERID_CHANGE);
-		SPI_execute_with_args(psprintf("SELECT %s($1, $2)",
-									   quote_qualified_identifier(get_namespace_name(get_func_namespace(qc->callback)),
-																  get_func_name(qc->callback))),
+		SetUserIdAndSecContext(qc->submitter, saved_sec_context | SECURITY_LOCAL_USERID_CHANGE |
+							   SECURITY_RESTRICTED_OPERATION);
+		SPI_execute_with_args(psprintf("SELECT %s($1, $2)", quote_qualified_identifier(schema, name)),
 							  2, types, args, NULL, false, 0);
 		SetUserIdAndSecContext(saved_userid, saved_sec_context);
 		SPI_finish();
@@ -718,10 +736,20 @@ PG_FUNCTION_INFO_V1(llm_wake_at_commit);
 Datum
 llm_wake_at_commit(PG_FUNCTION_ARGS)
 {
+	static bool warned = false;
+
 	if (!wake_callback_registered)
 	{
 		RegisterXactCallback(wake_on_commit, NULL);
 		wake_callback_registered = true;
+	}
+	if (!warned && llm_worker_latch(MyDatabaseId) == NULL)
+	{
+		warned = true;
+		ereport(WARNING,
+				(errmsg("no llmext background worker serves this database"),
+				 errdetail("Queued requests wait until one does."),
+				 errhint("Add llmext to shared_preload_libraries and this database to llmext.databases.")));
 	}
 	wake_pending = true;
 	PG_RETURN_VOID();

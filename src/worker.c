@@ -83,6 +83,21 @@ llm_worker_register_all(void)
 	foreach(cell, names)
 	{
 		BackgroundWorker worker;
+		ListCell   *earlier;
+		bool		repeated = false;
+
+		/* two workers for one database would recover each other's requests */
+		foreach(earlier, names)
+		{
+			if (earlier == cell)
+				break;
+			repeated |= strcmp(lfirst(earlier), lfirst(cell)) == 0;
+		}
+		if (repeated)
+		{
+			index++;
+			continue;
+		}
 
 		memset(&worker, 0, sizeof(worker));
 		worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;

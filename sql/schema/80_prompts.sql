@@ -68,13 +68,18 @@ SELECT pg_catalog.pg_extension_config_dump('llm.prompt_label_history', '');
 SELECT pg_catalog.pg_extension_config_dump('llm.prompt_label_history_id_seq', '');
 
 -- The role acting: current_user is the function's owner inside SECURITY
--- DEFINER functions, so they ask the session's role setting instead.
+-- DEFINER functions, so they ask the session's role setting instead.  In
+-- the background worker, whose session user is a superuser, llmext sets
+-- llmext.acting_role (which only superusers can set) to the submitter while
+-- it runs a callback.
 CREATE FUNCTION llm._caller()
 RETURNS name
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-	SELECT CASE WHEN current_setting('role') IN ('none', '') THEN session_user
+	SELECT CASE WHEN coalesce(current_setting('llmext.acting_role', true), '') <> ''
+				THEN current_setting('llmext.acting_role')::name
+				WHEN current_setting('role') IN ('none', '') THEN session_user
 				ELSE current_setting('role')::name END
 $$;
 

@@ -30,6 +30,9 @@ CREATE INDEX requests_tag_idx ON llm.requests (tag, state);
 CREATE INDEX requests_running_idx ON llm.requests (id) WHERE state = 'running';
 COMMENT ON TABLE llm.requests IS 'the asynchronous queue and its results';
 
+SELECT pg_catalog.pg_extension_config_dump('llm.requests', '');
+SELECT pg_catalog.pg_extension_config_dump('llm.requests_id_seq', '');
+
 ALTER TABLE llm.requests ENABLE ROW LEVEL SECURITY;
 CREATE POLICY requests_own_rows ON llm.requests FOR SELECT
 	USING (submitted_by = current_user OR pg_catalog.pg_has_role(current_user, 'llm_admin', 'MEMBER'));
@@ -198,14 +201,27 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	n bigint;
+	tags text[];
+	finished_tag text;
 	caller name := llm._caller();
 BEGIN
-	UPDATE llm.requests r
-	   SET state = 'cancelled', finished_at = now()
-	 WHERE (r.id = ANY (ids) OR r.tag = batch_tag)
-	   AND r.state IN ('queued', 'running')
-	   AND (r.submitted_by = caller OR pg_has_role(caller, 'llm_admin', 'MEMBER'));
-	GET DIAGNOSTICS n = ROW_COUNT;
+	WITH gone AS (
+		UPDATE llm.requests r
+		   SET state = 'cancelled', finished_at = now()
+		 WHERE (r.id = ANY (ids) OR r.tag = batch_tag)
+		   AND r.state IN ('queued', 'running')
+		   AND (r.submitted_by = caller OR pg_has_role(caller, 'llm_admin', 'MEMBER'))
+		RETURNING r.tag)
+	SELECT count(*), array_agg(DISTINCT tag) FILTER (WHERE tag IS NOT NULL)
+	  INTO n, tags
+	  FROM gone;
+	-- a batch that this cancel finished is announced like one that ran out
+	FOREACH finished_tag IN ARRAY coalesce(tags, '{}') LOOP
+		IF NOT EXISTS (SELECT FROM llm.requests q
+						WHERE q.tag = finished_tag AND q.state IN ('queued', 'running')) THEN
+			PERFORM pg_notify('llm_batch_done', finished_tag);
+		END IF;
+	END LOOP;
 	RETURN n;
 END
 $$;

@@ -29,7 +29,7 @@ proc_cpu_ms() {	# utime + stime of a process, in ms
 	awk '{ print ($14 + $15) * 1000 / '"$(getconf CLK_TCK)"' }' "/proc/$1/stat"
 }
 proc_rss_kb() {
-	awk '/^VmRSS/ { print $2 }' "/proc/$1/status"
+	awk '/^RssAnon/ { print $2 }' "/proc/$1/status"
 }
 
 for c in $CONCURRENCY; do
@@ -49,7 +49,7 @@ for c in $CONCURRENCY; do
 			-v cpu="$((${cpu1%.*} - ${cpu0%.*}))" -v r0="$rss0" -v r1="$rss1" -v enq="$submit_s" 'BEGIN {
 			ideal = c / (l / 1000)
 			printf "C=%-4d %d done, %d errors in %.2f s: %.0f req/s, ideal %.0f, ratio %.2f\n", c, n, e, s, n / s, ideal, (n / s) / ideal
-			printf "       enqueue %.2f s; worker CPU %.3f ms per request; worker RSS %d kB -> %d kB\n", enq, cpu / n, r0, r1
+			printf "       enqueue %.2f s; worker CPU %.3f ms per request; worker private memory (RssAnon) %d kB -> %d kB\n", enq, cpu / n, r0, r1
 		}'
 	done
 done

@@ -4,6 +4,7 @@
 # second records the batches' progress.  Starts its own cluster with
 # shared_preload_libraries = 'pg_cron,llmext'; pg_cron connects over libpq
 # to localhost, which the test cluster trusts.  Takes up to two minutes.
+# Uses the fake provider that test/run_all.sh starts (LLM_FAKE_PORT).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 . test/lib/cluster.sh
