@@ -5,6 +5,7 @@
  * Pure code (see request.h).  The subset is described in jsonschema.h.
  */
 #include "jsonschema.h"
+#include "request.h"
 
 #include <stdarg.h>
 #include <stdint.h>
@@ -37,34 +38,6 @@ in_list(const char *key, const char *const *list, size_t n)
 	return false;
 }
 
-/*
- * A message cut short by errlen may end inside a UTF-8 sequence (property
- * names are quoted); drop the partial character so the server never
- * reports invalid UTF-8.
- */
-static void
-trim_partial_utf8(char *err, size_t errlen)
-{
-	size_t		len;
-	size_t		start;
-	size_t		need;
-	unsigned char lead;
-
-	if (err == NULL || errlen == 0)
-		return;
-	len = strlen(err);
-	start = len;
-	while (start > 0 && ((unsigned char) err[start - 1] & 0xC0) == 0x80)
-		start--;
-	if (start == 0)
-		return;
-	lead = (unsigned char) err[start - 1];
-	if (lead < 0xC0)
-		return;
-	need = lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : 2;
-	if (len - (start - 1) < need)
-		err[start - 1] = '\0';
-}
 
 /*
  * A JSON path being walked, "$" then ".key", ["odd key"] and [index]
@@ -257,7 +230,7 @@ check_error(Checker *c, const char *format,...)
 	va_end(args);
 	used = strlen(c->err);
 	snprintf(c->err + used, c->errlen - used, " at %s", c->path.data);
-	trim_partial_utf8(c->err, c->errlen);
+	llm_trim_partial_utf8(c->err, c->errlen);
 	return false;
 }
 
@@ -546,7 +519,7 @@ report(Validator *v, VResult result, const char *format,...)
 	va_start(args, format);
 	vsnprintf(v->err + used, v->errlen - used, format, args);
 	va_end(args);
-	trim_partial_utf8(v->err, v->errlen);
+	llm_trim_partial_utf8(v->err, v->errlen);
 	return result;
 }
 

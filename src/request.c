@@ -239,3 +239,27 @@ llm_redact(const char *text, const char *secret)
 	strcpy(o, text);
 	return out;
 }
+
+void
+llm_trim_partial_utf8(char *err, size_t errlen)
+{
+	size_t		len;
+	size_t		start;
+	size_t		need;
+	unsigned char lead;
+
+	if (err == NULL || errlen == 0)
+		return;
+	len = strlen(err);
+	start = len;
+	while (start > 0 && ((unsigned char) err[start - 1] & 0xC0) == 0x80)
+		start--;
+	if (start == 0)
+		return;
+	lead = (unsigned char) err[start - 1];
+	if (lead < 0xC0)
+		return;
+	need = lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : 2;
+	if (len - (start - 1) < need)
+		err[start - 1] = '\0';
+}

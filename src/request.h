@@ -74,6 +74,12 @@ extern void llm_chat_result_free(LlmChatResult *result);
  */
 extern char *llm_redact(const char *text, const char *secret);
 
+/*
+ * A message cut short by a buffer may end inside a UTF-8 sequence: drops
+ * the partial character, so the server never reports invalid UTF-8.
+ */
+extern void llm_trim_partial_utf8(char *err, size_t errlen);
+
 /* cJSON_malloc'd copy of s (NULL stays NULL). */
 extern char *llm_strdup(const char *s);
 

@@ -61,33 +61,6 @@ is_name_char(char c)
 		(c >= '0' && c <= '9') || c == '_' || c == '-';
 }
 
-/*
- * A message cut short by errlen may end inside a UTF-8 sequence; drop the
- * partial character so the server never reports invalid UTF-8.
- */
-static void
-trim_partial_utf8(char *err, size_t errlen)
-{
-	size_t		len;
-	size_t		start;
-	size_t		need;
-	unsigned char lead;
-
-	if (err == NULL || errlen == 0)
-		return;
-	len = strlen(err);
-	start = len;
-	while (start > 0 && ((unsigned char) err[start - 1] & 0xC0) == 0x80)
-		start--;
-	if (start == 0)
-		return;
-	lead = (unsigned char) err[start - 1];
-	if (lead < 0xC0)
-		return;
-	need = lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : 2;
-	if (len - (start - 1) < need)
-		err[start - 1] = '\0';
-}
 
 #if defined(__GNUC__)
 __attribute__((format(printf, 5, 6)))
@@ -121,7 +94,7 @@ parse_error(const char *text, size_t offset, char *err, size_t errlen,
 	used = strlen(err);
 	snprintf(err + used, errlen - used, " at line %zu, column %zu",
 			 line, offset - line_start + 1);
-	trim_partial_utf8(err, errlen);
+	llm_trim_partial_utf8(err, errlen);
 }
 
 /*
@@ -570,7 +543,7 @@ emit_value(Renderer *r, const TemplateNode *node, const cJSON *value)
 	{
 		snprintf(r->err, r->errlen, "template variable \"%s\" cannot be written as JSON",
 				 node->path);
-		trim_partial_utf8(r->err, r->errlen);
+		llm_trim_partial_utf8(r->err, r->errlen);
 		return false;
 	}
 	ok = emit(r, json, strlen(json));
@@ -650,7 +623,7 @@ render_block(Renderer *r, size_t from, size_t to)
 		if (value == NULL)
 		{
 			snprintf(r->err, r->errlen, "missing template variable \"%s\"", node->path);
-			trim_partial_utf8(r->err, r->errlen);
+			llm_trim_partial_utf8(r->err, r->errlen);
 			return false;
 		}
 		switch (node->kind)
