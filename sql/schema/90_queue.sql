@@ -26,6 +26,12 @@ CREATE TABLE llm.requests (
 	finished_at		timestamptz
 );
 CREATE INDEX requests_due_idx ON llm.requests (priority DESC, id) WHERE state = 'queued';
+-- every request is updated two or three times within seconds: autovacuum must
+-- keep up, or the claim query wades through dead index entries
+ALTER TABLE llm.requests SET (autovacuum_vacuum_scale_factor = 0.01,
+							  autovacuum_vacuum_insert_scale_factor = 0.01,
+							  autovacuum_vacuum_cost_delay = 0,
+							  autovacuum_analyze_scale_factor = 0.02);
 CREATE INDEX requests_tag_idx ON llm.requests (tag, state);
 CREATE INDEX requests_running_idx ON llm.requests (id) WHERE state = 'running';
 COMMENT ON TABLE llm.requests IS 'the asynchronous queue and its results';

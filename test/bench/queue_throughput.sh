@@ -38,7 +38,7 @@ for c in $CONCURRENCY; do
 	worker=$(psql -XAtqc "SELECT pid FROM pg_stat_activity WHERE backend_type = 'llmext worker'")
 	cpu0=$(proc_cpu_ms "$worker")
 	rss0=$(proc_rss_kb "$worker")
-	tag="bench-$c"
+	tag="bench-$c-$RANDOM"
 	submit_s=$( { /usr/bin/time -f %e psql -XAtqc "SELECT count(llm_submit('item ' || g, 'echo', tag => '$tag')) FROM generate_series(1, $REQUESTS) g" >/dev/null; } 2>&1 )
 	psql -XAtqc "SELECT llm_wait_batch('$tag', '30 minutes')" >/dev/null
 	cpu1=$(proc_cpu_ms "$worker")
