@@ -306,7 +306,18 @@ llm_call_prepare(const LlmCallRequest *req, LlmCallResult *result)
 double
 llm_call_admit(LlmPreparedCall *call)
 {
-	return llm_rate_admit(call->model, call->estimated_tokens);
+	double		wait_ms = llm_rate_admit(call->model, call->estimated_tokens);
+
+	call->admitted = wait_ms <= 0;
+	return wait_ms;
+}
+
+void
+llm_call_release(LlmPreparedCall *call)
+{
+	if (call->admitted)
+		llm_rate_release(call->model);
+	call->admitted = false;
 }
 
 LlmFailure *
@@ -317,7 +328,7 @@ llm_call_complete(LlmPreparedCall *call)
 	LlmFailure *failure;
 
 	forget_headers(call->headers, call->http.nheaders, call->secret);
-	llm_rate_release(call->model);
+	llm_call_release(call);
 	failure = read_response(call->model, &call->resp, call->http.timeout_ms, call->secret, result);
 	if (result->chat.usage.present)
 		llm_rate_settle(call->model, call->estimated_tokens,
@@ -379,7 +390,7 @@ void
 llm_call_abandon(LlmPreparedCall *call)
 {
 	forget_headers(call->headers, call->http.nheaders, call->secret);
-	llm_rate_release(call->model);
+	llm_call_release(call);
 	record_call(call->req, call->result, "cancelled while waiting for the provider");
 }
 

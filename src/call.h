@@ -62,6 +62,7 @@ typedef struct LlmPreparedCall
 	const char **headers;
 	char	   *secret;
 	int64		estimated_tokens;	/* for the provider's tokens_per_minute */
+	bool		admitted;		/* counted in flight by the rate limits */
 } LlmPreparedCall;
 
 extern LlmPreparedCall *llm_call_prepare(const LlmCallRequest *req, LlmCallResult *result);
@@ -72,6 +73,12 @@ extern struct LlmFailure *llm_call_complete(LlmPreparedCall *call);
  * and the key's header rebuilt.  The failed attempt stays in the ledger.
  */
 extern void llm_call_rearm(LlmPreparedCall *call);
+
+/*
+ * The transfer is over: gives back its place under max_concurrency at once,
+ * before the answer is read (llm_call_complete does it too, once).
+ */
+extern void llm_call_release(LlmPreparedCall *call);
 
 /* What kind of failure a completed call met, for the retry policy. */
 extern LlmFailureKind llm_call_failure_kind(const LlmPreparedCall *call);

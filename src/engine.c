@@ -390,6 +390,15 @@ llm_engine_next_done(LlmEngine *engine, long timeout_ms)
 	}
 }
 
+void
+llm_engine_kick(LlmEngine *engine)
+{
+	int			running;
+
+	if (engine->pending > 0)
+		curl_multi_perform(backend_multi, &running);
+}
+
 bool
 llm_engine_cancel(LlmEngine *engine, void *tag)
 {

@@ -61,6 +61,9 @@ extern LlmEngine *llm_engine_create(MemoryContext context);
 extern void llm_engine_add(LlmEngine *engine, const LlmHttpRequest *req,
 						   LlmHttpResponse *resp, void *tag);
 
+/* Lets transfers just added start now, without waiting. */
+extern void llm_engine_kick(LlmEngine *engine);
+
 /*
  * Waits up to timeout_ms for progress (checking for interrupts, so query
  * cancel raises its ERROR here) and returns the tag of one finished

@@ -44,6 +44,7 @@ typedef struct QueuedCall
 	dlist_node	node;
 	MemoryContext context;		/* everything of this request; deleted when it ends */
 	int64		id;
+	char	   *tag;			/* its batch, or NULL */
 	Oid			submitter;
 	int			attempts;
 	Oid			callback;
@@ -207,7 +208,7 @@ llm_queue_start_due(LlmQueue *queue)
 		Datum		args[1] = {Int32GetDatum(room)};
 
 		if (SPI_execute_with_args("SELECT id, submitted_by, attempts, model, messages::text,"
-								  "       options::text, prompt_name, prompt_version, callback::oid"
+								  "       options::text, prompt_name, prompt_version, callback::oid, tag"
 								  "  FROM llm._claim($1)", 1, types, args, NULL, false, 0) < 0)
 			elog(ERROR, "claiming requests failed");
 	}
@@ -225,6 +226,7 @@ llm_queue_start_due(LlmQueue *queue)
 
 		qc->context = context;
 		qc->id = DatumGetInt64(SPI_getbinval(tuple, desc, 1, &isnull));
+		qc->tag = text_column(tuple, desc, "tag");
 		qc->submitter = get_role_oid(text_column(tuple, desc, "submitted_by"), true);
 		qc->attempts = DatumGetInt32(SPI_getbinval(tuple, desc, 3, &isnull));
 		qc->req.model_name = text_column(tuple, desc, "model");
@@ -277,6 +279,7 @@ llm_queue_start_due(LlmQueue *queue)
 	}
 	end();
 	MemoryContextSwitchTo(caller);	/* a commit leaves TopMemoryContext current */
+	llm_engine_kick(queue->engine); /* sent now, not at the next wait */
 }
 
 static SPIPlanPtr
@@ -524,12 +527,44 @@ write_isolated(QueuedCall *qc)
 }
 
 /*
+ * The batches with requests still in flight here, as a text[]: they are
+ * not finished, whatever else is written now.
+ */
+static Datum
+busy_tags(LlmQueue *queue)
+{
+	dlist_iter	each;
+	List	   *tags = NIL;
+	Datum	   *elems;
+	int			n = 0;
+	ListCell   *cell;
+
+	dlist_foreach(each, &queue->in_flight)
+	{
+		QueuedCall *qc = dlist_container(QueuedCall, node, each.cur);
+		bool		seen = false;
+
+		if (qc->tag == NULL)
+			continue;
+		foreach(cell, tags)
+			if ((seen = strcmp(lfirst(cell), qc->tag) == 0))
+				break;
+		if (!seen)
+			tags = lappend(tags, qc->tag);
+	}
+	elems = palloc(sizeof(Datum) * Max(list_length(tags), 1));
+	foreach(cell, tags)
+		elems[n++] = CStringGetTextDatum(lfirst(cell));
+	return PointerGetDatum(construct_array(elems, n, TEXTOID, -1, false, TYPALIGN_INT));
+}
+
+/*
  * Writes every finished (not retried) outcome in one statement; the ids
  * written, or NIL with *failed set if the statement failed (then nothing
  * was written, and the caller writes them one by one).
  */
 static List *
-write_all(List *finished, bool *failed)
+write_all(LlmQueue *queue, List *finished, bool *failed)
 {
 	static SPIPlanPtr plan = NULL;
 	MemoryContext caller = CurrentMemoryContext;
@@ -537,11 +572,12 @@ write_all(List *finished, bool *failed)
 	cJSON	   *array = cJSON_CreateArray();
 	ListCell   *cell;
 	List	   *written = NIL;
-	Datum		arg;
+	Datum		args[2];
 
 	foreach(cell, finished)
 		cJSON_AddItemToArray(array, outcome_json(lfirst(cell)));
-	arg = CStringGetTextDatum(cJSON_PrintUnformatted(array));
+	args[0] = CStringGetTextDatum(cJSON_PrintUnformatted(array));
+	args[1] = busy_tags(queue);
 	*failed = false;
 
 	BeginInternalSubTransaction(NULL);
@@ -549,8 +585,9 @@ write_all(List *finished, bool *failed)
 	PG_TRY();
 	{
 		if (plan == NULL)
-			plan = keep("SELECT llm._finish_many($1::pg_catalog.jsonb)", 1, (Oid[]) {TEXTOID});
-		if (SPI_execute_plan(plan, &arg, NULL, false, 0) < 0)
+			plan = keep("SELECT llm._finish_many($1::pg_catalog.jsonb, $2)", 2,
+						(Oid[]) {TEXTOID, TEXTARRAYOID});
+		if (SPI_execute_plan(plan, args, NULL, false, 0) < 0)
 			elog(ERROR, "writing results failed");
 		MemoryContextSwitchTo(caller);
 		for (uint64 i = 0; i < SPI_processed; i++)
@@ -580,20 +617,33 @@ write_all(List *finished, bool *failed)
 void
 llm_queue_collect(LlmQueue *queue, long wait_ms)
 {
+	QueuedCall *qc;
+
+	while (queue->running > 0 &&
+		   (qc = llm_engine_next_done(queue->engine, wait_ms)) != NULL)
+	{
+		queue->running--;
+		llm_call_release(qc->call); /* its place may be taken before it is written */
+		dlist_delete(&qc->node);	/* from in_flight */
+		dlist_push_tail(&queue->done, &qc->node);
+		wait_ms = 0;			/* take whatever else has finished */
+	}
+}
+
+/*
+ * Writes the outcomes collected: finished ones in one statement, retries
+ * alone; then runs the callbacks of those written, each in a transaction
+ * of its own.
+ */
+void
+llm_queue_write(LlmQueue *queue)
+{
 	MemoryContext caller = CurrentMemoryContext;
 	QueuedCall *qc;
 	List	   *callbacks = NIL;
 	ListCell   *cell;
 	dlist_mutable_iter iter;
 
-	while (queue->running > 0 &&
-		   (qc = llm_engine_next_done(queue->engine, wait_ms)) != NULL)
-	{
-		queue->running--;
-		dlist_delete(&qc->node);	/* from in_flight */
-		dlist_push_tail(&queue->done, &qc->node);
-		wait_ms = 0;			/* take whatever else has finished, then write */
-	}
 	if (dlist_is_empty(&queue->done))
 		return;
 
@@ -624,7 +674,7 @@ llm_queue_collect(LlmQueue *queue, long wait_ms)
 			else
 				finished = lappend(finished, qc);
 		}
-		written = finished ? write_all(finished, &failed) : NIL;
+		written = finished ? write_all(queue, finished, &failed) : NIL;
 		foreach(cell, finished)
 		{
 			bool		done;
@@ -661,6 +711,7 @@ llm_queue_drop_cancelled(LlmQueue *queue)
 	dlist_iter	each;
 	dlist_mutable_iter iter;
 	StringInfoData ids;
+	List	   *dropped_tags = NIL;
 
 	if (dlist_is_empty(&queue->in_flight))
 		return;
@@ -700,9 +751,26 @@ llm_queue_drop_cancelled(LlmQueue *queue)
 				llm_call_abandon(qc->call);
 				SetUserIdAndSecContext(saved_userid, saved_sec_context);
 			}
+			if (qc->tag != NULL)
+				dropped_tags = lappend(dropped_tags, pstrdup(qc->tag));
 			MemoryContextDelete(qc->context);
 			break;
 		}
+	}
+	/* their batches may have been kept from announcing themselves finished */
+	if (dropped_tags != NIL)
+	{
+		Datum		args[2];
+		Datum	   *elems = palloc(sizeof(Datum) * list_length(dropped_tags));
+		int			n = 0;
+		ListCell   *cell;
+
+		foreach(cell, dropped_tags)
+			elems[n++] = CStringGetTextDatum(lfirst(cell));
+		args[0] = PointerGetDatum(construct_array(elems, n, TEXTOID, -1, false, TYPALIGN_INT));
+		args[1] = busy_tags(queue);
+		SPI_execute_with_args("SELECT llm._announce_finished($1, $2)", 2,
+							  (Oid[]) {TEXTARRAYOID, TEXTARRAYOID}, args, NULL, false, 0);
 	}
 	SPI_finish();
 	end();

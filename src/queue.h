@@ -17,6 +17,7 @@ extern void llm_queue_recover(void);
 extern void llm_queue_start_due(LlmQueue *queue);
 extern bool llm_queue_busy(LlmQueue *queue);
 extern void llm_queue_collect(LlmQueue *queue, long wait_ms);
+extern void llm_queue_write(LlmQueue *queue);
 
 /* Stops the transfers of requests cancelled while in flight. */
 extern void llm_queue_drop_cancelled(LlmQueue *queue);

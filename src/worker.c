@@ -334,7 +334,9 @@ llm_worker_main(Datum arg)
 			llm_queue_drop_cancelled(queue);
 			next_cancel_check = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), CANCEL_CHECK_MS);
 		}
+		/* freed places are refilled first: the provider works while we write */
 		llm_queue_start_due(queue);
+		llm_queue_write(queue);
 		flush_pending();
 		if (GetCurrentTimestamp() >= next_expiry)
 		{

@@ -33,7 +33,6 @@ ALTER TABLE llm.requests SET (autovacuum_vacuum_scale_factor = 0.01,
 							  autovacuum_vacuum_cost_delay = 0,
 							  autovacuum_analyze_scale_factor = 0.02);
 CREATE INDEX requests_tag_idx ON llm.requests (tag, state);
-CREATE INDEX requests_running_idx ON llm.requests (id) WHERE state = 'running';
 COMMENT ON TABLE llm.requests IS 'the asynchronous queue and its results';
 
 SELECT pg_catalog.pg_extension_config_dump('llm.requests', '');
@@ -208,7 +207,6 @@ AS $$
 DECLARE
 	n bigint;
 	tags text[];
-	finished_tag text;
 	caller name := llm._caller();
 BEGIN
 	WITH gone AS (
@@ -222,12 +220,7 @@ BEGIN
 	  INTO n, tags
 	  FROM gone;
 	-- a batch that this cancel finished is announced like one that ran out
-	FOREACH finished_tag IN ARRAY coalesce(tags, '{}') LOOP
-		IF NOT EXISTS (SELECT FROM llm.requests q
-						WHERE q.tag = finished_tag AND q.state IN ('queued', 'running')) THEN
-			PERFORM pg_notify('llm_batch_done', finished_tag);
-		END IF;
-	END LOOP;
+	PERFORM llm._announce_finished(tags);
 	RETURN n;
 END
 $$;
@@ -291,11 +284,18 @@ GRANT EXECUTE ON FUNCTION llm_cancel(bigint) TO llm_user;
 GRANT EXECUTE ON FUNCTION llm_cancel_batch(text) TO llm_user;
 
 -- Worker side: claim due requests, finish them, recover after a crash.
+-- plpgsql keeps the plan: the worker claims many times a second.  The one
+-- plan that stays cheap with a long queue walks requests_due_idx in order;
+-- statistics lag behind a queue that churns, so no other is allowed.
 CREATE FUNCTION llm._claim(batch integer)
 RETURNS SETOF llm.requests
-LANGUAGE sql
+LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
+SET enable_sort = off
+SET enable_bitmapscan = off
 AS $$
+BEGIN
+	RETURN QUERY
 	UPDATE llm.requests r
 	   SET state = 'running', attempts = r.attempts + 1, started_at = coalesce(r.started_at, now())
 	 WHERE r.id IN (SELECT q.id FROM llm.requests q
@@ -303,9 +303,31 @@ AS $$
 					 ORDER BY q.priority DESC, q.id
 					 LIMIT batch
 					 FOR UPDATE SKIP LOCKED)
-	RETURNING r.*
+	RETURNING r.*;
+END
 $$;
 REVOKE ALL ON FUNCTION llm._claim(integer) FROM PUBLIC;
+
+-- Announces on channel llm_batch_done each of the batches (tags) that has
+-- nothing left queued or running, except busy ones.
+CREATE FUNCTION llm._announce_finished(tags text[], busy_tags text[] DEFAULT '{}')
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	finished_tag text;
+BEGIN
+	FOREACH finished_tag IN ARRAY coalesce(tags, '{}') LOOP
+		CONTINUE WHEN finished_tag IS NULL OR finished_tag = ANY (busy_tags);
+		IF NOT EXISTS (SELECT FROM llm.requests q
+						WHERE q.tag = finished_tag AND q.state IN ('queued', 'running')) THEN
+			PERFORM pg_notify('llm_batch_done', finished_tag);
+		END IF;
+	END LOOP;
+END
+$$;
+REVOKE ALL ON FUNCTION llm._announce_finished(text[], text[]) FROM PUBLIC;
 
 -- Written only while the row is still running: a cancel in between wins,
 -- and a result is never written twice.  The last request of a batch to
@@ -327,26 +349,27 @@ BEGIN
 	IF NOT FOUND THEN
 		RETURN false;
 	END IF;
-	IF finished_tag IS NOT NULL AND NOT EXISTS (
-		SELECT FROM llm.requests q
-		 WHERE q.tag = finished_tag AND q.state IN ('queued', 'running')) THEN
-		PERFORM pg_notify('llm_batch_done', finished_tag);
-	END IF;
+	PERFORM llm._announce_finished(ARRAY[finished_tag]);
 	RETURN true;
 END
 $$;
 REVOKE ALL ON FUNCTION llm._finish(bigint, text, text, jsonb, text, numeric) FROM PUBLIC;
 
--- The same for many requests at once: the ids written.
-CREATE FUNCTION llm._finish_many(results jsonb)
+-- The same for many requests at once: the ids written.  busy_tags are
+-- batches the worker knows to have other requests in flight, so they
+-- cannot have finished: no need to look.  Row by row through the primary
+-- key: a scan of every running row costs more than the few written.
+CREATE FUNCTION llm._finish_many(results jsonb, busy_tags text[] DEFAULT '{}')
 RETURNS SETOF bigint
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
+SET enable_hashjoin = off
+SET enable_mergejoin = off
+SET enable_bitmapscan = off
 AS $$
 DECLARE
 	written bigint[];
 	tags text[];
-	finished_tag text;
 BEGIN
 	WITH done AS (
 		UPDATE llm.requests q
@@ -359,16 +382,11 @@ BEGIN
 	SELECT array_agg(id), array_agg(DISTINCT tag) FILTER (WHERE tag IS NOT NULL)
 	  INTO written, tags
 	  FROM done;
-	FOREACH finished_tag IN ARRAY coalesce(tags, '{}') LOOP
-		IF NOT EXISTS (SELECT FROM llm.requests q
-						WHERE q.tag = finished_tag AND q.state IN ('queued', 'running')) THEN
-			PERFORM pg_notify('llm_batch_done', finished_tag);
-		END IF;
-	END LOOP;
+	PERFORM llm._announce_finished(tags, busy_tags);
 	RETURN QUERY SELECT unnest(coalesce(written, '{}'));
 END
 $$;
-REVOKE ALL ON FUNCTION llm._finish_many(jsonb) FROM PUBLIC;
+REVOKE ALL ON FUNCTION llm._finish_many(jsonb, text[]) FROM PUBLIC;
 
 CREATE FUNCTION llm._retry_later(id bigint, delay_ms double precision, error text)
 RETURNS boolean
