@@ -27,3 +27,49 @@ SELECT max(attempts) AS attempts FROM llm.requests WHERE tag = 'rpm';
 -- bad limits
 SELECT error_of($$SELECT llm_provider_create('p', 'http://x/v1', options => '{"requests_per_minute": 0}')$$);
 SELECT error_of($$SELECT llm_provider_create('p', 'http://x/v1', options => '{"tokens_per_minute": "many"}')$$);
+
+-- Per-model limits (OpenAI sets its limits per model): the model's own
+-- max_concurrency holds for batches and the worker, while another model of
+-- the same provider is not held back.
+SELECT 'fake-models-' || left(md5(random()::text), 8) AS models_provider \gset
+SELECT llm_provider_create(:'models_provider', current_setting('llmext_test.fake_url'));
+SELECT llm_model_create('duo-slow', :'models_provider', 'slow-100', limits => '{"max_concurrency": 2}');
+SELECT llm_model_create('free-slow', :'models_provider', 'slow-100');
+SELECT limits FROM llm.models WHERE name = 'duo-slow';
+
+SELECT llm_complete('reset', 'stats-reset') IS NOT NULL AS counters_reset;
+SELECT count(completion) AS answers
+  FROM llm_complete_batch(ARRAY['a', 'b', 'c', 'd', 'e', 'f'], 'duo-slow', concurrency => 8);
+SELECT (llm_complete('stats', 'stats')::jsonb ->> 'max_in_flight')::int AS max_in_flight;
+
+SELECT llm_complete('reset', 'stats-reset') IS NOT NULL AS counters_reset;
+SELECT count(completion) AS answers
+  FROM llm_complete_batch(ARRAY['a', 'b', 'c', 'd', 'e', 'f'], 'free-slow', concurrency => 8);
+SELECT (llm_complete('stats', 'stats')::jsonb ->> 'max_in_flight')::int > 2 AS other_model_not_held;
+
+SELECT llm_complete('reset', 'stats-reset') IS NOT NULL AS counters_reset;
+SELECT count(llm_submit('m' || g, 'duo-slow', tag => 'duo')) AS submitted
+  FROM generate_series(1, 6) g;
+SELECT llm_wait_batch('duo', '30 seconds') ->> 'done' AS done;
+SELECT (llm_complete('stats', 'stats')::jsonb ->> 'max_in_flight')::int AS max_in_flight;
+SELECT max(attempts) AS attempts FROM llm.requests WHERE tag = 'duo';
+
+-- limits change without a restart; '{}' removes them
+SELECT llm_model_set_limits('duo-slow', '{}');
+SELECT llm_complete('reset', 'stats-reset') IS NOT NULL AS counters_reset;
+SELECT count(completion) AS answers
+  FROM llm_complete_batch(ARRAY['a', 'b', 'c', 'd', 'e', 'f'], 'duo-slow', concurrency => 8);
+SELECT (llm_complete('stats', 'stats')::jsonb ->> 'max_in_flight')::int > 2 AS no_longer_held;
+
+-- bad model limits
+SELECT error_of($$SELECT llm_model_set_limits('duo-slow', '{"max_concurrency": 0}')$$);
+SELECT error_of($$SELECT llm_model_set_limits('duo-slow', '{"requests_per_minute": 1.5}')$$);
+SELECT error_of($$SELECT llm_model_set_limits('duo-slow', '{"max_attempts": 3}')$$);
+SELECT error_of($$SELECT llm_model_set_limits('duo-slow', '[1]')$$);
+SELECT error_of($$SELECT llm_model_set_limits('no-such-model', '{}')$$);
+SELECT error_of($$SELECT llm_model_create('m2', 'fake', 'echo', limits => '{"tokens_per_minute": "lots"}')$$);
+CREATE ROLE regress_ratelimit_user IN ROLE llm_user;
+SET ROLE regress_ratelimit_user;
+SELECT error_of($$SELECT llm_model_set_limits('duo-slow', '{}')$$);
+RESET ROLE;
+DROP ROLE regress_ratelimit_user;

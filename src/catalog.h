@@ -15,6 +15,7 @@ typedef struct LlmModel
 	char	   *kind;			/* base or fine_tuned */
 	LlmPrices	prices;
 	cJSON	   *params;			/* default provider parameters */
+	cJSON	   *limits;			/* the model's own rate limits */
 
 	char	   *provider;
 	char	   *provider_kind;	/* openai */

@@ -1,5 +1,5 @@
 /*
- * ratelimit.c — shared per-provider token buckets (see ratelimit.h).
+ * ratelimit.c — shared per-provider and per-model token buckets (see ratelimit.h).
  */
 #include "llmext.h"
 
@@ -15,24 +15,62 @@
 static LlmRateSlot local_slots[LLM_MAX_RATE_SLOTS];
 
 /*
- * What this process has in flight, per provider, so that a process that
- * exits with requests in flight gives their places back.
+ * What this process has in flight, per scope, so that a process that exits
+ * with requests in flight gives their places back.
  */
 typedef struct OwnInFlight
 {
-	char		provider[64];
+	char		key[LLM_RATE_KEY_LEN];
 	int			count;
 } OwnInFlight;
 
 static OwnInFlight own[LLM_MAX_RATE_SLOTS];
 static bool exit_hook_installed = false;
 
-static int
-option_int(const LlmModel *model, const char *key)
+/*
+ * Limits apply at two scopes, each with its own buckets: the provider (its
+ * options) and the model (its limits).  A request goes when both allow it.
+ */
+typedef struct RateScope
 {
-	const cJSON *item = cJSON_GetObjectItemCaseSensitive(model->provider_options, key);
+	char		key[LLM_RATE_KEY_LEN];
+	int			rpm;
+	int			tpm;
+	int			max_concurrency;
+} RateScope;
+
+static int
+option_int(const cJSON *options, const char *key)
+{
+	const cJSON *item = cJSON_GetObjectItemCaseSensitive(options, key);
 
 	return cJSON_IsNumber(item) && item->valuedouble >= 1 ? (int) item->valuedouble : 0;
+}
+
+/* The model's scopes that set any limit, in *scopes; how many. */
+static int
+scopes_of(const LlmModel *model, RateScope *scopes)
+{
+	const cJSON *sources[2] = {model->provider_options, model->limits};
+	int			n = 0;
+
+	for (int i = 0; i < 2; i++)
+	{
+		RateScope  *scope = &scopes[n];
+
+		scope->rpm = option_int(sources[i], "requests_per_minute");
+		scope->tpm = option_int(sources[i], "tokens_per_minute");
+		scope->max_concurrency = option_int(sources[i], "max_concurrency");
+		if (scope->rpm == 0 && scope->tpm == 0 && scope->max_concurrency == 0)
+			continue;
+		/* provider names cannot contain '/', so the two kinds never meet */
+		if (i == 0)
+			snprintf(scope->key, sizeof(scope->key), "%s", model->provider);
+		else
+			snprintf(scope->key, sizeof(scope->key), "%s/%s", model->provider, model->name);
+		n++;
+	}
+	return n;
 }
 
 static int64
@@ -41,45 +79,45 @@ now_ms(void)
 	return (int64) (GetCurrentTimestamp() / 1000);
 }
 
-/* The provider's slot, claimed on first use; NULL if all are taken. */
+/* The scope's slot, claimed on first use; NULL if all are taken. */
 static LlmRateSlot *
-slot_for(const char *provider)
+slot_for(const char *key)
 {
 	LlmRateSlot *slots = llm_shared ? llm_shared->rates : local_slots;
 	LlmRateSlot *free_slot = NULL;
 
 	for (int i = 0; i < LLM_MAX_RATE_SLOTS; i++)
 	{
-		if (slots[i].provider[0] == '\0')
+		if (slots[i].key[0] == '\0')
 		{
 			if (free_slot == NULL)
 				free_slot = &slots[i];
 		}
-		else if (strcmp(slots[i].provider, provider) == 0)
+		else if (strcmp(slots[i].key, key) == 0)
 			return &slots[i];
 	}
 	if (free_slot != NULL)
 	{
 		memset(free_slot, 0, sizeof(*free_slot));
-		strlcpy(free_slot->provider, provider, sizeof(free_slot->provider));
+		strlcpy(free_slot->key, key, sizeof(free_slot->key));
 	}
 	return free_slot;
 }
 
 static OwnInFlight *
-own_for(const char *provider, bool create)
+own_for(const char *key, bool create)
 {
 	OwnInFlight *free_entry = NULL;
 
 	for (int i = 0; i < LLM_MAX_RATE_SLOTS; i++)
 	{
-		if (own[i].provider[0] == '\0')
+		if (own[i].key[0] == '\0')
 			free_entry = free_entry ? free_entry : &own[i];
-		else if (strcmp(own[i].provider, provider) == 0)
+		else if (strcmp(own[i].key, key) == 0)
 			return &own[i];
 	}
 	if (create && free_entry != NULL)
-		strlcpy(free_entry->provider, provider, sizeof(free_entry->provider));
+		strlcpy(free_entry->key, key, sizeof(free_entry->key));
 	return create ? free_entry : NULL;
 }
 
@@ -93,9 +131,9 @@ give_back_on_exit(int code, Datum arg)
 	{
 		LlmRateSlot *slot;
 
-		if (own[i].provider[0] == '\0' || own[i].count == 0)
+		if (own[i].key[0] == '\0' || own[i].count == 0)
 			continue;
-		slot = slot_for(own[i].provider);
+		slot = slot_for(own[i].key);
 		if (slot != NULL)
 			slot->in_flight = Max(0, slot->in_flight - own[i].count);
 		own[i].count = 0;
@@ -103,56 +141,72 @@ give_back_on_exit(int code, Datum arg)
 	LWLockRelease(llm_shared->lock);
 }
 
+/* How long the scope's limits hold back a request of tokens tokens. */
+static double
+scope_wait_ms(const RateScope *scope, LlmRateSlot *slot, int64 tokens, int64 now)
+{
+	double		wait = 0;
+
+	if (scope->rpm > 0)
+	{
+		llm_bucket_refill(&slot->requests, scope->rpm, now);
+		wait = Max(wait, llm_bucket_wait_ms(&slot->requests, scope->rpm, 1));
+	}
+	if (scope->tpm > 0)
+	{
+		llm_bucket_refill(&slot->tokens, scope->tpm, now);
+		wait = Max(wait, llm_bucket_wait_ms(&slot->tokens, scope->tpm, (double) tokens));
+	}
+	if (scope->max_concurrency > 0 && slot->in_flight >= scope->max_concurrency)
+		wait = Max(wait, CONCURRENCY_WAIT_MS);
+	return wait;
+}
+
+static void
+scope_take(const RateScope *scope, LlmRateSlot *slot, int64 tokens)
+{
+	if (scope->rpm > 0)
+		slot->requests.level -= 1;
+	if (scope->tpm > 0)
+		slot->tokens.level -= Min((double) tokens, (double) scope->tpm);
+	if (scope->max_concurrency > 0)
+	{
+		OwnInFlight *mine = own_for(scope->key, true);
+
+		slot->in_flight++;
+		if (mine != NULL)
+			mine->count++;
+	}
+}
+
 double
 llm_rate_admit(const LlmModel *model, int64 tokens)
 {
-	int			rpm = option_int(model, "requests_per_minute");
-	int			tpm = option_int(model, "tokens_per_minute");
-	int			max_concurrency = option_int(model, "max_concurrency");
-	LlmRateSlot *slot;
+	RateScope	scopes[2];
+	LlmRateSlot *slots[2];
+	int			n = scopes_of(model, scopes);
 	double		wait = 0;
 	int64		now = now_ms();
 
-	if (rpm == 0 && tpm == 0 && max_concurrency == 0)
+	if (n == 0)
 		return 0;
-	if (max_concurrency > 0 && !exit_hook_installed)
+	if (!exit_hook_installed)
 	{
 		before_shmem_exit(give_back_on_exit, (Datum) 0);
 		exit_hook_installed = true;
 	}
 	if (llm_shared)
 		LWLockAcquire(llm_shared->lock, LW_EXCLUSIVE);
-	slot = slot_for(model->provider);
-	if (slot != NULL)
+	for (int i = 0; i < n; i++)
 	{
-		if (rpm > 0)
-		{
-			llm_bucket_refill(&slot->requests, rpm, now);
-			wait = Max(wait, llm_bucket_wait_ms(&slot->requests, rpm, 1));
-		}
-		if (tpm > 0)
-		{
-			llm_bucket_refill(&slot->tokens, tpm, now);
-			wait = Max(wait, llm_bucket_wait_ms(&slot->tokens, tpm, (double) tokens));
-		}
-		if (max_concurrency > 0 && slot->in_flight >= max_concurrency)
-			wait = Max(wait, CONCURRENCY_WAIT_MS);
-		if (wait == 0)
-		{
-			if (rpm > 0)
-				slot->requests.level -= 1;
-			if (tpm > 0)
-				slot->tokens.level -= Min((double) tokens, (double) tpm);
-			if (max_concurrency > 0)
-			{
-				OwnInFlight *mine = own_for(model->provider, true);
-
-				slot->in_flight++;
-				if (mine != NULL)
-					mine->count++;
-			}
-		}
+		slots[i] = slot_for(scopes[i].key);
+		if (slots[i] != NULL)
+			wait = Max(wait, scope_wait_ms(&scopes[i], slots[i], tokens, now));
 	}
+	if (wait == 0)
+		for (int i = 0; i < n; i++)
+			if (slots[i] != NULL)
+				scope_take(&scopes[i], slots[i], tokens);
 	if (llm_shared)
 		LWLockRelease(llm_shared->lock);
 	return wait;
@@ -161,20 +215,26 @@ llm_rate_admit(const LlmModel *model, int64 tokens)
 void
 llm_rate_release(const LlmModel *model)
 {
-	OwnInFlight *mine;
-	LlmRateSlot *slot;
+	RateScope	scopes[2];
+	int			n = scopes_of(model, scopes);
 
-	if (option_int(model, "max_concurrency") == 0)
-		return;
-	mine = own_for(model->provider, false);
-	if (mine == NULL || mine->count == 0)
-		return;				/* not admitted by this process */
 	if (llm_shared)
 		LWLockAcquire(llm_shared->lock, LW_EXCLUSIVE);
-	slot = slot_for(model->provider);
-	if (slot != NULL && slot->in_flight > 0)
-		slot->in_flight--;
-	mine->count--;
+	for (int i = 0; i < n; i++)
+	{
+		OwnInFlight *mine;
+		LlmRateSlot *slot;
+
+		if (scopes[i].max_concurrency == 0)
+			continue;
+		mine = own_for(scopes[i].key, false);
+		if (mine == NULL || mine->count == 0)
+			continue;			/* not admitted by this process */
+		slot = slot_for(scopes[i].key);
+		if (slot != NULL && slot->in_flight > 0)
+			slot->in_flight--;
+		mine->count--;
+	}
 	if (llm_shared)
 		LWLockRelease(llm_shared->lock);
 }
@@ -182,16 +242,23 @@ llm_rate_release(const LlmModel *model)
 void
 llm_rate_settle(const LlmModel *model, int64 estimated, int64 used)
 {
-	int			tpm = option_int(model, "tokens_per_minute");
-	LlmRateSlot *slot;
+	RateScope	scopes[2];
+	int			n = scopes_of(model, scopes);
 
-	if (tpm == 0 || used == estimated)
+	if (n == 0 || used == estimated)
 		return;
 	if (llm_shared)
 		LWLockAcquire(llm_shared->lock, LW_EXCLUSIVE);
-	slot = slot_for(model->provider);
-	if (slot != NULL)
-		slot->tokens.level -= (double) (used - Min(estimated, (int64) tpm));
+	for (int i = 0; i < n; i++)
+	{
+		LlmRateSlot *slot;
+
+		if (scopes[i].tpm == 0)
+			continue;
+		slot = slot_for(scopes[i].key);
+		if (slot != NULL)
+			slot->tokens.level -= (double) (used - Min(estimated, (int64) scopes[i].tpm));
+	}
 	if (llm_shared)
 		LWLockRelease(llm_shared->lock);
 }

@@ -1,6 +1,7 @@
 /*
- * ratelimit.h — per-provider limits on requests and tokens per minute
- * (provider options requests_per_minute and tokens_per_minute), shared by
+ * ratelimit.h — limits on requests and tokens per minute and on requests in
+ * flight (options requests_per_minute, tokens_per_minute, max_concurrency),
+ * set per provider (its options) and per model (its limits), shared by
  * every backend and worker through shared memory.  Without
  * shared_preload_libraries each process keeps its own buckets.
  */
@@ -12,11 +13,11 @@
 #include "catalog.h"
 
 /*
- * Admits a request of about tokens tokens to the model's provider: 0 when it
- * may go now (and is counted, in flight until llm_rate_release), else the
- * milliseconds to wait before asking again (nothing is counted).  The
- * provider option max_concurrency caps the requests in flight at once,
- * across every backend and the worker.
+ * Admits a request of about tokens tokens to the model and its provider: 0
+ * when it may go now (and is counted, in flight until llm_rate_release),
+ * else the milliseconds to wait before asking again (nothing is counted).
+ * max_concurrency caps the requests in flight at once, across every backend
+ * and the worker.
  */
 extern double llm_rate_admit(const LlmModel *model, int64 tokens);
 

@@ -53,10 +53,11 @@ typedef struct LlmWorkerInfo
 	Latch	   *latch;
 } LlmWorkerInfo;
 
-/* Rate-limit buckets of one provider (see ratelimit.c). */
+/* Rate-limit buckets of one provider or model (see ratelimit.c). */
+#define LLM_RATE_KEY_LEN 200	/* provider (63) "/" model (128), and room */
 typedef struct LlmRateSlot
 {
-	char		provider[64];	/* "" : free */
+	char		key[LLM_RATE_KEY_LEN];	/* provider or provider/model; "" : free */
 	LlmBucket	requests;
 	LlmBucket	tokens;
 	int			in_flight;		/* requests sent and not yet answered */

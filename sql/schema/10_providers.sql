@@ -27,6 +27,28 @@ GRANT SELECT ON llm.providers TO llm_user;
 SELECT pg_catalog.pg_extension_config_dump('llm.providers', '');
 SELECT pg_catalog.pg_extension_config_dump('llm.provider_keys', '');
 
+-- Checks one rate limit, of a provider's options or a model's limits.
+CREATE FUNCTION llm._check_limit(owner text, k text, v jsonb)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF k = 'max_concurrency' THEN
+		IF jsonb_typeof(v) <> 'number' OR (v #>> '{}')::numeric NOT BETWEEN 1 AND 10000
+		   OR (v #>> '{}')::numeric <> trunc((v #>> '{}')::numeric) THEN
+			RAISE EXCEPTION '% "max_concurrency" must be a whole number from 1 to 10000', owner
+				USING ERRCODE = 'invalid_parameter_value';
+		END IF;
+	ELSIF jsonb_typeof(v) <> 'number' OR (v #>> '{}')::numeric < 1
+		  OR (v #>> '{}')::numeric <> trunc((v #>> '{}')::numeric) THEN
+		RAISE EXCEPTION '% "%" must be a whole number of at least 1', owner, k
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+END
+$$;
+REVOKE ALL ON FUNCTION llm._check_limit(text, text, jsonb) FROM PUBLIC;
+
 -- Checks provider options; unknown keys are refused so that typos do not
 -- pass silently.
 CREATE FUNCTION llm._check_provider_options(options jsonb)
@@ -66,18 +88,8 @@ BEGIN
 					USING ERRCODE = 'invalid_parameter_value',
 						  HINT = 'The default is "/chat/completions", appended to base_url.';
 			END IF;
-		WHEN 'max_concurrency' THEN
-			IF jsonb_typeof(v) <> 'number' OR (v #>> '{}')::numeric NOT BETWEEN 1 AND 10000
-			   OR (v #>> '{}')::numeric <> trunc((v #>> '{}')::numeric) THEN
-				RAISE EXCEPTION 'provider option "max_concurrency" must be a whole number from 1 to 10000'
-					USING ERRCODE = 'invalid_parameter_value';
-			END IF;
-		WHEN 'requests_per_minute', 'tokens_per_minute' THEN
-			IF jsonb_typeof(v) <> 'number' OR (v #>> '{}')::numeric < 1
-			   OR (v #>> '{}')::numeric <> trunc((v #>> '{}')::numeric) THEN
-				RAISE EXCEPTION 'provider option "%" must be a whole number of at least 1', k
-					USING ERRCODE = 'invalid_parameter_value';
-			END IF;
+		WHEN 'max_concurrency', 'requests_per_minute', 'tokens_per_minute' THEN
+			PERFORM llm._check_limit('provider option', k, v);
 		WHEN 'max_attempts' THEN
 			IF jsonb_typeof(v) <> 'number' OR (v #>> '{}')::numeric NOT BETWEEN 1 AND 20
 			   OR (v #>> '{}')::numeric <> trunc((v #>> '{}')::numeric) THEN

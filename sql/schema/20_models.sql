@@ -10,6 +10,7 @@ CREATE TABLE llm.models (
 	output_price		numeric NOT NULL DEFAULT 0 CHECK (output_price >= 0),
 	cached_input_price	numeric CHECK (cached_input_price >= 0),
 	params				jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(params) = 'object'),
+	limits				jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(limits) = 'object'),
 	created_at			timestamptz NOT NULL DEFAULT now(),
 	CHECK ((kind = 'fine_tuned') = (base_model IS NOT NULL)),
 	CHECK (base_model IS DISTINCT FROM name)
@@ -18,6 +19,34 @@ CREATE INDEX ON llm.models (base_model);
 COMMENT ON TABLE llm.models IS 'models SQL can call: base and fine-tuned, with prices in USD per million tokens';
 COMMENT ON COLUMN llm.models.cached_input_price IS 'price of cached input tokens; NULL means the input price';
 COMMENT ON COLUMN llm.models.params IS 'default provider parameters, overridden by a call''s options';
+COMMENT ON COLUMN llm.models.limits IS 'this model''s own max_concurrency, requests_per_minute and tokens_per_minute, on top of its provider''s';
+
+-- Checks a model's limits; unknown keys are refused.
+CREATE FUNCTION llm._check_model_limits(limits jsonb)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	k text;
+	v jsonb;
+BEGIN
+	IF jsonb_typeof(limits) IS DISTINCT FROM 'object' THEN
+		RAISE EXCEPTION 'model limits must be a JSON object'
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'For example ''{"max_concurrency": 8, "requests_per_minute": 500}''.';
+	END IF;
+	FOR k, v IN SELECT * FROM jsonb_each(limits) LOOP
+		IF k NOT IN ('max_concurrency', 'requests_per_minute', 'tokens_per_minute') THEN
+			RAISE EXCEPTION 'unknown model limit "%"', k
+				USING ERRCODE = 'invalid_parameter_value',
+					  HINT = 'Known limits: max_concurrency, requests_per_minute, tokens_per_minute.';
+		END IF;
+		PERFORM llm._check_limit('model limit', k, v);
+	END LOOP;
+END
+$$;
+REVOKE ALL ON FUNCTION llm._check_model_limits(jsonb) FROM PUBLIC;
 
 GRANT SELECT ON llm.models TO llm_user;
 SELECT pg_catalog.pg_extension_config_dump('llm.models', '');
@@ -31,7 +60,8 @@ CREATE FUNCTION llm_model_create(
 	input_price numeric DEFAULT 0,
 	output_price numeric DEFAULT 0,
 	cached_input_price numeric DEFAULT NULL,
-	params jsonb DEFAULT '{}')
+	params jsonb DEFAULT '{}',
+	limits jsonb DEFAULT '{}')
 RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -97,6 +127,8 @@ BEGIN
 			USING ERRCODE = 'invalid_parameter_value',
 				  HINT = 'params holds provider parameters such as temperature or max_completion_tokens.';
 	END IF;
+	limits := coalesce(limits, '{}');
+	PERFORM llm._check_model_limits(limits);
 	IF EXISTS (SELECT FROM llm.models m WHERE m.name = llm_model_create.name) THEN
 		RAISE EXCEPTION 'model "%" already exists', name
 			USING ERRCODE = 'duplicate_object',
@@ -104,13 +136,34 @@ BEGIN
 	END IF;
 
 	INSERT INTO llm.models (name, provider, remote_model, kind, base_model,
-							input_price, output_price, cached_input_price, params)
+							input_price, output_price, cached_input_price, params, limits)
 	VALUES (name, provider, remote_model, kind, base_model,
-			coalesce(input_price, 0), coalesce(output_price, 0), cached_input_price, params);
+			coalesce(input_price, 0), coalesce(output_price, 0), cached_input_price, params,
+			limits);
 END
 $$;
-COMMENT ON FUNCTION llm_model_create(text, text, text, text, text, numeric, numeric, numeric, jsonb) IS
+COMMENT ON FUNCTION llm_model_create(text, text, text, text, text, numeric, numeric, numeric, jsonb, jsonb) IS
 	'register a base or fine-tuned model under a name SQL can use';
+
+CREATE FUNCTION llm_model_set_limits(name text, limits jsonb)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	limits := coalesce(limits, '{}');
+	PERFORM llm._check_model_limits(limits);
+	UPDATE llm.models m SET limits = llm_model_set_limits.limits
+	 WHERE m.name = llm_model_set_limits.name;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'model "%" does not exist', coalesce(name, 'NULL')
+			USING ERRCODE = 'undefined_object',
+				  HINT = 'List the models with SELECT name FROM llm.models.';
+	END IF;
+END
+$$;
+COMMENT ON FUNCTION llm_model_set_limits(text, jsonb) IS
+	'replace a model''s own limits (max_concurrency, requests_per_minute, tokens_per_minute); ''{}'' removes them';
 
 CREATE FUNCTION llm_model_drop(name text)
 RETURNS void
@@ -138,9 +191,11 @@ END
 $$;
 COMMENT ON FUNCTION llm_model_drop(text) IS 'remove a registered model';
 
-REVOKE ALL ON FUNCTION llm_model_create(text, text, text, text, text, numeric, numeric, numeric, jsonb) FROM PUBLIC;
+REVOKE ALL ON FUNCTION llm_model_create(text, text, text, text, text, numeric, numeric, numeric, jsonb, jsonb) FROM PUBLIC;
 REVOKE ALL ON FUNCTION llm_model_drop(text) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION llm_model_create(text, text, text, text, text, numeric, numeric, numeric, jsonb) TO llm_admin;
+REVOKE ALL ON FUNCTION llm_model_set_limits(text, jsonb) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION llm_model_set_limits(text, jsonb) TO llm_admin;
+GRANT EXECUTE ON FUNCTION llm_model_create(text, text, text, text, text, numeric, numeric, numeric, jsonb, jsonb) TO llm_admin;
 GRANT EXECUTE ON FUNCTION llm_model_drop(text) TO llm_admin;
 
 -- Backends keep copies of models and providers; a change to either table
