@@ -39,6 +39,8 @@
 
 int			llm_worker_concurrency = 64;
 
+#define CLAIM_HOLD_MIN_MS 100	/* least hold on claiming after a deferral */
+
 typedef struct QueuedCall
 {
 	dlist_node	node;
@@ -65,6 +67,15 @@ struct LlmQueue
 	int			running;
 	dlist_head	in_flight;		/* sent, waiting for the provider */
 	dlist_head	done;			/* finished, waiting to be written */
+	/*
+	 * After rate limits held requests back, claiming rows only to put them
+	 * back would churn the table: no claims until one of our transfers ends
+	 * or claim_after passes.
+	 */
+	bool		held;
+	TimestampTz claim_after;
+	/* the earliest run_after this worker gave a row it put back; 0: none */
+	TimestampTz next_due;
 };
 
 static void
@@ -122,6 +133,35 @@ llm_queue_recover(void)
 	}
 	end();
 	MemoryContextSwitchTo(caller);
+}
+
+static long
+ms_until(TimestampTz when, TimestampTz now)
+{
+	return when <= now ? 0 : TimestampDifferenceMilliseconds(now, when) + 1;
+}
+
+long
+llm_queue_idle_wait_ms(LlmQueue *queue, long longest_ms)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	long		wait_ms = longest_ms;
+
+	if (queue->held)
+		wait_ms = Min(wait_ms, ms_until(queue->claim_after, now));
+	if (queue->next_due != 0)
+		wait_ms = Min(wait_ms, ms_until(queue->next_due, now));
+	return Max(wait_ms, 1);
+}
+
+/* A row put back to run after delay_ms: the worker wakes up for it. */
+static void
+expect_due(LlmQueue *queue, double delay_ms)
+{
+	TimestampTz due = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), (long) delay_ms + 1);
+
+	if (queue->next_due == 0 || due < queue->next_due)
+		queue->next_due = due;
 }
 
 bool
@@ -189,10 +229,13 @@ llm_queue_start_due(LlmQueue *queue)
 {
 	MemoryContext caller = CurrentMemoryContext;
 	int			room = llm_worker_concurrency - queue->running;
+	double		held_ms = 0;
 	List	   *claimed = NIL;
 	ListCell   *cell;
 
-	if (room <= 0)
+	if (queue->next_due != 0 && GetCurrentTimestamp() >= queue->next_due)
+		queue->next_due = 0;
+	if (room <= 0 || (queue->held && GetCurrentTimestamp() < queue->claim_after))
 		return;
 	begin("llmext: claiming queued requests");
 	if (!queue_installed())
@@ -261,6 +304,8 @@ llm_queue_start_due(LlmQueue *queue)
 			SPI_execute_with_args("SELECT llm._defer($1, $2)", 2,
 								  (Oid[]) {INT8OID, FLOAT8OID}, args, NULL, false, 0);
 			SPI_finish();
+			held_ms = held_ms == 0 ? wait_ms : Min(held_ms, wait_ms);
+			expect_due(queue, wait_ms + 1);
 			MemoryContextDelete(qc->context);
 			continue;
 		}
@@ -279,6 +324,10 @@ llm_queue_start_due(LlmQueue *queue)
 	}
 	end();
 	MemoryContextSwitchTo(caller);	/* a commit leaves TopMemoryContext current */
+	queue->held = held_ms > 0;
+	if (queue->held)
+		queue->claim_after = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+														 (long) Max(held_ms + 1, CLAIM_HOLD_MIN_MS));
 	llm_engine_kick(queue->engine); /* sent now, not at the next wait */
 }
 
@@ -623,6 +672,7 @@ llm_queue_collect(LlmQueue *queue, long wait_ms)
 		   (qc = llm_engine_next_done(queue->engine, wait_ms)) != NULL)
 	{
 		queue->running--;
+		queue->held = false;
 		llm_call_release(qc->call); /* its place may be taken before it is written */
 		dlist_delete(&qc->node);	/* from in_flight */
 		dlist_push_tail(&queue->done, &qc->node);
@@ -669,6 +719,7 @@ llm_queue_write(LlmQueue *queue)
 			if (qc->state == NULL)
 			{
 				write_isolated(qc);		/* a retry: rare, written alone */
+				expect_due(queue, qc->retry_delay_ms);
 				MemoryContextDelete(qc->context);
 			}
 			else

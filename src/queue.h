@@ -16,6 +16,8 @@ extern LlmQueue *llm_queue_create(void);
 extern void llm_queue_recover(void);
 extern void llm_queue_start_due(LlmQueue *queue);
 extern bool llm_queue_busy(LlmQueue *queue);
+/* How long the worker may wait: longest_ms, or less when rows put back fall due. */
+extern long llm_queue_idle_wait_ms(LlmQueue *queue, long longest_ms);
 extern void llm_queue_collect(LlmQueue *queue, long wait_ms);
 extern void llm_queue_write(LlmQueue *queue);
 

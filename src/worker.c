@@ -317,10 +317,10 @@ llm_worker_main(Datum arg)
 
 		/* with requests in flight, their sockets are what the worker waits on */
 		if (llm_queue_busy(queue))
-			llm_queue_collect(queue, QUEUE_POLL_MS);
+			llm_queue_collect(queue, llm_queue_idle_wait_ms(queue, QUEUE_POLL_MS));
 		else
 			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-							 FLUSH_INTERVAL_MS, PG_WAIT_EXTENSION);
+							 llm_queue_idle_wait_ms(queue, FLUSH_INTERVAL_MS), PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
 		CHECK_FOR_INTERRUPTS();
 		if (ConfigReloadPending)
