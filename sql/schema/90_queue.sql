@@ -403,15 +403,43 @@ AS $$
 $$;
 REVOKE ALL ON FUNCTION llm._retry_later(bigint, double precision, text) FROM PUBLIC;
 
--- A worker that starts finds the rows its predecessor left running.
+-- A worker that starts finds the rows its predecessor left running: their
+-- answers were lost with it, as in a dropped connection, so the attempt
+-- counts.  A row with attempts left goes back to the queue; one that has
+-- used up its provider's max_attempts (default 3) ends in error, so a
+-- crash never makes a request run more often than its limit.
 CREATE FUNCTION llm._recover()
 RETURNS bigint
-LANGUAGE sql
+LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
-	WITH back AS (
-		UPDATE llm.requests SET state = 'queued' WHERE state = 'running' RETURNING 1)
-	SELECT count(*) FROM back
+DECLARE
+	n bigint;
+	ended text[];
+BEGIN
+	WITH left_running AS (
+		SELECT r.id,
+			   r.attempts >= coalesce((p.options ->> 'max_attempts')::integer, 3) AS used_up
+		  FROM llm.requests r
+		  LEFT JOIN llm.models m ON m.name = r.model
+		  LEFT JOIN llm.providers p ON p.name = m.provider
+		 WHERE r.state = 'running'
+		   FOR UPDATE OF r),
+	back AS (
+		UPDATE llm.requests r
+		   SET state = CASE WHEN l.used_up THEN 'error' ELSE 'queued' END,
+			   error = 'interrupted: the worker stopped while the request was in flight'
+					   || CASE WHEN l.used_up THEN ', and no attempts are left' ELSE '' END,
+			   finished_at = CASE WHEN l.used_up THEN now() END
+		  FROM left_running l
+		 WHERE r.id = l.id
+		RETURNING r.tag, l.used_up)
+	SELECT count(*), array_agg(DISTINCT tag) FILTER (WHERE used_up AND tag IS NOT NULL)
+	  INTO n, ended
+	  FROM back;
+	PERFORM llm._announce_finished(ended);
+	RETURN n;
+END
 $$;
 REVOKE ALL ON FUNCTION llm._recover() FROM PUBLIC;
 
