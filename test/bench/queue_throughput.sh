@@ -28,6 +28,15 @@ SQL
 proc_cpu_ms() {	# utime + stime of a process, in ms
 	awk '{ print ($14 + $15) * 1000 / '"$(getconf CLK_TCK)"' }' "/proc/$1/stat"
 }
+# all of the cluster's processes (the worker, backends, WAL writer, autovacuum...)
+cluster_cpu_ms() {
+	local postmaster total=0 pid
+	postmaster=$(head -n 1 "$LLM_PGDATA/postmaster.pid")
+	for pid in "$postmaster" $(pgrep -P "$postmaster"); do
+		total=$((total + $(proc_cpu_ms "$pid" | cut -d. -f1)))
+	done
+	echo "$total"
+}
 proc_rss_kb() {
 	awk '/^RssAnon/ { print $2 }' "/proc/$1/status"
 }
@@ -38,18 +47,24 @@ for c in $CONCURRENCY; do
 	worker=$(psql -XAtqc "SELECT pid FROM pg_stat_activity WHERE backend_type = 'llmext worker'")
 	cpu0=$(proc_cpu_ms "$worker")
 	rss0=$(proc_rss_kb "$worker")
+	all0=$(cluster_cpu_ms)
+	fake0=$(proc_cpu_ms "$LLM_FAKE_PID")
 	tag="bench-$c-$RANDOM"
 	submit_s=$( { /usr/bin/time -f %e psql -XAtqc "SELECT count(llm_submit('item ' || g, 'echo', tag => '$tag')) FROM generate_series(1, $REQUESTS) g" >/dev/null; } 2>&1 )
 	psql -XAtqc "SELECT llm_wait_batch('$tag', '30 minutes')" >/dev/null
 	cpu1=$(proc_cpu_ms "$worker")
 	rss1=$(proc_rss_kb "$worker")
+	all1=$(cluster_cpu_ms)
+	fake1=$(proc_cpu_ms "$LLM_FAKE_PID")
 	psql -XAt -F ' ' -c "SELECT done, error, extract(epoch FROM finished - started) FROM llm.batches WHERE tag = '$tag'" |
 	while read -r done errors seconds; do
 		awk -v n="$done" -v e="$errors" -v s="$seconds" -v c="$c" -v l="$LATENCY_MS" \
-			-v cpu="$((${cpu1%.*} - ${cpu0%.*}))" -v r0="$rss0" -v r1="$rss1" -v enq="$submit_s" 'BEGIN {
+			-v cpu="$((${cpu1%.*} - ${cpu0%.*}))" -v r0="$rss0" -v r1="$rss1" -v enq="$submit_s" \
+			-v all="$((all1 - all0))" -v fake="$((${fake1%.*} - ${fake0%.*}))" -v cores="$(nproc)" 'BEGIN {
 			ideal = c / (l / 1000)
 			printf "C=%-4d %d done, %d errors in %.2f s: %.0f req/s, ideal %.0f, ratio %.2f\n", c, n, e, s, n / s, ideal, (n / s) / ideal
 			printf "       enqueue %.2f s; worker CPU %.3f ms per request; worker private memory (RssAnon) %d kB -> %d kB\n", enq, cpu / n, r0, r1
+			printf "       CPU per request: database %.3f ms (worker included), fake provider %.3f ms; at the ideal rate that is %.2f of %d cores\n", all / n, fake / n, (all + fake) / n * ideal / 1000, cores
 		}'
 	done
 done
