@@ -61,7 +61,10 @@ llm_start_cluster() {
 
 llm_start_fake() {
 	local log=${LLM_WORKDIR:-/tmp}/fake_provider.log
-	python3 "$LLM_ROOT/test/fake_provider.py" --port "$LLM_FAKE_PORT" "$@" >"$log" 2>&1 &
+	# Debian's python3 has python3-uvloop (install_deps.sh): a faster fake
+	local python=python3
+	/usr/bin/python3 -c 'import uvloop' 2>/dev/null && python=/usr/bin/python3
+	"$python" "$LLM_ROOT/test/fake_provider.py" --port "$LLM_FAKE_PORT" "$@" >"$log" 2>&1 &
 	LLM_FAKE_PID=$!
 	for _ in $(seq 1 100); do
 		grep -q "listening" "$log" 2>/dev/null && return 0
