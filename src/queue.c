@@ -66,6 +66,13 @@ struct LlmQueue
 	LlmEngine  *engine;
 	int			running;
 	dlist_head	in_flight;		/* sent, waiting for the provider */
+	/*
+	 * Claimed, prepared and admitted, waiting for a place: a finished
+	 * transfer's place is refilled from here at once, with no transaction,
+	 * while the next claim tops this up.
+	 */
+	dlist_head	ready;
+	int			nready;
 	dlist_head	done;			/* finished, waiting to be written */
 	/*
 	 * After rate limits held requests back, claiming rows only to put them
@@ -114,6 +121,7 @@ llm_queue_create(void)
 	queue->context = context;
 	queue->engine = llm_engine_create(context);
 	dlist_init(&queue->in_flight);
+	dlist_init(&queue->ready);
 	dlist_init(&queue->done);
 	return queue;
 }
@@ -167,7 +175,7 @@ expect_due(LlmQueue *queue, double delay_ms)
 bool
 llm_queue_busy(LlmQueue *queue)
 {
-	return queue->running > 0 || !dlist_is_empty(&queue->done);
+	return queue->running > 0 || queue->nready > 0 || !dlist_is_empty(&queue->done);
 }
 
 static cJSON *
@@ -224,11 +232,30 @@ prepare(QueuedCall *qc)
 	MemoryContextSwitchTo(old);
 }
 
+/* Sends ready requests while there are places. */
+static void
+send_ready(LlmQueue *queue)
+{
+	while (queue->running < llm_worker_concurrency && queue->nready > 0)
+	{
+		QueuedCall *qc = dlist_container(QueuedCall, node, dlist_pop_head_node(&queue->ready));
+		/* the answer's body must outlive this transaction */
+		MemoryContext old = MemoryContextSwitchTo(qc->context);
+
+		queue->nready--;
+		llm_engine_add(queue->engine, &qc->call->http, &qc->call->resp, qc);
+		MemoryContextSwitchTo(old);
+		dlist_push_tail(&queue->in_flight, &qc->node);
+		queue->running++;
+	}
+}
+
 void
 llm_queue_start_due(LlmQueue *queue)
 {
 	MemoryContext caller = CurrentMemoryContext;
-	int			room = llm_worker_concurrency - queue->running;
+	int			prefetch = Max(4, llm_worker_concurrency / 4);
+	int			room = llm_worker_concurrency + prefetch - queue->running - queue->nready;
 	double		held_ms = 0;
 	List	   *claimed = NIL;
 	ListCell   *cell;
@@ -311,13 +338,8 @@ llm_queue_start_due(LlmQueue *queue)
 		}
 		if (qc->call != NULL && !qc->call->answered)
 		{
-			/* the answer's body must outlive this transaction */
-			MemoryContext old = MemoryContextSwitchTo(qc->context);
-
-			llm_engine_add(queue->engine, &qc->call->http, &qc->call->resp, qc);
-			MemoryContextSwitchTo(old);
-			dlist_push_tail(&queue->in_flight, &qc->node);
-			queue->running++;
+			dlist_push_tail(&queue->ready, &qc->node);
+			queue->nready++;
 		}
 		else
 			dlist_push_tail(&queue->done, &qc->node);
@@ -328,6 +350,7 @@ llm_queue_start_due(LlmQueue *queue)
 	if (queue->held)
 		queue->claim_after = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
 														 (long) Max(held_ms + 1, CLAIM_HOLD_MIN_MS));
+	send_ready(queue);
 	llm_engine_kick(queue->engine); /* sent now, not at the next wait */
 }
 
@@ -587,19 +610,23 @@ busy_tags(LlmQueue *queue)
 	Datum	   *elems;
 	int			n = 0;
 	ListCell   *cell;
+	dlist_head *lists[2] = {&queue->in_flight, &queue->ready};
 
-	dlist_foreach(each, &queue->in_flight)
+	for (int i = 0; i < 2; i++)
 	{
-		QueuedCall *qc = dlist_container(QueuedCall, node, each.cur);
-		bool		seen = false;
+		dlist_foreach(each, lists[i])
+		{
+			QueuedCall *qc = dlist_container(QueuedCall, node, each.cur);
+			bool		seen = false;
 
-		if (qc->tag == NULL)
-			continue;
-		foreach(cell, tags)
-			if ((seen = strcmp(lfirst(cell), qc->tag) == 0))
-				break;
-		if (!seen)
-			tags = lappend(tags, qc->tag);
+			if (qc->tag == NULL)
+				continue;
+			foreach(cell, tags)
+				if ((seen = strcmp(lfirst(cell), qc->tag) == 0))
+					break;
+			if (!seen)
+				tags = lappend(tags, qc->tag);
+		}
 	}
 	elems = palloc(sizeof(Datum) * Max(list_length(tags), 1));
 	foreach(cell, tags)
@@ -676,6 +703,7 @@ llm_queue_collect(LlmQueue *queue, long wait_ms)
 		llm_call_release(qc->call); /* its place may be taken before it is written */
 		dlist_delete(&qc->node);	/* from in_flight */
 		dlist_push_tail(&queue->done, &qc->node);
+		send_ready(queue);		/* its place, refilled at once */
 		wait_ms = 0;			/* take whatever else has finished */
 	}
 }
@@ -764,10 +792,13 @@ llm_queue_drop_cancelled(LlmQueue *queue)
 	StringInfoData ids;
 	List	   *dropped_tags = NIL;
 
-	if (dlist_is_empty(&queue->in_flight))
+	if (dlist_is_empty(&queue->in_flight) && dlist_is_empty(&queue->ready))
 		return;
 	initStringInfo(&ids);
 	dlist_foreach(each, &queue->in_flight)
+		appendStringInfo(&ids, "%s" INT64_FORMAT, ids.len ? "," : "",
+						 dlist_container(QueuedCall, node, each.cur)->id);
+	dlist_foreach(each, &queue->ready)
 		appendStringInfo(&ids, "%s" INT64_FORMAT, ids.len ? "," : "",
 						 dlist_container(QueuedCall, node, each.cur)->id);
 
@@ -807,6 +838,21 @@ llm_queue_drop_cancelled(LlmQueue *queue)
 			MemoryContextDelete(qc->context);
 			break;
 		}
+		/* not sent yet: nothing to record */
+		dlist_foreach_modify(iter, &queue->ready)
+		{
+			QueuedCall *qc = dlist_container(QueuedCall, node, iter.cur);
+
+			if (qc->id != id)
+				continue;
+			dlist_delete(&qc->node);
+			queue->nready--;
+			llm_call_release(qc->call);
+			if (qc->tag != NULL)
+				dropped_tags = lappend(dropped_tags, pstrdup(qc->tag));
+			MemoryContextDelete(qc->context);
+			break;
+		}
 	}
 	/* their batches may have been kept from announcing themselves finished */
 	if (dropped_tags != NIL)
@@ -822,6 +868,34 @@ llm_queue_drop_cancelled(LlmQueue *queue)
 		args[1] = busy_tags(queue);
 		SPI_execute_with_args("SELECT llm._announce_finished($1, $2)", 2,
 							  (Oid[]) {TEXTARRAYOID, TEXTARRAYOID}, args, NULL, false, 0);
+	}
+	SPI_finish();
+	end();
+	MemoryContextSwitchTo(caller);
+}
+
+/*
+ * At a stop: the ready requests, never sent, go back to the queue with
+ * their attempt not counted.  Those in flight are recovered at the next start.
+ */
+void
+llm_queue_shutdown(LlmQueue *queue)
+{
+	MemoryContext caller = CurrentMemoryContext;
+	dlist_iter	each;
+
+	if (queue->nready == 0)
+		return;
+	begin("llmext: putting back requests not sent");
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	dlist_foreach(each, &queue->ready)
+	{
+		QueuedCall *qc = dlist_container(QueuedCall, node, each.cur);
+		Datum		args[2] = {Int64GetDatum(qc->id), Float8GetDatum(0)};
+
+		SPI_execute_with_args("SELECT llm._defer($1, $2)", 2,
+							  (Oid[]) {INT8OID, FLOAT8OID}, args, NULL, false, 0);
 	}
 	SPI_finish();
 	end();

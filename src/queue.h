@@ -21,6 +21,9 @@ extern long llm_queue_idle_wait_ms(LlmQueue *queue, long longest_ms);
 extern void llm_queue_collect(LlmQueue *queue, long wait_ms);
 extern void llm_queue_write(LlmQueue *queue);
 
+/* At a stop: puts back what was claimed but not sent. */
+extern void llm_queue_shutdown(LlmQueue *queue);
+
 /* Stops the transfers of requests cancelled while in flight. */
 extern void llm_queue_drop_cancelled(LlmQueue *queue);
 

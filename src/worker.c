@@ -347,6 +347,7 @@ llm_worker_main(Datum arg)
 		MemoryContextReset(loop_context);
 	}
 
+	llm_queue_shutdown(queue);
 	/* the last entries backends queued before the shutdown */
 	flush_pending();
 	ereport(LOG, (errmsg("llmext worker for database \"%s\" stopped", dbname)));
