@@ -43,7 +43,7 @@ llm_start_cluster() {
 	LLM_PGDATA=$LLM_WORKDIR/data
 	llm_as_owner "$LLM_PG_BIN/initdb" -D "$LLM_PGDATA" -U postgres -A trust \
 		--encoding=UTF8 --locale=C >"$LLM_WORKDIR/initdb.log" 2>&1 ||
-		{ cat "$LLM_WORKDIR/initdb.log"; return 1; }
+		{ cat "$LLM_WORKDIR/initdb.log" >&2; return 1; }
 	{
 		echo "port = $LLM_PGPORT"
 		echo "listen_addresses = '127.0.0.1'"
@@ -55,7 +55,7 @@ llm_start_cluster() {
 		for line in "$@"; do echo "$line"; done
 	} | llm_as_owner tee -a "$LLM_PGDATA/postgresql.conf" >/dev/null
 	llm_as_owner "$LLM_PG_BIN/pg_ctl" -D "$LLM_PGDATA" -l "$LLM_WORKDIR/postgres.log" \
-		-w -t 60 start >/dev/null || { cat "$LLM_WORKDIR/postgres.log"; return 1; }
+		-w -t 60 start >/dev/null || { cat "$LLM_WORKDIR/postgres.log" >&2; return 1; }
 	export PGHOST=127.0.0.1 PGPORT=$LLM_PGPORT PGUSER=postgres PGDATABASE=postgres
 }
 
