@@ -22,6 +22,7 @@
 #include "call.h"
 #include "failure.h"
 #include "prompt.h"
+#include "subxact.h"
 
 #include "fmgr.h"
 #include "funcapi.h"
@@ -422,14 +423,8 @@ render_item(BatchItem *item, const char *name, const cJSON *vars, const char *mo
 	}
 	PG_CATCH();
 	{
-		ErrorData  *edata;
+		ErrorData  *edata = llm_subxact_error(context);
 
-		MemoryContextSwitchTo(context);
-		edata = CopyErrorData();
-		FlushErrorState();
-		/* (the subtransaction goes first: an outer handler must find its own) */
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(context);
 		CurrentResourceOwner = owner;
 		/* an unknown prompt, version or label is the statement's error, not a row's */
 		if (abort_on_fail || edata->sqlerrcode == ERRCODE_UNDEFINED_OBJECT)
