@@ -28,11 +28,13 @@ SQL
 proc_cpu_ms() {	# utime + stime of a process, in ms
 	awk '{ print ($14 + $15) * 1000 / '"$(getconf CLK_TCK)"' }' "/proc/$1/stat"
 }
-# all of the cluster's processes (the worker, backends, WAL writer, autovacuum...)
+# all of the cluster's processes (the worker, WAL writer, autovacuum...), and
+# the backends that have exited: the postmaster's reaped children's time
 cluster_cpu_ms() {
-	local postmaster total=0 pid
+	local postmaster total pid
 	postmaster=$(head -n 1 "$LLM_PGDATA/postmaster.pid")
-	for pid in "$postmaster" $(pgrep -P "$postmaster"); do
+	total=$(awk '{ print int(($14 + $15 + $16 + $17) * 1000 / '"$(getconf CLK_TCK)"') }' "/proc/$postmaster/stat")
+	for pid in $(pgrep -P "$postmaster"); do
 		total=$((total + $(proc_cpu_ms "$pid" | cut -d. -f1)))
 	done
 	echo "$total"
@@ -64,7 +66,7 @@ for c in $CONCURRENCY; do
 			ideal = c / (l / 1000)
 			printf "C=%-4d %d done, %d errors in %.2f s: %.0f req/s, ideal %.0f, ratio %.2f\n", c, n, e, s, n / s, ideal, (n / s) / ideal
 			printf "       enqueue %.2f s; worker CPU %.3f ms per request; worker private memory (RssAnon) %d kB -> %d kB\n", enq, cpu / n, r0, r1
-			printf "       CPU per request: database %.3f ms (worker included), fake provider %.3f ms; at the ideal rate that is %.2f of %d cores\n", all / n, fake / n, (all + fake) / n * ideal / 1000, cores
+			printf "       CPU per request: database %.3f ms (worker and backends), fake provider %.3f ms; at the ideal rate that is %.2f of %d cores\n", all / n, fake / n, (all + fake) / n * ideal / 1000, cores
 		}'
 	done
 done
