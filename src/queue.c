@@ -203,7 +203,14 @@ llm_queue_start_due(LlmQueue *queue)
 
 	if (queue->next_due != 0 && GetCurrentTimestamp() >= queue->next_due)
 		queue->next_due = 0;
-	if (room <= 0 || (queue->held && GetCurrentTimestamp() < queue->claim_after))
+	if (queue->held)
+	{
+		/* as many as our own transfers have freed since, and one to probe */
+		if (queue->freed_while_held == 0 && GetCurrentTimestamp() < queue->claim_after)
+			return;
+		room = Min(room, queue->freed_while_held + 1);
+	}
+	if (room <= 0)
 		return;
 	llm_queue_begin("llmext: claiming queued requests");
 	if (!queue_installed())
@@ -288,6 +295,7 @@ llm_queue_start_due(LlmQueue *queue)
 	llm_queue_end();
 	MemoryContextSwitchTo(caller);	/* a commit leaves TopMemoryContext current */
 	queue->held = held_ms > 0;
+	queue->freed_while_held = 0;
 	if (queue->held)
 		queue->claim_after = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
 														 (long) Max(held_ms + 1, CLAIM_HOLD_MIN_MS));
@@ -337,7 +345,7 @@ llm_queue_collect(LlmQueue *queue, long wait_ms)
 		   (qc = llm_engine_next_done(queue->engine, wait_ms)) != NULL)
 	{
 		queue->running--;
-		queue->held = false;
+		queue->freed_while_held++;
 		llm_call_release(qc->call); /* its place may be taken before it is written */
 		dlist_delete(&qc->node);	/* from in_flight */
 		dlist_push_tail(&queue->done, &qc->node);

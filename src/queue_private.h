@@ -49,10 +49,12 @@ struct LlmQueue
 	dlist_head	done;			/* finished, waiting to be written */
 	/*
 	 * After rate limits held requests back, claiming rows only to put them
-	 * back would churn the table: no claims until one of our transfers ends
-	 * or claim_after passes.
+	 * back would churn the table: each claim then takes only as many rows as
+	 * our own transfers have freed since the last, and one more, and waits
+	 * for one to end or for claim_after.
 	 */
 	bool		held;
+	int			freed_while_held;
 	TimestampTz claim_after;
 	/* the earliest run_after this worker gave a row it put back; 0: none */
 	TimestampTz next_due;
