@@ -31,6 +31,7 @@
 int			llm_worker_concurrency = 64;
 
 #define CLAIM_HOLD_MIN_MS 100	/* least hold on claiming after a deferral */
+#define CURSOR_LIFE_MS 1000		/* longest run of claims from a cursor */
 
 void
 llm_queue_begin(const char *activity)
@@ -48,6 +49,17 @@ llm_queue_end(void)
 	CommitTransactionCommand();
 	pgstat_report_stat(false);
 	pgstat_report_activity(STATE_IDLE, NULL);
+}
+
+SPIPlanPtr
+llm_queue_keep_plan(const char *sql, int nargs, Oid *types)
+{
+	SPIPlanPtr	plan = SPI_prepare(sql, nargs, types);
+
+	if (plan == NULL)
+		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+	SPI_keepplan(plan);
+	return plan;
 }
 
 static bool
@@ -173,6 +185,40 @@ prepare(QueuedCall *qc)
 	MemoryContextSwitchTo(old);
 }
 
+/*
+ * After a claim: the next one starts where this one stopped, while claims
+ * come back full, and for at most a second; then one claims from the start,
+ * to find rows put back behind the cursor or of a higher priority.
+ */
+static void
+move_cursor(LlmQueue *queue, bool from_cursor, int asked)
+{
+	if (SPI_processed < (uint64) asked)
+	{
+		queue->cursor_valid = false;
+		return;
+	}
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		bool		isnull;
+		int64		id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i],
+													 SPI_tuptable->tupdesc, 1, &isnull));
+		int32		priority = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[i],
+														   SPI_tuptable->tupdesc, 11, &isnull));
+
+		/* the last in claim order: lowest priority, then highest id */
+		if (i == 0 || priority < queue->cursor_priority ||
+			(priority == queue->cursor_priority && id > queue->cursor_id))
+		{
+			queue->cursor_priority = priority;
+			queue->cursor_id = id;
+		}
+	}
+	if (!from_cursor)
+		queue->cursor_until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), CURSOR_LIFE_MS);
+	queue->cursor_valid = true;
+}
+
 /* Sends ready requests while there are places. */
 static void
 send_ready(LlmQueue *queue)
@@ -222,13 +268,22 @@ llm_queue_start_due(LlmQueue *queue)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	{
-		Oid			types[1] = {INT4OID};
-		Datum		args[1] = {Int32GetDatum(room)};
+		static SPIPlanPtr plan = NULL;
+		bool		from_cursor = queue->cursor_valid &&
+			GetCurrentTimestamp() < queue->cursor_until;
+		Datum		args[3] = {Int32GetDatum(room), Int32GetDatum(queue->cursor_priority),
+		Int64GetDatum(queue->cursor_id)};
+		char		nulls[3] = {' ', from_cursor ? ' ' : 'n', from_cursor ? ' ' : 'n'};
 
-		if (SPI_execute_with_args("SELECT id, submitted_by, attempts, model, messages::text,"
-								  "       options::text, prompt_name, prompt_version, callback::oid, tag"
-								  "  FROM llm._claim($1)", 1, types, args, NULL, false, 0) < 0)
+		if (plan == NULL)
+			plan = llm_queue_keep_plan("SELECT id, submitted_by, attempts, model, messages::text,"
+									   "       options::text, prompt_name, prompt_version,"
+									   "       callback::oid, tag, priority"
+									   "  FROM llm._claim($1, $2, $3)", 3,
+									   (Oid[]) {INT4OID, INT4OID, INT8OID});
+		if (SPI_execute_plan(plan, args, nulls, false, 0) < 0)
 			elog(ERROR, "claiming requests failed");
+		move_cursor(queue, from_cursor, room);
 	}
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{

@@ -9,6 +9,7 @@
 
 #include "call.h"
 #include "engine.h"
+#include "executor/spi.h"
 #include "lib/ilist.h"
 #include "queue.h"
 #include "utils/timestamp.h"
@@ -58,11 +59,19 @@ struct LlmQueue
 	TimestampTz claim_after;
 	/* the earliest run_after this worker gave a row it put back; 0: none */
 	TimestampTz next_due;
+	/* where the last claim stopped, in (priority DESC, id) order */
+	bool		cursor_valid;
+	int32		cursor_priority;
+	int64		cursor_id;
+	TimestampTz cursor_until;
 };
 
 /* A short transaction of the worker's, reported in pg_stat_activity. */
 extern void llm_queue_begin(const char *activity);
 extern void llm_queue_end(void);
+
+/* A plan kept for the life of the worker. */
+extern SPIPlanPtr llm_queue_keep_plan(const char *sql, int nargs, Oid *types);
 
 /* A row put back to run after delay_ms: the worker wakes up for it. */
 extern void llm_queue_expect_due(LlmQueue *queue, double delay_ms);

@@ -26,17 +26,6 @@
 #include "utils/memutils.h"
 #include "utils/resowner.h"
 
-static SPIPlanPtr
-keep(const char *sql, int nargs, Oid *types)
-{
-	SPIPlanPtr	plan = SPI_prepare(sql, nargs, types);
-
-	if (plan == NULL)
-		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
-	SPI_keepplan(plan);
-	return plan;
-}
-
 /* Writes one request's outcome; false when it was cancelled meanwhile. */
 static bool
 write_outcome(QueuedCall *qc, const char *state, const char *error, bool retry, double delay_ms)
@@ -51,8 +40,8 @@ write_outcome(QueuedCall *qc, const char *state, const char *error, bool retry, 
 	if (retry)
 	{
 		if (retry_plan == NULL)
-			retry_plan = keep("SELECT llm._retry_later($1, $2, $3)", 3,
-							  (Oid[]) {INT8OID, FLOAT8OID, TEXTOID});
+			retry_plan = llm_queue_keep_plan("SELECT llm._retry_later($1, $2, $3)", 3,
+											 (Oid[]) {INT8OID, FLOAT8OID, TEXTOID});
 		args[1] = Float8GetDatum(delay_ms);
 		args[2] = CStringGetTextDatum(error);
 		SPI_execute_plan(retry_plan, args, NULL, false, 0);
@@ -62,9 +51,10 @@ write_outcome(QueuedCall *qc, const char *state, const char *error, bool retry, 
 		bool		ok = error == NULL;
 
 		if (finish_plan == NULL)
-			finish_plan = keep("SELECT llm._finish($1, $2, $3, $4::pg_catalog.jsonb, $5,"
-							   "                   $6::pg_catalog.numeric)", 6,
-							   (Oid[]) {INT8OID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID});
+			finish_plan = llm_queue_keep_plan("SELECT llm._finish($1, $2, $3, $4::pg_catalog.jsonb,"
+											  "                   $5, $6::pg_catalog.numeric)", 6,
+											  (Oid[]) {INT8OID, TEXTOID, TEXTOID, TEXTOID,
+											  TEXTOID, TEXTOID});
 		args[1] = CStringGetTextDatum(state);
 		nulls[2] = nulls[3] = 'n';
 		if (ok && qc->result.chat.content != NULL)
@@ -292,8 +282,8 @@ write_all(LlmQueue *queue, List *finished, bool *failed)
 	PG_TRY();
 	{
 		if (plan == NULL)
-			plan = keep("SELECT llm._finish_many($1::pg_catalog.jsonb, $2)", 2,
-						(Oid[]) {TEXTOID, TEXTARRAYOID});
+			plan = llm_queue_keep_plan("SELECT llm._finish_many($1::pg_catalog.jsonb, $2)", 2,
+									   (Oid[]) {TEXTOID, TEXTARRAYOID});
 		if (SPI_execute_plan(plan, args, NULL, false, 0) < 0)
 			elog(ERROR, "writing results failed");
 		MemoryContextSwitchTo(caller);

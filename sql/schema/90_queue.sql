@@ -284,29 +284,66 @@ GRANT EXECUTE ON FUNCTION llm_cancel(bigint) TO llm_user;
 GRANT EXECUTE ON FUNCTION llm_cancel_batch(text) TO llm_user;
 
 -- Worker side: claim due requests, finish them, recover after a crash.
--- plpgsql keeps the plan: the worker claims many times a second.  The one
+-- plpgsql keeps the plans: the worker claims many times a second.  The one
 -- plan that stays cheap with a long queue walks requests_due_idx in order;
 -- statistics lag behind a queue that churns, so no other is allowed.
-CREATE FUNCTION llm._claim(batch integer)
+-- A claim from the start walks past the index entries of every row claimed
+-- since autovacuum last cleaned the index, so the worker passes where its
+-- last claim stopped (after_priority, after_id), and claims from the start
+-- now and then (NULL after_id) to find what came back behind that point.
+CREATE FUNCTION llm._claim(batch integer, after_priority integer DEFAULT NULL,
+						   after_id bigint DEFAULT NULL)
 RETURNS SETOF llm.requests
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 SET enable_sort = off
 SET enable_bitmapscan = off
 AS $$
+DECLARE
+	n bigint := 0;
 BEGIN
+	IF after_id IS NULL THEN
+		RETURN QUERY
+		UPDATE llm.requests r
+		   SET state = 'running', attempts = r.attempts + 1,
+			   started_at = coalesce(r.started_at, now())
+		 WHERE r.id IN (SELECT q.id FROM llm.requests q
+						 WHERE q.state = 'queued' AND q.run_after <= now()
+						 ORDER BY q.priority DESC, q.id
+						 LIMIT batch
+						 FOR UPDATE SKIP LOCKED)
+		RETURNING r.*;
+		RETURN;
+	END IF;
+	-- the rest of the last claim's priority, then the lower priorities
 	RETURN QUERY
 	UPDATE llm.requests r
-	   SET state = 'running', attempts = r.attempts + 1, started_at = coalesce(r.started_at, now())
+	   SET state = 'running', attempts = r.attempts + 1,
+		   started_at = coalesce(r.started_at, now())
 	 WHERE r.id IN (SELECT q.id FROM llm.requests q
 					 WHERE q.state = 'queued' AND q.run_after <= now()
+					   AND q.priority = after_priority AND q.id > after_id
 					 ORDER BY q.priority DESC, q.id
 					 LIMIT batch
 					 FOR UPDATE SKIP LOCKED)
 	RETURNING r.*;
+	GET DIAGNOSTICS n = ROW_COUNT;
+	IF n < batch THEN
+		RETURN QUERY
+		UPDATE llm.requests r
+		   SET state = 'running', attempts = r.attempts + 1,
+			   started_at = coalesce(r.started_at, now())
+		 WHERE r.id IN (SELECT q.id FROM llm.requests q
+						 WHERE q.state = 'queued' AND q.run_after <= now()
+						   AND q.priority < after_priority
+						 ORDER BY q.priority DESC, q.id
+						 LIMIT batch - n
+						 FOR UPDATE SKIP LOCKED)
+		RETURNING r.*;
+	END IF;
 END
 $$;
-REVOKE ALL ON FUNCTION llm._claim(integer) FROM PUBLIC;
+REVOKE ALL ON FUNCTION llm._claim(integer, integer, bigint) FROM PUBLIC;
 
 -- Announces on channel llm_batch_done each of the batches (tags) that has
 -- nothing left queued or running, except busy ones.
