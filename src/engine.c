@@ -82,6 +82,9 @@ transfer_release(LlmTransfer *t)
 	}
 	if (t->headers != NULL)
 	{
+		/* curl_slist_append copied the headers, the key's among them */
+		for (struct curl_slist *h = t->headers; h != NULL; h = h->next)
+			explicit_bzero(h->data, strlen(h->data));
 		curl_slist_free_all(t->headers);
 		t->headers = NULL;
 	}
