@@ -73,3 +73,27 @@ SET ROLE regress_ratelimit_user;
 SELECT error_of($$SELECT llm_model_set_limits('duo-slow', '{}')$$);
 RESET ROLE;
 DROP ROLE regress_ratelimit_user;
+
+-- Shared memory has 64 slots for providers and models with limits.  One with
+-- nothing in flight and its buckets full again holds nothing a new slot would
+-- not, and gives its place to a newcomer, which is then limited too.
+DO $$
+BEGIN
+	FOR i IN 1..70 LOOP
+		PERFORM llm_model_create('slot-' || i, 'fake', 'echo', limits => '{"max_concurrency": 5}');
+	END LOOP;
+END
+$$;
+SELECT count(llm_complete('fill', 'slot-' || g)) AS calls FROM generate_series(1, 70) g;
+SELECT llm_model_create('slot-late', 'fake', 'echo', limits => '{"requests_per_minute": 60}');
+SELECT clock_timestamp() AS t2 \gset
+SELECT count(completion) AS answers
+  FROM llm_complete_batch(ARRAY(SELECT 'late ' || g FROM generate_series(1, 62) g), 'slot-late');
+SELECT clock_timestamp() - :'t2'::timestamptz >= interval '1.5 seconds' AS late_model_limited;
+DO $$
+BEGIN
+	FOR i IN 1..70 LOOP
+		PERFORM llm_model_drop('slot-' || i);
+	END LOOP;
+END
+$$;

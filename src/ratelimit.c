@@ -79,9 +79,36 @@ now_ms(void)
 	return (int64) (GetCurrentTimestamp() / 1000);
 }
 
-/* The scope's slot, claimed on first use; NULL if all are taken. */
+/*
+ * A slot that holds nothing a fresh one would not: no request in flight,
+ * and its buckets full again.  Its scope starts over as new if it comes back.
+ */
+static bool
+slot_idle(LlmRateSlot *slot, int64 now)
+{
+	if (slot->in_flight > 0)
+		return false;
+	if (slot->rpm > 0)
+	{
+		llm_bucket_refill(&slot->requests, slot->rpm, now);
+		if (slot->requests.level < slot->rpm)
+			return false;
+	}
+	if (slot->tpm > 0)
+	{
+		llm_bucket_refill(&slot->tokens, slot->tpm, now);
+		if (slot->tokens.level < slot->tpm)
+			return false;
+	}
+	return true;
+}
+
+/*
+ * The scope's slot; with create, claimed on first use, taking an idle
+ * one's place when none is free.  NULL if there is none.
+ */
 static LlmRateSlot *
-slot_for(const char *key)
+slot_for(const char *key, bool create)
 {
 	LlmRateSlot *slots = llm_shared ? llm_shared->rates : local_slots;
 	LlmRateSlot *free_slot = NULL;
@@ -96,6 +123,11 @@ slot_for(const char *key)
 		else if (strcmp(slots[i].key, key) == 0)
 			return &slots[i];
 	}
+	if (!create)
+		return NULL;
+	for (int i = 0; free_slot == NULL && i < LLM_MAX_RATE_SLOTS; i++)
+		if (slot_idle(&slots[i], now_ms()))
+			free_slot = &slots[i];
 	if (free_slot != NULL)
 	{
 		memset(free_slot, 0, sizeof(*free_slot));
@@ -133,7 +165,7 @@ give_back_on_exit(int code, Datum arg)
 
 		if (own[i].key[0] == '\0' || own[i].count == 0)
 			continue;
-		slot = slot_for(own[i].key);
+		slot = slot_for(own[i].key, false);
 		if (slot != NULL)
 			slot->in_flight = Max(0, slot->in_flight - own[i].count);
 		own[i].count = 0;
@@ -146,6 +178,10 @@ static double
 scope_wait_ms(const RateScope *scope, LlmRateSlot *slot, int64 tokens, int64 now)
 {
 	double		wait = 0;
+
+	/* the limits in force, for slot_idle */
+	slot->rpm = scope->rpm;
+	slot->tpm = scope->tpm;
 
 	if (scope->rpm > 0)
 	{
@@ -199,7 +235,7 @@ llm_rate_admit(const LlmModel *model, int64 tokens)
 		LWLockAcquire(llm_shared->lock, LW_EXCLUSIVE);
 	for (int i = 0; i < n; i++)
 	{
-		slots[i] = slot_for(scopes[i].key);
+		slots[i] = slot_for(scopes[i].key, true);
 		if (slots[i] != NULL)
 			wait = Max(wait, scope_wait_ms(&scopes[i], slots[i], tokens, now));
 	}
@@ -230,7 +266,7 @@ llm_rate_release(const LlmModel *model)
 		mine = own_for(scopes[i].key, false);
 		if (mine == NULL || mine->count == 0)
 			continue;			/* not admitted by this process */
-		slot = slot_for(scopes[i].key);
+		slot = slot_for(scopes[i].key, false);
 		if (slot != NULL && slot->in_flight > 0)
 			slot->in_flight--;
 		mine->count--;
@@ -255,7 +291,7 @@ llm_rate_settle(const LlmModel *model, int64 estimated, int64 used)
 
 		if (scopes[i].tpm == 0)
 			continue;
-		slot = slot_for(scopes[i].key);
+		slot = slot_for(scopes[i].key, false);
 		if (slot != NULL)
 			slot->tokens.level -= (double) (used - Min(estimated, (int64) scopes[i].tpm));
 	}

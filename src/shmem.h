@@ -60,6 +60,8 @@ typedef struct LlmRateSlot
 	char		key[LLM_RATE_KEY_LEN];	/* provider or provider/model; "" : free */
 	LlmBucket	requests;
 	LlmBucket	tokens;
+	int			rpm;			/* the limits last applied to the buckets */
+	int			tpm;
 	int			in_flight;		/* requests sent and not yet answered */
 } LlmRateSlot;
 
