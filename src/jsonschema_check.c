@@ -25,16 +25,6 @@ static const char *const unsupported_keywords[] = {
 	"dependencies", "additionalItems", "$dynamicRef", "$recursiveRef",
 };
 
-#define lengthof(array) (sizeof(array) / sizeof((array)[0]))
-
-static bool
-in_list(const char *key, const char *const *list, size_t n)
-{
-	for (size_t i = 0; i < n; i++)
-		if (strcmp(key, list[i]) == 0)
-			return true;
-	return false;
-}
 
 /*
  * Checking a schema: the path walks the schema document itself, and the
@@ -132,7 +122,7 @@ check_type(Checker *c, const cJSON *type)
 
 	if (cJSON_IsString(type))
 	{
-		if (!in_list(type->valuestring, type_names, lengthof(type_names)))
+		if (!llm_str_in_list(type->valuestring, type_names, LLM_LENGTHOF(type_names)))
 			return check_error(c, "unknown JSON Schema type \"%.40s\"", type->valuestring);
 		return true;
 	}
@@ -142,7 +132,7 @@ check_type(Checker *c, const cJSON *type)
 	{
 		if (!cJSON_IsString(name))
 			return check_error(c, "\"type\" must be a type name or a non-empty array of type names");
-		if (!in_list(name->valuestring, type_names, lengthof(type_names)))
+		if (!llm_str_in_list(name->valuestring, type_names, LLM_LENGTHOF(type_names)))
 			return check_error(c, "unknown JSON Schema type \"%.40s\"", name->valuestring);
 	}
 	return true;
@@ -153,7 +143,7 @@ check_keyword(Checker *c, const cJSON *keyword)
 {
 	const char *name = keyword->string;
 
-	if (in_list(name, unsupported_keywords, lengthof(unsupported_keywords)))
+	if (llm_str_in_list(name, unsupported_keywords, LLM_LENGTHOF(unsupported_keywords)))
 		return check_error(c, "unsupported JSON Schema keyword \"%s\"", name);
 
 	if (strcmp(name, "type") == 0)

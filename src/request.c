@@ -25,10 +25,8 @@ static const char *const known_roles[] = {
 	"system", "developer", "user", "assistant", "tool",
 };
 
-#define lengthof(array) (sizeof(array) / sizeof((array)[0]))
-
-static bool
-in_list(const char *key, const char *const *list, size_t n)
+bool
+llm_str_in_list(const char *key, const char *const *list, size_t n)
 {
 	for (size_t i = 0; i < n; i++)
 		if (strcmp(key, list[i]) == 0)
@@ -39,7 +37,7 @@ in_list(const char *key, const char *const *list, size_t n)
 bool
 llm_is_reserved_option(const char *key)
 {
-	return in_list(key, reserved_options, lengthof(reserved_options));
+	return llm_str_in_list(key, reserved_options, LLM_LENGTHOF(reserved_options));
 }
 
 char *
@@ -87,7 +85,7 @@ llm_validate_messages(const cJSON *messages, char *err, size_t errlen)
 			snprintf(err, errlen, "message %d has no \"role\" string", index);
 			return false;
 		}
-		if (!in_list(role->valuestring, known_roles, lengthof(known_roles)))
+		if (!llm_str_in_list(role->valuestring, known_roles, LLM_LENGTHOF(known_roles)))
 		{
 			snprintf(err, errlen,
 					 "message %d has unknown role \"%.40s\" (expected system, developer, user, assistant or tool)",
@@ -152,7 +150,7 @@ merge_into(cJSON *into, const cJSON *from, char *err, size_t errlen)
 	}
 	cJSON_ArrayForEach(item, from)
 	{
-		if (in_list(item->string, forbidden_params, lengthof(forbidden_params)))
+		if (llm_str_in_list(item->string, forbidden_params, LLM_LENGTHOF(forbidden_params)))
 		{
 			snprintf(err, errlen, "parameter \"%s\" cannot be set", item->string);
 			return false;

@@ -74,6 +74,12 @@ extern void llm_chat_result_free(LlmChatResult *result);
  */
 extern char *llm_redact(const char *text, const char *secret);
 
+/* The number of elements of an array. */
+#define LLM_LENGTHOF(array) (sizeof(array) / sizeof((array)[0]))
+
+/* Is key one of the n strings of list? */
+extern bool llm_str_in_list(const char *key, const char *const *list, size_t n);
+
 /*
  * A message cut short by a buffer may end inside a UTF-8 sequence: drops
  * the partial character, so the server never reports invalid UTF-8.
