@@ -80,15 +80,22 @@ DROP ROLE regress_ratelimit_user;
 DO $$
 BEGIN
 	FOR i IN 1..70 LOOP
-		PERFORM llm_model_create('slot-' || i, 'fake', 'echo', limits => '{"max_concurrency": 5}');
+		PERFORM llm_model_create('slot-' || i, 'fake', 'echo', limits => '{"max_concurrency": 1}');
 	END LOOP;
 END
 $$;
 SELECT count(llm_complete('fill', 'slot-' || g)) AS calls FROM generate_series(1, 70) g;
-SELECT llm_model_create('slot-late', 'fake', 'echo', limits => '{"requests_per_minute": 60}');
+-- each of them gave its place back, though this session has used more
+-- limited models than it has entries for its own requests in flight
+SET statement_timeout = '20s';
+SELECT count(llm_complete('again', 'slot-' || g)) AS calls_again FROM generate_series(1, 70) g;
+RESET statement_timeout;
+-- (a fresh name each run: a drained bucket of an earlier run would wait)
+SELECT 'slot-late-' || left(md5(random()::text), 8) AS late_model \gset
+SELECT llm_model_create(:'late_model', 'fake', 'echo', limits => '{"requests_per_minute": 60}');
 SELECT clock_timestamp() AS t2 \gset
 SELECT count(completion) AS answers
-  FROM llm_complete_batch(ARRAY(SELECT 'late ' || g FROM generate_series(1, 62) g), 'slot-late');
+  FROM llm_complete_batch(ARRAY(SELECT 'late ' || g FROM generate_series(1, 62) g), :'late_model');
 SELECT clock_timestamp() - :'t2'::timestamptz >= interval '1.5 seconds' AS late_model_limited;
 DO $$
 BEGIN
@@ -97,3 +104,4 @@ BEGIN
 	END LOOP;
 END
 $$;
+SELECT llm_model_drop(:'late_model');

@@ -219,6 +219,27 @@ move_cursor(LlmQueue *queue, bool from_cursor, int asked)
 	queue->cursor_valid = true;
 }
 
+/* Into the ready buffer, in claim order. */
+static void
+add_ready(LlmQueue *queue, QueuedCall *qc)
+{
+	dlist_iter	each;
+
+	queue->nready++;
+	dlist_reverse_foreach(each, &queue->ready)
+	{
+		QueuedCall *before = dlist_container(QueuedCall, node, each.cur);
+
+		if (before->priority > qc->priority ||
+			(before->priority == qc->priority && before->id < qc->id))
+		{
+			dlist_insert_after(&before->node, &qc->node);
+			return;
+		}
+	}
+	dlist_push_head(&queue->ready, &qc->node);
+}
+
 /* Sends ready requests while there are places. */
 static void
 send_ready(LlmQueue *queue)
@@ -300,6 +321,7 @@ llm_queue_start_due(LlmQueue *queue)
 		qc->context = context;
 		qc->id = DatumGetInt64(SPI_getbinval(tuple, desc, 1, &isnull));
 		qc->tag = text_column(tuple, desc, "tag");
+		qc->priority = DatumGetInt32(SPI_getbinval(tuple, desc, 11, &isnull));
 		qc->submitter = get_role_oid(text_column(tuple, desc, "submitted_by"), true);
 		qc->attempts = DatumGetInt32(SPI_getbinval(tuple, desc, 3, &isnull));
 		qc->req.model_name = text_column(tuple, desc, "model");
@@ -341,8 +363,7 @@ llm_queue_start_due(LlmQueue *queue)
 		}
 		if (qc->call != NULL && !qc->call->answered)
 		{
-			dlist_push_tail(&queue->ready, &qc->node);
-			queue->nready++;
+			add_ready(queue, qc);
 		}
 		else
 			dlist_push_tail(&queue->done, &qc->node);

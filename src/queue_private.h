@@ -20,6 +20,7 @@ typedef struct QueuedCall
 	dlist_node	node;
 	MemoryContext context;		/* everything of this request; deleted when it ends */
 	int64		id;
+	int32		priority;
 	char	   *tag;			/* its batch, or NULL */
 	Oid			submitter;
 	int			attempts;
@@ -43,7 +44,8 @@ struct LlmQueue
 	/*
 	 * Claimed, prepared and admitted, waiting for a place: a finished
 	 * transfer's place is refilled from here at once, with no transaction,
-	 * while the next claim tops this up.
+	 * while the next claim tops this up.  In claim order (priority, then
+	 * id), so that a later claim of a higher priority goes first.
 	 */
 	dlist_head	ready;
 	int			nready;

@@ -143,10 +143,11 @@ own_for(const char *key, bool create)
 
 	for (int i = 0; i < LLM_MAX_RATE_SLOTS; i++)
 	{
-		if (own[i].key[0] == '\0')
-			free_entry = free_entry ? free_entry : &own[i];
-		else if (strcmp(own[i].key, key) == 0)
+		if (own[i].key[0] != '\0' && strcmp(own[i].key, key) == 0)
 			return &own[i];
+		/* an entry with nothing in flight holds nothing: it may be reused */
+		if (free_entry == NULL && own[i].count == 0)
+			free_entry = &own[i];
 	}
 	if (create && free_entry != NULL)
 		strlcpy(free_entry->key, key, sizeof(free_entry->key));
@@ -209,9 +210,15 @@ scope_take(const RateScope *scope, LlmRateSlot *slot, int64 tokens)
 	{
 		OwnInFlight *mine = own_for(scope->key, true);
 
-		slot->in_flight++;
+		/*
+		 * Counted only where this process can give it back (at its exit
+		 * too): with every entry in flight, the request is not counted.
+		 */
 		if (mine != NULL)
+		{
+			slot->in_flight++;
 			mine->count++;
+		}
 	}
 }
 
