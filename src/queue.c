@@ -379,15 +379,18 @@ llm_queue_start_due(LlmQueue *queue)
 	llm_engine_kick(queue->engine); /* sent now, not at the next wait */
 }
 
-/* Claimed and not yet ended here: their batches are not finished. */
+/*
+ * Claimed and not yet ended here: their batches are not finished.  A tag
+ * may repeat (= ANY does not mind); runs of one batch are written once.
+ */
 Datum
 llm_queue_busy_tags(LlmQueue *queue)
 {
 	dlist_iter	each;
-	List	   *tags = NIL;
-	Datum	   *elems;
+	int			capacity = queue->running + queue->nready;
+	Datum	   *elems = palloc(sizeof(Datum) * Max(capacity, 1));
+	const char *last = NULL;
 	int			n = 0;
-	ListCell   *cell;
 	dlist_head *lists[2] = {&queue->in_flight, &queue->ready};
 
 	for (int i = 0; i < 2; i++)
@@ -395,20 +398,14 @@ llm_queue_busy_tags(LlmQueue *queue)
 		dlist_foreach(each, lists[i])
 		{
 			QueuedCall *qc = dlist_container(QueuedCall, node, each.cur);
-			bool		seen = false;
 
-			if (qc->tag == NULL)
+			if (qc->tag == NULL || (last != NULL && strcmp(last, qc->tag) == 0))
 				continue;
-			foreach(cell, tags)
-				if ((seen = strcmp(lfirst(cell), qc->tag) == 0))
-					break;
-			if (!seen)
-				tags = lappend(tags, qc->tag);
+			Assert(n < capacity);
+			elems[n++] = CStringGetTextDatum(qc->tag);
+			last = qc->tag;
 		}
 	}
-	elems = palloc(sizeof(Datum) * Max(list_length(tags), 1));
-	foreach(cell, tags)
-		elems[n++] = CStringGetTextDatum(lfirst(cell));
 	return PointerGetDatum(construct_array(elems, n, TEXTOID, -1, false, TYPALIGN_INT));
 }
 

@@ -180,10 +180,6 @@ scope_wait_ms(const RateScope *scope, LlmRateSlot *slot, int64 tokens, int64 now
 {
 	double		wait = 0;
 
-	/* the limits in force, for slot_idle */
-	slot->rpm = scope->rpm;
-	slot->tpm = scope->tpm;
-
 	if (scope->rpm > 0)
 	{
 		llm_bucket_refill(&slot->requests, scope->rpm, now);
@@ -243,8 +239,12 @@ llm_rate_admit(const LlmModel *model, int64 tokens)
 	for (int i = 0; i < n; i++)
 	{
 		slots[i] = slot_for(scopes[i].key, true);
-		if (slots[i] != NULL)
-			wait = Max(wait, scope_wait_ms(&scopes[i], slots[i], tokens, now));
+		if (slots[i] == NULL)
+			continue;
+		/* the limits in force, for slot_idle */
+		slots[i]->rpm = scopes[i].rpm;
+		slots[i]->tpm = scopes[i].tpm;
+		wait = Max(wait, scope_wait_ms(&scopes[i], slots[i], tokens, now));
 	}
 	if (wait == 0)
 		for (int i = 0; i < n; i++)

@@ -300,47 +300,31 @@ SET enable_sort = off
 SET enable_bitmapscan = off
 AS $$
 DECLARE
-	n bigint := 0;
+	ids bigint[];
 BEGIN
 	IF after_id IS NULL THEN
-		RETURN QUERY
-		UPDATE llm.requests r
-		   SET state = 'running', attempts = r.attempts + 1,
-			   started_at = coalesce(r.started_at, now())
-		 WHERE r.id IN (SELECT q.id FROM llm.requests q
-						 WHERE q.state = 'queued' AND q.run_after <= now()
-						 ORDER BY q.priority DESC, q.id
-						 LIMIT batch
-						 FOR UPDATE SKIP LOCKED)
-		RETURNING r.*;
-		RETURN;
+		ids := ARRAY(SELECT q.id FROM llm.requests q
+					  WHERE q.state = 'queued' AND q.run_after <= now()
+					  ORDER BY q.priority DESC, q.id LIMIT batch FOR UPDATE SKIP LOCKED);
+	ELSE
+		-- the rest of the last claim's priority, then the lower priorities
+		ids := ARRAY(SELECT q.id FROM llm.requests q
+					  WHERE q.state = 'queued' AND q.run_after <= now()
+						AND q.priority = after_priority AND q.id > after_id
+					  ORDER BY q.priority DESC, q.id LIMIT batch FOR UPDATE SKIP LOCKED);
+		IF cardinality(ids) < batch THEN
+			ids := ids || ARRAY(SELECT q.id FROM llm.requests q
+								 WHERE q.state = 'queued' AND q.run_after <= now()
+								   AND q.priority < after_priority
+								 ORDER BY q.priority DESC, q.id
+								 LIMIT batch - cardinality(ids) FOR UPDATE SKIP LOCKED);
+		END IF;
 	END IF;
-	-- the rest of the last claim's priority, then the lower priorities
 	RETURN QUERY
 	UPDATE llm.requests r
-	   SET state = 'running', attempts = r.attempts + 1,
-		   started_at = coalesce(r.started_at, now())
-	 WHERE r.id IN (SELECT q.id FROM llm.requests q
-					 WHERE q.state = 'queued' AND q.run_after <= now()
-					   AND q.priority = after_priority AND q.id > after_id
-					 ORDER BY q.priority DESC, q.id
-					 LIMIT batch
-					 FOR UPDATE SKIP LOCKED)
+	   SET state = 'running', attempts = r.attempts + 1, started_at = coalesce(r.started_at, now())
+	 WHERE r.id = ANY (ids)
 	RETURNING r.*;
-	GET DIAGNOSTICS n = ROW_COUNT;
-	IF n < batch THEN
-		RETURN QUERY
-		UPDATE llm.requests r
-		   SET state = 'running', attempts = r.attempts + 1,
-			   started_at = coalesce(r.started_at, now())
-		 WHERE r.id IN (SELECT q.id FROM llm.requests q
-						 WHERE q.state = 'queued' AND q.run_after <= now()
-						   AND q.priority < after_priority
-						 ORDER BY q.priority DESC, q.id
-						 LIMIT batch - n
-						 FOR UPDATE SKIP LOCKED)
-		RETURNING r.*;
-	END IF;
 END
 $$;
 REVOKE ALL ON FUNCTION llm._claim(integer, integer, bigint) FROM PUBLIC;
