@@ -126,6 +126,11 @@ CREATE ROLE regress_prompt_user;
 GRANT llm_user TO regress_prompt_user;
 RESET client_min_messages;
 SET ROLE regress_prompt_user;
+-- a prompt belongs to its first creator: another user adds a version only when granted
+SELECT error_of($$SELECT llm_prompt_create('summary', 'User version: {{body}}')$$);
+RESET ROLE;
+SELECT llm_prompt_grant('summary', 'regress_prompt_user');
+SET ROLE regress_prompt_user;
 SELECT llm_prompt_create('summary', 'User version: {{body}}') AS user_version;
 SELECT author FROM llm.prompts WHERE name = 'summary' ORDER BY version DESC LIMIT 1;
 SELECT llm_render('summary', '{"body": "x"}', version => 3) ->> 'version' AS renders;
@@ -133,4 +138,5 @@ SELECT error_of($$SELECT llm_prompt_deploy('summary', 3)$$);
 SELECT error_of($$SELECT llm_prompt_rollback('summary')$$);
 SELECT error_of($$INSERT INTO llm.prompts (name, version, template) VALUES ('x', 1, 'y')$$);
 RESET ROLE;
+SELECT llm_prompt_revoke('summary', 'regress_prompt_user');
 DROP ROLE regress_prompt_user;

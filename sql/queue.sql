@@ -190,9 +190,9 @@ SELECT max(attempts) AS attempts FROM llm.requests WHERE tag = 'narrow';
 -- with attempts left runs again, one whose attempts are used up (3 by
 -- default) ends in error instead of running a fourth time.
 SELECT count(*) AS unfinished FROM llm.requests WHERE state IN ('queued', 'running');
-INSERT INTO llm.requests (submitted_by, state, attempts, model, messages, tag)
-VALUES (current_user, 'running', 3, 'echo', '[{"role": "user", "content": "lost one"}]', 'recovered'),
-	   (current_user, 'running', 1, 'echo', '[{"role": "user", "content": "lost two"}]', 'recovered');
+INSERT INTO llm.requests (submitted_by, login_role, state, attempts, model, messages, tag)
+VALUES (current_user, session_user, 'running', 3, 'echo', '[{"role": "user", "content": "lost one"}]', 'recovered'),
+	   (current_user, session_user, 'running', 1, 'echo', '[{"role": "user", "content": "lost two"}]', 'recovered');
 SELECT llm._recover() AS recovered;
 SELECT llm_wait_batch('recovered', '30 seconds') - 'tag' AS summary;
 SELECT attempts, state, completion, error FROM llm.requests WHERE tag = 'recovered' ORDER BY id;

@@ -5,6 +5,7 @@
 
 #include "budget.h"
 
+#include "caller.h"
 #include "catalog.h"
 #include "failure.h"
 #include "catalog/pg_type_d.h"
@@ -14,6 +15,7 @@
 #include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/inval.h"
+#include "utils/json.h"
 #include "utils/lsyscache.h"
 #include "catalog/namespace.h"
 
@@ -33,12 +35,13 @@ static LlmOwnerQuery spent_query = {
 	"       pg_catalog.to_char(pg_catalog.timezone('UTC', period_end),"
 	"                          'YYYY-MM-DD HH24:MI \"UTC\"')"
 	"  FROM llm._budget_spend($1::pg_catalog.name,"
-	"                         $2::pg_catalog.numeric,"
-	"                         $3::pg_catalog.numeric)"
+	"                         $2::pg_catalog.name,"
+	"                         $3::pg_catalog.jsonb,"
+	"                         $4::pg_catalog.numeric)"
 	" WHERE spent_usd OPERATOR(pg_catalog.>=) limit_usd"
 	" LIMIT 1",
-	.nargs = 3,
-	.argtypes = {TEXTOID, TEXTOID, TEXTOID},
+	.nargs = 4,
+	.argtypes = {TEXTOID, TEXTOID, TEXTOID, TEXTOID},
 };
 
 static void
@@ -92,19 +95,46 @@ any_budget(void)
 	return budgets_exist > 0;
 }
 
-/* The first budget of the current role (or everyone's) that is spent, if any. */
+/*
+ * The first spent budget that applies to this call, if any: a budget of a
+ * role that the acting role or the login role counts for (so SET ROLE
+ * escapes none), or everyone's.
+ */
 static SpentBudget *
 find_spent_budget(void)
 {
 	SpentBudget *spent = NULL;
-	double		own;
+	Oid			login = llm_login_role();
+	LlmPendingSpend *own;
+	int			npairs;
 	double		all;
-	Datum		args[3];
+	StringInfoData pending;
+	Datum		args[4];
 
-	llm_pending_spend(GetUserId(), &own, &all);
+	npairs = llm_pending_spend(GetUserId(), login, &own, &all);
+	/* [{"role": ..., "login": ..., "cost": ...}] for llm._budget_spend */
+	initStringInfo(&pending);
+	appendStringInfoChar(&pending, '[');
+	for (int i = 0; i < npairs; i++)
+	{
+		char	   *role = GetUserNameFromId(own[i].roleid, true);
+		char	   *login_name = GetUserNameFromId(own[i].loginid, true);
+
+		if (role == NULL || login_name == NULL)
+			continue;
+		if (pending.len > 1)
+			appendStringInfoChar(&pending, ',');
+		appendStringInfoString(&pending, "{\"role\":");
+		escape_json(&pending, role);
+		appendStringInfoString(&pending, ",\"login\":");
+		escape_json(&pending, login_name);
+		appendStringInfo(&pending, ",\"cost\":%.10f}", own[i].cost_usd);
+	}
+	appendStringInfoChar(&pending, ']');
 	args[0] = CStringGetTextDatum(GetUserNameFromId(GetUserId(), false));
-	args[1] = CStringGetTextDatum(psprintf("%.10f", own));
-	args[2] = CStringGetTextDatum(psprintf("%.10f", all));
+	args[1] = CStringGetTextDatum(GetUserNameFromId(login, false));
+	args[2] = CStringGetTextDatum(pending.data);
+	args[3] = CStringGetTextDatum(psprintf("%.10f", all));
 	llm_owner_query(&spent_query, args, NULL, true, read_spent, &spent);
 	return spent;
 }

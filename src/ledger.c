@@ -4,6 +4,8 @@
  */
 #include "ledger.h"
 
+#include "caller.h"
+
 #include "catalog.h"
 #include "mb/pg_wchar.h"
 #include "catalog/pg_type_d.h"
@@ -67,6 +69,7 @@ try_enqueue(LlmEntryKind kind, const char *key, double cost_usd, dsa_pointer pay
 		e->attempts = 0;
 		e->dboid = MyDatabaseId;
 		e->roleid = GetUserId();
+		e->loginid = llm_login_role();
 		e->seq = llm_shared->next_seq++;
 		e->cost_usd = cost_usd;
 		strlcpy(e->key, key ? key : "", sizeof(e->key));
@@ -157,25 +160,44 @@ llm_pending_cache_entry(const char *key)
 	return json;
 }
 
-void
-llm_pending_spend(Oid roleid, double *own, double *all)
+int
+llm_pending_spend(Oid roleid, Oid loginid, LlmPendingSpend **own, double *all)
 {
-	*own = 0;
+	LlmPendingSpend *pairs;
+	int			npairs = 0;
+
+	*own = NULL;
 	*all = 0;
 	if (llm_shared == NULL)
-		return;
+		return 0;
+	/* a session has few pairs of roles: a list searched in place is enough */
+	pairs = palloc(sizeof(LlmPendingSpend) * llm_shared->capacity);
 	LWLockAcquire(llm_shared->lock, LW_SHARED);
 	for (int i = 0; i < llm_shared->capacity; i++)
 	{
 		LlmPendingEntry *e = &llm_shared->entries[i];
+		int			p;
 
 		if (e->state == LLM_ENTRY_FREE || e->kind != LLM_ENTRY_CALL || e->dboid != MyDatabaseId)
 			continue;
 		*all += e->cost_usd;
-		if (e->roleid == roleid)
-			*own += e->cost_usd;
+		if (e->roleid != roleid && e->loginid != loginid)
+			continue;
+		for (p = 0; p < npairs; p++)
+			if (pairs[p].roleid == e->roleid && pairs[p].loginid == e->loginid)
+				break;
+		if (p == npairs)
+		{
+			pairs[p].roleid = e->roleid;
+			pairs[p].loginid = e->loginid;
+			pairs[p].cost_usd = 0;
+			npairs++;
+		}
+		pairs[p].cost_usd += e->cost_usd;
 	}
 	LWLockRelease(llm_shared->lock);
+	*own = pairs;
+	return npairs;
 }
 
 /* Is any entry of this database up to seq still unwritten? */
@@ -398,20 +420,22 @@ append_hex(StringInfo buf, uint64 value)
 		appendStringInfoChar(buf, digits[--n]);
 }
 
-/* The caller's role name, looked up once per role. */
-static const char *
-current_role_name(void)
+/* A role's name, looked up once per role and slot (acting, login). */
+typedef struct RoleName
 {
-	static Oid	cached_role = InvalidOid;
-	static char name[NAMEDATALEN];
-	Oid			role = GetUserId();
+	Oid			role;
+	char		name[NAMEDATALEN];
+} RoleName;
 
-	if (role != cached_role)
+static const char *
+role_name(RoleName *cached, Oid role)
+{
+	if (role != cached->role)
 	{
-		strlcpy(name, GetUserNameFromId(role, false), sizeof(name));
-		cached_role = role;
+		strlcpy(cached->name, GetUserNameFromId(role, false), sizeof(cached->name));
+		cached->role = role;
 	}
-	return name;
+	return cached->name;
 }
 
 /* Unique across backends and server restarts, so a re-sent entry is spotted. */
@@ -435,6 +459,8 @@ void
 llm_ledger_record(const LlmLedgerRow *row)
 {
 	static char *database = NULL;
+	static RoleName acting_name = {InvalidOid};
+	static RoleName login_name = {InvalidOid};
 	StringInfoData buf;
 
 	if (database == NULL)
@@ -445,7 +471,8 @@ llm_ledger_record(const LlmLedgerRow *row)
 	add_entry_id(&buf);
 	/* microseconds since 2000-01-01 UTC: llm._persist turns it into created_at */
 	add_int(&buf, "created_us", GetCurrentTimestamp());
-	add_text(&buf, "role", current_role_name());
+	add_text(&buf, "role", role_name(&acting_name, GetUserId()));
+	add_text(&buf, "login_role", role_name(&login_name, llm_login_role()));
 	add_text(&buf, "database", database);
 	add_text(&buf, "source", row->source ? row->source : "sync");
 	add_text(&buf, "prompt_name", row->prompt_name);

@@ -53,8 +53,20 @@ extern void llm_pending_add(LlmEntryKind kind, const char *key, double cost_usd,
 /* The newest queued cache entry for key in this database (palloc'd JSON), or NULL. */
 extern char *llm_pending_cache_entry(const char *key);
 
-/* Queued, unwritten spend in this database: of the role, and of everyone. */
-extern void llm_pending_spend(Oid roleid, double *own, double *all);
+/* Unwritten spend of one pair of acting and login roles. */
+typedef struct LlmPendingSpend
+{
+	Oid			roleid;
+	Oid			loginid;
+	double		cost_usd;
+} LlmPendingSpend;
+
+/*
+ * Queued, unwritten spend in this database: everyone's in *all, and the
+ * calls made as roleid or from loginid by pair of roles in *own (palloc'd):
+ * the number of pairs.
+ */
+extern int	llm_pending_spend(Oid roleid, Oid loginid, LlmPendingSpend **own, double *all);
 
 /* Waits until the entries queued so far in this database are written. */
 extern bool llm_pending_wait_written(long timeout_ms);

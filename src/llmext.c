@@ -22,7 +22,7 @@ char	   *llm_default_model = NULL;
 int			llm_request_timeout_ms = 120000;
 int			llm_connect_timeout_ms = 10000;
 int			llm_max_response_bytes = 16 * 1024 * 1024;
-char	   *llm_acting_role = NULL;
+int			llm_callback_timeout_ms = 5000;
 
 void		_PG_init(void);
 
@@ -80,13 +80,13 @@ _PG_init(void)
 							PGC_USERSET, GUC_UNIT_BYTE,
 							NULL, NULL, NULL);
 
-	DefineCustomStringVariable("llmext.acting_role",
-							   "The role a background worker acts for (set by llmext itself).",
-							   "While the worker runs a callback, SQL that asks who the caller is gets this role rather than the worker's.",
-							   &llm_acting_role,
-							   "",
-							   PGC_SUSET, GUC_NO_SHOW_ALL | GUC_NOT_IN_SAMPLE,
-							   NULL, NULL, NULL);
+	DefineCustomIntVariable("llmext.callback_timeout",
+							"Longest time a request's callback may run in the background worker.",
+							"A callback running longer is cancelled and the error recorded on its request.",
+							&llm_callback_timeout_ms,
+							5000, 10, 3600 * 1000,
+							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
 	DefineCustomIntVariable("llmext.worker_concurrency",
 							"Queued requests the background worker keeps in flight at once.",
 							NULL,

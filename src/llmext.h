@@ -11,7 +11,7 @@ extern char *llm_default_model;
 extern int	llm_request_timeout_ms;
 extern int	llm_connect_timeout_ms;
 extern int	llm_max_response_bytes;
-extern char *llm_acting_role;
+extern int	llm_callback_timeout_ms;
 
 /*
  * SQLSTATEs of provider failures, class LL (implementation-defined).  The

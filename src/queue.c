@@ -12,6 +12,8 @@
 
 #include "queue_private.h"
 
+#include "caller.h"
+
 #include "access/xact.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_authid.h"
@@ -155,10 +157,9 @@ static void
 prepare(QueuedCall *qc)
 {
 	MemoryContext old = MemoryContextSwitchTo(qc->context);
-	Oid			saved_userid;
-	int			saved_sec_context;
+	LlmActing	acting = {0};
+	volatile bool acting_set = false;
 
-	GetUserIdAndSecContext(&saved_userid, &saved_sec_context);
 	BeginInternalSubTransaction(NULL);
 	PG_TRY();
 	{
@@ -166,17 +167,20 @@ prepare(QueuedCall *qc)
 			ereport(ERROR,
 					(errcode(ERRCODE_UNDEFINED_OBJECT),
 					 errmsg("the role that submitted the request no longer exists")));
-		SetUserIdAndSecContext(qc->submitter, saved_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+		llm_act_for(&acting, qc->submitter, qc->login, 0);
+		acting_set = true;
 		MemoryContextSwitchTo(qc->context);
 		qc->call = llm_call_prepare(&qc->req, &qc->result);
-		SetUserIdAndSecContext(saved_userid, saved_sec_context);
+		llm_act_done(&acting);
+		acting_set = false;
 		ReleaseCurrentSubTransaction();
 	}
 	PG_CATCH();
 	{
 		ErrorData  *edata = llm_subxact_error(qc->context);
 
-		SetUserIdAndSecContext(saved_userid, saved_sec_context);
+		if (acting_set)
+			llm_act_done(&acting);
 		qc->call = NULL;
 		qc->error = edata->detail ? psprintf("%s: %s", edata->message, edata->detail)
 			: pstrdup(edata->message);
@@ -299,7 +303,7 @@ llm_queue_start_due(LlmQueue *queue)
 		if (plan == NULL)
 			plan = llm_queue_keep_plan("SELECT id, submitted_by, attempts, model, messages::text,"
 									   "       options::text, prompt_name, prompt_version,"
-									   "       callback::oid, tag, priority"
+									   "       callback::oid, tag, priority, login_role"
 									   "  FROM llm._claim($1, $2, $3)", 3,
 									   (Oid[]) {INT4OID, INT4OID, INT8OID});
 		if (SPI_execute_plan(plan, args, nulls, false, 0) < 0)
@@ -323,6 +327,7 @@ llm_queue_start_due(LlmQueue *queue)
 		qc->tag = text_column(tuple, desc, "tag");
 		qc->priority = DatumGetInt32(SPI_getbinval(tuple, desc, 11, &isnull));
 		qc->submitter = get_role_oid(text_column(tuple, desc, "submitted_by"), true);
+		qc->login = get_role_oid(text_column(tuple, desc, "login_role"), true);
 		qc->attempts = DatumGetInt32(SPI_getbinval(tuple, desc, 3, &isnull));
 		qc->req.model_name = text_column(tuple, desc, "model");
 		qc->req.messages = json_column(tuple, desc, "messages");
@@ -469,13 +474,11 @@ llm_queue_drop_cancelled(LlmQueue *queue)
 			queue->running--;
 			/* it may still be billed: on the ledger, as the submitter */
 			{
-				Oid			saved_userid;
-				int			saved_sec_context;
+				LlmActing	acting;
 
-				GetUserIdAndSecContext(&saved_userid, &saved_sec_context);
-				SetUserIdAndSecContext(qc->submitter, saved_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+				llm_act_for(&acting, qc->submitter, qc->login, 0);
 				llm_call_abandon(qc->call);
-				SetUserIdAndSecContext(saved_userid, saved_sec_context);
+				llm_act_done(&acting);
 			}
 			if (qc->tag != NULL)
 				dropped_tags = lappend(dropped_tags, pstrdup(qc->tag));

@@ -22,7 +22,8 @@ typedef struct QueuedCall
 	int64		id;
 	int32		priority;
 	char	   *tag;			/* its batch, or NULL */
-	Oid			submitter;
+	Oid			submitter;		/* its acting role */
+	Oid			login;			/* its login role (InvalidOid: dropped since) */
 	int			attempts;
 	Oid			callback;
 	LlmCallRequest req;

@@ -13,6 +13,8 @@
 
 #include "queue_private.h"
 
+#include "caller.h"
+
 #include "access/xact.h"
 #include "catalog/pg_type_d.h"
 #include "executor/spi.h"
@@ -25,6 +27,8 @@
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/resowner.h"
+#include "storage/latch.h"
+#include "utils/timeout.h"
 
 /* Writes one request's outcome; false when it was cancelled meanwhile. */
 static bool
@@ -77,48 +81,103 @@ write_outcome(QueuedCall *qc, const char *state, const char *error, bool retry, 
 }
 
 /*
- * Runs the request's callback as its submitter, as a restricted operation
- * (no SET ROLE back to the worker's superuser), with llmext.acting_role
- * naming the submitter for anything the callback asks of llmext; an error
- * is recorded on the row.
+ * The time limit of a callback.  A timer cancels the callback once it runs
+ * past llmext.callback_timeout, and again every tick while it goes on
+ * (PL/pgSQL can catch one cancel); a callback that has ignored cancels for
+ * CALLBACK_DIE_TICKS ticks ends the worker, which the postmaster restarts
+ * with the queue intact.
+ */
+#define CALLBACK_TICK_MS 100
+#define CALLBACK_DIE_TICKS 50
+
+static TimeoutId callback_timer = MAX_TIMEOUTS;
+static volatile sig_atomic_t callback_overran = false;
+static volatile int callback_ticks = 0;
+
+static void
+callback_timer_fired(void)
+{
+	callback_overran = true;
+	if (++callback_ticks > CALLBACK_DIE_TICKS)
+		ProcDiePending = true;
+	QueryCancelPending = true;
+	InterruptPending = true;
+	SetLatch(MyLatch);
+}
+
+static void
+callback_timer_start(void)
+{
+	if (callback_timer == MAX_TIMEOUTS)
+		callback_timer = RegisterTimeout(USER_TIMEOUT, callback_timer_fired);
+	callback_overran = false;
+	callback_ticks = 0;
+	enable_timeout_every(callback_timer,
+						 TimestampTzPlusMilliseconds(GetCurrentTimestamp(), llm_callback_timeout_ms),
+						 CALLBACK_TICK_MS);
+}
+
+static void
+callback_timer_stop(void)
+{
+	if (callback_timer != MAX_TIMEOUTS)
+		disable_timeout(callback_timer, false);
+	/* a tick that came after the callback's last check is not for the worker */
+	QueryCancelPending = false;
+}
+
+/*
+ * Runs the request's callback the way PostgreSQL runs user code during
+ * maintenance (index expressions in VACUUM and ANALYZE): as the submitter,
+ * as a security-restricted operation (no SET ROLE, SET SESSION
+ * AUTHORIZATION or temporary objects), inside a GUC nest level that is
+ * rolled back afterwards whatever the callback set or reset, and under
+ * llmext.callback_timeout.  What the callback asks of llmext is done for
+ * the request's own roles, which llmext keeps in C (caller.c), out of the
+ * callback's reach.  An error is recorded on the row.
  */
 static void
 run_callback(QueuedCall *qc)
 {
 	MemoryContext context = CurrentMemoryContext;
+	LlmActing	acting;
 
 	llm_queue_begin("llmext: running a callback");
 	PG_TRY();
 	{
-		Oid			saved_userid;
-		int			saved_sec_context;
 		Oid			types[2] = {INT8OID, JSONBOID};
 		Datum		args[2];
 		char	   *name = get_func_name(qc->callback);
 		char	   *schema = name ? get_namespace_name(get_func_namespace(qc->callback)) : NULL;
-		char	   *role = GetUserNameFromId(qc->submitter, true);
+		int			nest_level;
 
 		if (name == NULL || schema == NULL)
 			ereport(ERROR,
 					(errcode(ERRCODE_UNDEFINED_FUNCTION),
 					 errmsg("the callback function no longer exists")));
-		if (role == NULL)
+		if (!OidIsValid(qc->submitter))
 			ereport(ERROR,
 					(errcode(ERRCODE_UNDEFINED_OBJECT),
 					 errmsg("the role that submitted the request no longer exists")));
-		(void) set_config_option("llmext.acting_role", role, PGC_SUSET, PGC_S_SESSION,
-								 GUC_ACTION_LOCAL, true, 0, false);
-		GetUserIdAndSecContext(&saved_userid, &saved_sec_context);
 		if (SPI_connect() != SPI_OK_CONNECT)
 			elog(ERROR, "SPI_connect failed");
 		args[0] = Int64GetDatum(qc->id);
 		args[1] = DirectFunctionCall1(jsonb_in,
 									  CStringGetDatum(cJSON_PrintUnformatted(llm_call_result_json(&qc->result))));
-		SetUserIdAndSecContext(qc->submitter, saved_sec_context | SECURITY_LOCAL_USERID_CHANGE |
-							   SECURITY_RESTRICTED_OPERATION);
-		SPI_execute_with_args(psprintf("SELECT %s($1, $2)", quote_qualified_identifier(schema, name)),
-							  2, types, args, NULL, false, 0);
-		SetUserIdAndSecContext(saved_userid, saved_sec_context);
+
+		nest_level = NewGUCNestLevel();
+		/* the callback sees the default path, not the worker's pinned one */
+		(void) set_config_option("search_path", "\"$user\", public", PGC_USERSET, PGC_S_SESSION,
+								 GUC_ACTION_SAVE, true, 0, false);
+		llm_act_for(&acting, qc->submitter, qc->login, SECURITY_RESTRICTED_OPERATION);
+		callback_timer_start();
+		if (SPI_execute_with_args(psprintf("SELECT %s($1, $2)", quote_qualified_identifier(schema, name)),
+								  2, types, args, NULL, false, 0) != SPI_OK_SELECT)
+			elog(ERROR, "running the callback failed");
+		callback_timer_stop();
+		llm_act_done(&acting);
+		AtEOXact_GUC(false, nest_level);
+
 		SPI_finish();
 		llm_queue_end();
 		MemoryContextSwitchTo(context);
@@ -126,18 +185,28 @@ run_callback(QueuedCall *qc)
 	PG_CATCH();
 	{
 		ErrorData  *edata;
+		const char *message;
 
+		callback_timer_stop();
+		/* the abort below restores the user and the settings; this, the login */
+		llm_act_reset();
 		MemoryContextSwitchTo(context);
 		edata = CopyErrorData();
 		FlushErrorState();
+		message = callback_overran && edata->sqlerrcode == ERRCODE_QUERY_CANCELED
+			? psprintf("the callback ran longer than llmext.callback_timeout (%d ms)",
+					   llm_callback_timeout_ms)
+			: edata->message;
 		AbortCurrentTransaction();
 		llm_queue_begin("llmext: recording a callback's error");
 		if (SPI_connect() != SPI_OK_CONNECT)
 			elog(ERROR, "SPI_connect failed");
-		SPI_execute_with_args("UPDATE llm.requests SET callback_error = $2 WHERE id = $1", 2,
-							  (Oid[]) {INT8OID, TEXTOID},
-							  (Datum[]) {Int64GetDatum(qc->id), CStringGetTextDatum(edata->message)},
-							  NULL, false, 0);
+		if (SPI_execute_with_args("UPDATE llm.requests SET callback_error = $2"
+								  " WHERE id OPERATOR(pg_catalog.=) $1", 2,
+								  (Oid[]) {INT8OID, TEXTOID},
+								  (Datum[]) {Int64GetDatum(qc->id), CStringGetTextDatum(message)},
+								  NULL, false, 0) != SPI_OK_UPDATE)
+			elog(ERROR, "recording a callback's error failed");
 		SPI_finish();
 		llm_queue_end();
 		MemoryContextSwitchTo(context);
@@ -149,9 +218,8 @@ run_callback(QueuedCall *qc)
 static void
 decide(QueuedCall *qc)
 {
-	LlmFailure *failure;
-	Oid			saved_userid;
-	int			saved_sec_context;
+	LlmFailure *volatile failure = NULL;
+	LlmActing	acting;
 	const cJSON *attempts;
 	int			max_attempts;
 
@@ -161,10 +229,16 @@ decide(QueuedCall *qc)
 		qc->outcome_error = qc->error;
 		return;
 	}
-	GetUserIdAndSecContext(&saved_userid, &saved_sec_context);
-	SetUserIdAndSecContext(qc->submitter, saved_sec_context | SECURITY_LOCAL_USERID_CHANGE);
-	failure = qc->call->answered ? qc->call->failure : llm_call_complete(qc->call);
-	SetUserIdAndSecContext(saved_userid, saved_sec_context);
+	llm_act_for(&acting, qc->submitter, qc->login, 0);
+	PG_TRY();
+	{
+		failure = qc->call->answered ? qc->call->failure : llm_call_complete(qc->call);
+	}
+	PG_FINALLY();
+	{
+		llm_act_done(&acting);
+	}
+	PG_END_TRY();
 	if (failure == NULL)
 	{
 		qc->state = "done";

@@ -39,7 +39,8 @@ typedef struct LlmPendingEntry
 	char		kind;
 	uint8		attempts;		/* failed writes so far */
 	Oid			dboid;
-	Oid			roleid;
+	Oid			roleid;			/* the acting role of a ledger row */
+	Oid			loginid;		/* and its login role */
 	uint64		seq;
 	double		cost_usd;
 	char		key[65];		/* cache key (hex SHA-256) */

@@ -26,6 +26,7 @@
 #include "storage/ipc.h"
 #include "storage/proc.h"
 #include "tcop/tcopprot.h"
+#include "utils/guc.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
@@ -298,6 +299,12 @@ llm_worker_main(Datum arg)
 	dbname = list_nth(names, slot);
 	BackgroundWorkerInitializeConnection(dbname, NULL, 0);
 	pgstat_report_appname("llmext worker");
+	/*
+	 * The worker's own queries run as a superuser: no schema a user can
+	 * create in may come before pg_catalog.  Callbacks run in a nest level
+	 * of settings that is rolled back (queue_write.c), so this stays.
+	 */
+	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_SESSION);
 
 	register_worker(slot);
 	/* a predecessor may have died while writing: its entries go again */

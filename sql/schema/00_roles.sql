@@ -19,3 +19,30 @@ $$;
 CREATE SCHEMA llm;
 COMMENT ON SCHEMA llm IS 'llmext: providers, models and, later, prompts, calls and the queue';
 GRANT USAGE ON SCHEMA llm TO llm_user;
+
+-- The login role of the current call: the session's user, or, while the
+-- background worker works for a queued request, that request's login role.
+-- Row level security compares it with each row's login_role, so that a role
+-- switch (SET ROLE to a group role) shows nobody else's rows.
+CREATE FUNCTION llm._login()
+RETURNS name
+AS 'MODULE_PATHNAME', 'llm_login'
+LANGUAGE C STABLE PARALLEL RESTRICTED;
+REVOKE ALL ON FUNCTION llm._login() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION llm._login() TO llm_user;
+
+-- Whether spending by role member counts against a budget of role grp: its
+-- own, and its groups' (a budget on a group role covers its members).
+-- Superusers are members of every role for pg_has_role, but their spending
+-- is their own.  A role dropped since counts only for itself.
+CREATE FUNCTION llm._counts_for(member name, grp name)
+RETURNS boolean
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT member = grp
+		OR EXISTS (SELECT FROM pg_roles m, pg_roles g
+					WHERE m.rolname = member AND g.rolname = grp AND NOT m.rolsuper
+					  AND pg_has_role(m.oid, g.oid, 'MEMBER'))
+$$;
+REVOKE ALL ON FUNCTION llm._counts_for(name, name) FROM PUBLIC;

@@ -7,7 +7,8 @@ CREATE TABLE llm.calls (
 	id					bigserial PRIMARY KEY,
 	entry_id			text NOT NULL UNIQUE,	-- makes a re-sent entry harmless
 	created_at			timestamptz NOT NULL,
-	role				name NOT NULL,
+	role				name NOT NULL,	-- current_user of the call
+	login_role			name NOT NULL,	-- session_user of the call
 	database			name NOT NULL,
 	source				text NOT NULL DEFAULT 'sync',
 	prompt_name			text,
@@ -31,6 +32,8 @@ CREATE TABLE llm.calls (
 );
 CREATE INDEX calls_created_at_idx ON llm.calls (created_at);
 CREATE INDEX calls_role_created_at_idx ON llm.calls (role, created_at);
+COMMENT ON COLUMN llm.calls.role IS 'the acting role: current_user where the call was made';
+COMMENT ON COLUMN llm.calls.login_role IS 'the login role: session_user of the call (after SET ROLE, the role that switched)';
 COMMENT ON TABLE llm.calls IS 'the ledger: every provider call and cache hit, with tokens and cost; survives the caller''s ROLLBACK';
 COMMENT ON COLUMN llm.calls.cost_usd IS 'USD at the model''s prices when the call was made; 0 for a cache hit';
 COMMENT ON COLUMN llm.calls.cost_saved_usd IS 'for a cache hit: what the call would have cost';
@@ -41,19 +44,26 @@ SELECT pg_catalog.pg_extension_config_dump('llm.calls', '');
 SELECT pg_catalog.pg_extension_config_dump('llm.calls_id_seq', '');
 
 ALTER TABLE llm.calls ENABLE ROW LEVEL SECURITY;
+-- Your own rows: made as your current role, and either from your login or
+-- while logged in as that role.  A role switch to a group role (SET ROLE
+-- llm_user) therefore shows only what this login did under it; a pooler
+-- that logs in once and switches to each tenant shows each tenant its own.
 CREATE POLICY calls_own_rows ON llm.calls FOR SELECT
-	USING (role = current_user OR pg_catalog.pg_has_role(current_user, 'llm_admin', 'MEMBER'));
+	USING ((role = current_user AND (login_role = llm._login() OR current_user = llm._login()))
+		   OR pg_catalog.pg_has_role(current_user, 'llm_admin', 'MEMBER'));
 GRANT SELECT ON llm.calls TO llm_user;
 
--- Spend per UTC day and role, kept with the ledger so that a budget check
--- reads a month as at most 31 rows instead of summing every call.
+-- Spend per UTC day, acting role and login role, kept with the ledger so
+-- that a budget check reads a month as a few rows per role instead of
+-- summing every call.
 CREATE TABLE llm.spend_daily (
 	day			date NOT NULL,
 	role		name NOT NULL,
+	login_role	name NOT NULL,
 	cost_usd	numeric NOT NULL DEFAULT 0,
-	PRIMARY KEY (day, role)
+	PRIMARY KEY (day, role, login_role)
 );
-COMMENT ON TABLE llm.spend_daily IS 'spend per UTC day and role, maintained from the ledger; read by budget checks';
+COMMENT ON TABLE llm.spend_daily IS 'spend per UTC day, acting role and login role, maintained from the ledger; read by budget checks';
 REVOKE ALL ON llm.spend_daily FROM PUBLIC;
 SELECT pg_catalog.pg_extension_config_dump('llm.spend_daily', '');
 
@@ -71,7 +81,7 @@ DECLARE
 BEGIN
 	-- ledger rows carry an entry_id, cache entries a key and a result
 	WITH new_calls AS (
-		INSERT INTO llm.calls (entry_id, created_at, role, database, source, prompt_name,
+		INSERT INTO llm.calls (entry_id, created_at, role, login_role, database, source, prompt_name,
 							   prompt_version, model, remote_model, provider, cache_hit,
 							   http_status, outcome, error, input_tokens, cached_input_tokens,
 							   output_tokens, reasoning_tokens, cost_usd, cost_saved_usd,
@@ -79,7 +89,7 @@ BEGIN
 		SELECT r.entry_id,
 			   coalesce(r.created_at,
 						timestamptz '2000-01-01 00:00:00+00' + r.created_us * interval '1 microsecond'),
-			   r.role, r.database, coalesce(r.source, 'sync'), r.prompt_name,
+			   r.role, coalesce(r.login_role, r.role), r.database, coalesce(r.source, 'sync'), r.prompt_name,
 			   r.prompt_version, r.model, r.remote_model, r.provider, coalesce(r.cache_hit, false),
 			   r.http_status, r.outcome, r.error, coalesce(r.input_tokens, 0),
 			   coalesce(r.cached_input_tokens, 0), coalesce(r.output_tokens, 0),
@@ -90,7 +100,7 @@ BEGIN
 			   r.latency_ms, r.request_id, r.fingerprint
 		  FROM jsonb_to_recordset(entries) AS r(
 				entry_id text, created_at timestamptz, created_us bigint, role name,
-				database name, source text, prompt_name text, prompt_version integer,
+				login_role name, database name, source text, prompt_name text, prompt_version integer,
 				model text, remote_model text, provider text, cache_hit boolean,
 				http_status integer, outcome text, error text, input_tokens bigint,
 				cached_input_tokens bigint, output_tokens bigint, reasoning_tokens bigint,
@@ -98,15 +108,15 @@ BEGIN
 				request_id text, fingerprint text)
 		 WHERE r.entry_id IS NOT NULL
 		ON CONFLICT (entry_id) DO NOTHING
-		RETURNING fingerprint, created_at, cache_hit, role, cost_usd
+		RETURNING fingerprint, created_at, cache_hit, role, login_role, cost_usd
 	),
 	spend AS (
-		INSERT INTO llm.spend_daily AS d (day, role, cost_usd)
-		SELECT (created_at AT TIME ZONE 'UTC')::date, role, sum(cost_usd)
+		INSERT INTO llm.spend_daily AS d (day, role, login_role, cost_usd)
+		SELECT (created_at AT TIME ZONE 'UTC')::date, role, login_role, sum(cost_usd)
 		  FROM new_calls
-		 GROUP BY 1, 2
+		 GROUP BY 1, 2, 3
 		HAVING sum(cost_usd) > 0
-		ON CONFLICT (day, role) DO UPDATE SET cost_usd = d.cost_usd + excluded.cost_usd
+		ON CONFLICT (day, role, login_role) DO UPDATE SET cost_usd = d.cost_usd + excluded.cost_usd
 	)
 	SELECT jsonb_agg(jsonb_build_object('key', h.fingerprint, 'hits', h.hits, 'at', h.last_hit))
 	  INTO inserted_hits

@@ -50,16 +50,26 @@ COMMENT ON FUNCTION llm_budget_set(name, text, numeric) IS
 REVOKE ALL ON FUNCTION llm_budget_set(name, text, numeric) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION llm_budget_set(name, text, numeric) TO llm_admin;
 
--- Spend so far in each budget's current period.  pending_own and pending_all
--- are costs already incurred but not yet written to llm.calls.
-CREATE FUNCTION llm._budget_spend(who name, pending_own numeric DEFAULT 0, pending_all numeric DEFAULT 0)
+-- Spend so far in each budget's current period that applies to a call by
+-- acting role who with login role login (all budgets when who is NULL): a
+-- budget applies when either role counts for it (llm._counts_for), so a
+-- role switch escapes no budget.  A budget's spend is every call whose
+-- acting or login role counts for it.  pending_own and pending_all are costs
+-- already incurred but not yet written to llm.calls: the caller's own by pair
+-- of roles ([{"role", "login", "cost"}]), and everyone's.
+CREATE FUNCTION llm._budget_spend(who name, login name, pending_own jsonb DEFAULT '[]',
+								  pending_all numeric DEFAULT 0)
 RETURNS TABLE (role name, period text, limit_usd numeric, spent_usd numeric,
 			   period_start timestamptz, period_end timestamptz)
 LANGUAGE sql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 	SELECT b.role, b.period, b.limit_usd,
-		   s.spent + CASE WHEN b.role IS NULL THEN pending_all ELSE pending_own END,
+		   s.spent + CASE WHEN b.role IS NULL THEN pending_all
+						  ELSE (SELECT coalesce(sum((p ->> 'cost')::numeric), 0)
+								  FROM jsonb_array_elements(pending_own) p
+								 WHERE llm._counts_for((p ->> 'role')::name, b.role)
+									OR llm._counts_for((p ->> 'login')::name, b.role)) END,
 		   p.start, p.start + CASE b.period WHEN 'day' THEN interval '1 day' ELSE interval '1 month' END
 	  FROM llm.budgets b
 	 CROSS JOIN LATERAL (SELECT date_trunc(b.period, now(), 'UTC') AS start) p
@@ -67,33 +77,27 @@ AS $$
 		SELECT coalesce(sum(d.cost_usd), 0) AS spent
 		  FROM llm.spend_daily d
 		 WHERE d.day >= (p.start AT TIME ZONE 'UTC')::date
-		   AND (b.role IS NULL OR d.role = b.role)) s
-	 WHERE who IS NULL OR b.role IS NULL OR b.role = who
+		   AND (b.role IS NULL OR llm._counts_for(d.role, b.role)
+				OR llm._counts_for(d.login_role, b.role))) s
+	 WHERE who IS NULL OR b.role IS NULL
+		OR llm._counts_for(who, b.role) OR llm._counts_for(login, b.role)
 	 ORDER BY b.role NULLS LAST, b.period
 $$;
-REVOKE ALL ON FUNCTION llm._budget_spend(name, numeric, numeric) FROM PUBLIC;
-
-
--- The spend a caller may see: the budgets of roles the session can act as,
--- or all of them for an llm_admin (who NULL).
-CREATE FUNCTION llm._visible_budget_spend(who name, pending_own numeric, pending_all numeric)
-RETURNS TABLE (role name, period text, limit_usd numeric, spent_usd numeric,
-			   period_start timestamptz, period_end timestamptz)
-LANGUAGE sql STABLE SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-	SELECT s.*
-	  FROM llm._budget_spend(who, pending_own, pending_all) s
-	 WHERE CASE WHEN who IS NULL THEN pg_has_role(session_user, 'llm_admin', 'MEMBER')
-				ELSE pg_has_role(session_user, who, 'MEMBER') END
-$$;
-REVOKE ALL ON FUNCTION llm._visible_budget_spend(name, numeric, numeric) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION llm._visible_budget_spend(name, numeric, numeric) TO llm_user;
+REVOKE ALL ON FUNCTION llm._budget_spend(name, name, jsonb, numeric) FROM PUBLIC;
 
 CREATE FUNCTION llm_budget_status()
 RETURNS TABLE (role name, period text, limit_usd numeric, spent_usd numeric,
 			   remaining_usd numeric, period_start timestamptz, period_end timestamptz)
-LANGUAGE plpgsql VOLATILE
+AS 'MODULE_PATHNAME', 'llm_gate'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION llm_budget_status() IS
+	'the budgets that apply to you (all of them for llm_admin), with the spend so far';
+
+-- The body of llm_budget_status (see llm_gate): who and login are the caller's.
+CREATE FUNCTION llm._budget_status(who name, login name)
+RETURNS TABLE (role name, period text, limit_usd numeric, spent_usd numeric,
+			   remaining_usd numeric, period_start timestamptz, period_end timestamptz)
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
@@ -104,11 +108,10 @@ BEGIN
 	SELECT s.role, s.period, s.limit_usd, trim_scale(round(s.spent_usd, 10)),
 		   trim_scale(round(greatest(s.limit_usd - s.spent_usd, 0), 10)),
 		   s.period_start, s.period_end
-	  FROM llm._visible_budget_spend(CASE WHEN pg_has_role(current_user, 'llm_admin', 'MEMBER')
-										  THEN NULL ELSE current_user END, 0, 0) s;
+	  FROM llm._budget_spend(CASE WHEN pg_has_role(who, 'llm_admin', 'MEMBER') THEN NULL ELSE who END,
+							 login, '[]', 0) s;
 END
 $$;
-COMMENT ON FUNCTION llm_budget_status() IS
-	'the budgets that apply to you (all of them for llm_admin), with the spend so far';
+REVOKE ALL ON FUNCTION llm._budget_status(name, name) FROM PUBLIC;
 REVOKE ALL ON FUNCTION llm_budget_status() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION llm_budget_status() TO llm_user;

@@ -67,21 +67,28 @@ GRANT SELECT ON llm.prompt_label_history TO llm_user;
 SELECT pg_catalog.pg_extension_config_dump('llm.prompt_label_history', '');
 SELECT pg_catalog.pg_extension_config_dump('llm.prompt_label_history_id_seq', '');
 
--- The role acting: current_user is the function's owner inside SECURITY
--- DEFINER functions, so they ask the session's role setting instead.  In
--- the background worker, whose session user is a superuser, llmext sets
--- llmext.acting_role (which only superusers can set) to the submitter while
--- it runs a callback.
-CREATE FUNCTION llm._caller()
-RETURNS name
-LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-	SELECT CASE WHEN coalesce(current_setting('llmext.acting_role', true), '') <> ''
-				THEN current_setting('llmext.acting_role')::name
-				WHEN current_setting('role') IN ('none', '') THEN session_user
-				ELSE current_setting('role')::name END
-$$;
+-- A prompt name belongs to the role that created its first version.  Only
+-- its owner (or a member of the owning role), the roles it grants, and
+-- llm_admin add versions: nobody else can change what the owner's calls run.
+CREATE TABLE llm.prompt_owners (
+	name		text PRIMARY KEY,
+	owner		name NOT NULL,
+	created_at	timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE llm.prompt_owners IS 'who owns each prompt name: the creator of its first version';
+GRANT SELECT ON llm.prompt_owners TO llm_user;
+SELECT pg_catalog.pg_extension_config_dump('llm.prompt_owners', '');
+
+CREATE TABLE llm.prompt_grants (
+	name		text NOT NULL REFERENCES llm.prompt_owners ON DELETE CASCADE,
+	grantee		name NOT NULL,
+	granted_by	name NOT NULL,
+	granted_at	timestamptz NOT NULL DEFAULT now(),
+	PRIMARY KEY (name, grantee)
+);
+COMMENT ON TABLE llm.prompt_grants IS 'roles (and their members) allowed to add versions to a prompt they do not own';
+GRANT SELECT ON llm.prompt_grants TO llm_user;
+SELECT pg_catalog.pg_extension_config_dump('llm.prompt_grants', '');
 
 -- Parses a template; raises 42601 with the position of the first error.
 CREATE FUNCTION llm._template_check(template text)
@@ -95,6 +102,10 @@ RETURNS void
 AS 'MODULE_PATHNAME', 'llm_schema_check'
 LANGUAGE C IMMUTABLE STRICT;
 
+-- The user-facing functions below that must know their caller are gates
+-- (llm_gate in caller.c): each calls its body, llm._<name without llm_>,
+-- with the acting role and the login role first.  No role may execute a
+-- body: the roles it receives cannot be forged.
 CREATE FUNCTION llm_prompt_create(
 	name text,
 	template text,
@@ -105,6 +116,34 @@ CREATE FUNCTION llm_prompt_create(
 	params jsonb DEFAULT NULL,
 	note text DEFAULT NULL)
 RETURNS integer
+AS 'MODULE_PATHNAME', 'llm_gate'
+LANGUAGE C VOLATILE;
+
+-- Whether role who may add versions to prompt name (which has an owner).
+CREATE FUNCTION llm._prompt_may_write(who name, name text)
+RETURNS boolean
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT pg_has_role(who, 'llm_admin', 'MEMBER')
+		OR EXISTS (SELECT FROM llm.prompt_owners o
+					WHERE o.name = _prompt_may_write.name AND llm._counts_for(who, o.owner))
+		OR EXISTS (SELECT FROM llm.prompt_grants g
+					WHERE g.name = _prompt_may_write.name AND llm._counts_for(who, g.grantee))
+$$;
+
+CREATE FUNCTION llm._prompt_create(
+	caller name,
+	login name,
+	name text,
+	template text,
+	system text,
+	examples jsonb,
+	response_schema jsonb,
+	model text,
+	params jsonb,
+	note text)
+RETURNS integer
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -112,6 +151,7 @@ DECLARE
 	new_version integer;
 	example jsonb;
 	bad_key text;
+	owner name;
 BEGIN
 	IF name IS NULL OR name !~ '^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$' THEN
 		RAISE EXCEPTION 'invalid prompt name "%"', coalesce(name, 'NULL')
@@ -140,7 +180,7 @@ BEGIN
 	IF response_schema IS NOT NULL THEN
 		PERFORM llm._schema_check(response_schema);
 	END IF;
-	IF model IS NOT NULL AND NOT EXISTS (SELECT FROM llm.models m WHERE m.name = llm_prompt_create.model) THEN
+	IF model IS NOT NULL AND NOT EXISTS (SELECT FROM llm.models m WHERE m.name = _prompt_create.model) THEN
 		RAISE EXCEPTION 'model "%" does not exist', model
 			USING ERRCODE = 'undefined_object',
 				  HINT = 'Register it with llm_model_create, or list the models with SELECT name FROM llm.models.';
@@ -159,17 +199,98 @@ BEGIN
 
 	-- versions are numbered per name; concurrent creators queue here
 	PERFORM pg_advisory_xact_lock(hashtext('llmext prompt ' || name));
+	SELECT o.owner INTO owner FROM llm.prompt_owners o WHERE o.name = _prompt_create.name;
+	IF NOT FOUND THEN
+		-- a name first used now is the caller's (one kept from before owners
+		-- were recorded is its first author's)
+		SELECT p.author INTO owner FROM llm.prompts p
+		 WHERE p.name = _prompt_create.name ORDER BY p.version LIMIT 1;
+		INSERT INTO llm.prompt_owners (name, owner) VALUES (name, coalesce(owner, caller));
+	END IF;
+	IF NOT llm._prompt_may_write(caller, name) THEN
+		RAISE EXCEPTION 'permission denied to add a version to prompt "%"', name
+			USING ERRCODE = 'insufficient_privilege',
+				  DETAIL = format('Prompt "%s" belongs to role "%s".', name,
+								  (SELECT o.owner FROM llm.prompt_owners o WHERE o.name = _prompt_create.name)),
+				  HINT = 'Its owner can allow you with llm_prompt_grant, or choose another name.';
+	END IF;
 	SELECT coalesce(max(p.version), 0) + 1 INTO new_version
-	  FROM llm.prompts p WHERE p.name = llm_prompt_create.name;
+	  FROM llm.prompts p WHERE p.name = _prompt_create.name;
 	INSERT INTO llm.prompts (name, version, system, template, examples, response_schema,
 							 model, params, note, author)
 	VALUES (name, new_version, nullif(system, ''), template, examples, response_schema,
-			model, params, note, llm._caller());
+			model, params, note, caller);
 	RETURN new_version;
 END
 $$;
 COMMENT ON FUNCTION llm_prompt_create(text, text, text, jsonb, jsonb, text, jsonb, text) IS
-	'add a version of a prompt: its number';
+	'add a version of a prompt: its number (the first version makes you its owner)';
+
+CREATE FUNCTION llm_prompt_grant(name text, role name)
+RETURNS void
+AS 'MODULE_PATHNAME', 'llm_gate'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION llm_prompt_grant(text, name) IS
+	'allow a role (and its members) to add versions to a prompt you own';
+
+CREATE FUNCTION llm_prompt_revoke(name text, role name)
+RETURNS void
+AS 'MODULE_PATHNAME', 'llm_gate'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION llm_prompt_revoke(text, name) IS
+	'take back llm_prompt_grant';
+
+-- The owner of prompt name, for a change of its grants by caller.
+CREATE FUNCTION llm._prompt_owner_for_grant(caller name, name text)
+RETURNS name
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	owner name;
+BEGIN
+	SELECT o.owner INTO owner FROM llm.prompt_owners o WHERE o.name = _prompt_owner_for_grant.name;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'prompt "%" does not exist', coalesce(name, 'NULL')
+			USING ERRCODE = 'undefined_object',
+				  HINT = 'Create it with llm_prompt_create.';
+	END IF;
+	IF NOT llm._counts_for(caller, owner) AND NOT pg_has_role(caller, 'llm_admin', 'MEMBER') THEN
+		RAISE EXCEPTION 'only the owner of prompt "%" can change who may add versions to it', name
+			USING ERRCODE = 'insufficient_privilege',
+				  DETAIL = format('Prompt "%s" belongs to role "%s".', name, owner);
+	END IF;
+	RETURN owner;
+END
+$$;
+
+CREATE FUNCTION llm._prompt_grant(caller name, login name, name text, role name)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	PERFORM llm._prompt_owner_for_grant(caller, name);
+	IF role IS NULL OR NOT EXISTS (SELECT FROM pg_roles r WHERE r.rolname = _prompt_grant.role) THEN
+		RAISE EXCEPTION 'role "%" does not exist', coalesce(role::text, 'NULL')
+			USING ERRCODE = 'undefined_object';
+	END IF;
+	INSERT INTO llm.prompt_grants (name, grantee, granted_by)
+	VALUES (name, role, caller)
+	ON CONFLICT DO NOTHING;
+END
+$$;
+
+CREATE FUNCTION llm._prompt_revoke(caller name, login name, name text, role name)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	PERFORM llm._prompt_owner_for_grant(caller, name);
+	DELETE FROM llm.prompt_grants g WHERE g.name = _prompt_revoke.name AND g.grantee = _prompt_revoke.role;
+END
+$$;
 
 -- The variants to point a label at, checked.
 CREATE FUNCTION llm._prompt_variants(name text, versions integer[], weights numeric[], models text[])
@@ -228,7 +349,7 @@ BEGIN
 END
 $$;
 
-CREATE FUNCTION llm._prompt_move_label(name text, label text, variants jsonb, action text)
+CREATE FUNCTION llm._prompt_move_label(caller name, name text, label text, variants jsonb, action text)
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -243,22 +364,28 @@ BEGIN
 	SELECT l.variants INTO previous FROM llm.prompt_labels l
 	 WHERE l.name = _prompt_move_label.name AND l.label = _prompt_move_label.label FOR UPDATE;
 	INSERT INTO llm.prompt_labels AS l (name, label, variants, updated_by, updated_at)
-	VALUES (name, label, variants, llm._caller(), now())
+	VALUES (name, label, variants, caller, now())
 	ON CONFLICT ON CONSTRAINT prompt_labels_pkey DO UPDATE
 		SET variants = excluded.variants, updated_by = excluded.updated_by, updated_at = excluded.updated_at;
 	INSERT INTO llm.prompt_label_history (name, label, action, from_variants, to_variants, changed_by)
-	VALUES (name, label, action, previous, variants, llm._caller());
+	VALUES (name, label, action, previous, variants, caller);
 END
 $$;
 
 CREATE FUNCTION llm_prompt_deploy(name text, version integer, label text DEFAULT 'production',
 								  model text DEFAULT NULL)
 RETURNS void
+AS 'MODULE_PATHNAME', 'llm_gate'
+LANGUAGE C VOLATILE;
+
+CREATE FUNCTION llm._prompt_deploy(caller name, login name, name text, version integer, label text,
+								   model text)
+RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-	PERFORM llm._prompt_move_label(name, coalesce(label, 'production'),
+	PERFORM llm._prompt_move_label(caller, name, coalesce(label, 'production'),
 								   llm._prompt_variants(name, ARRAY[version], ARRAY[1::numeric],
 														ARRAY[model]),
 								   'deploy');
@@ -270,11 +397,17 @@ COMMENT ON FUNCTION llm_prompt_deploy(text, integer, text, text) IS
 CREATE FUNCTION llm_prompt_split(name text, label text, versions integer[], weights numeric[],
 								 models text[] DEFAULT NULL)
 RETURNS void
+AS 'MODULE_PATHNAME', 'llm_gate'
+LANGUAGE C VOLATILE;
+
+CREATE FUNCTION llm._prompt_split(caller name, login name, name text, label text, versions integer[],
+								  weights numeric[], models text[])
+RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-	PERFORM llm._prompt_move_label(name, label, llm._prompt_variants(name, versions, weights, models),
+	PERFORM llm._prompt_move_label(caller, name, label, llm._prompt_variants(name, versions, weights, models),
 								   'split');
 END
 $$;
@@ -282,6 +415,11 @@ COMMENT ON FUNCTION llm_prompt_split(text, text, integer[], numeric[], text[]) I
 	'split a label''s traffic between variants (version, optional model) by weight';
 
 CREATE FUNCTION llm_prompt_rollback(name text, label text DEFAULT 'production')
+RETURNS void
+AS 'MODULE_PATHNAME', 'llm_gate'
+LANGUAGE C VOLATILE;
+
+CREATE FUNCTION llm._prompt_rollback(caller name, login name, name text, label text)
 RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -292,7 +430,7 @@ DECLARE
 BEGIN
 	label := coalesce(label, 'production');
 	SELECT l.variants INTO current_variants FROM llm.prompt_labels l
-	 WHERE l.name = llm_prompt_rollback.name AND l.label = llm_prompt_rollback.label FOR UPDATE;
+	 WHERE l.name = _prompt_rollback.name AND l.label = _prompt_rollback.label FOR UPDATE;
 	IF NOT FOUND THEN
 		RAISE EXCEPTION 'prompt "%" has no label "%"', coalesce(name, 'NULL'), label
 			USING ERRCODE = 'undefined_object',
@@ -300,7 +438,7 @@ BEGIN
 	END IF;
 	-- the move that set the label to what it is now, not itself undone
 	SELECT h.* INTO move FROM llm.prompt_label_history h
-	 WHERE h.name = llm_prompt_rollback.name AND h.label = llm_prompt_rollback.label
+	 WHERE h.name = _prompt_rollback.name AND h.label = _prompt_rollback.label
 	   AND h.action <> 'rollback' AND NOT h.rolled_back AND h.to_variants = current_variants
 	 ORDER BY h.id DESC LIMIT 1;
 	IF NOT FOUND OR move.from_variants IS NULL THEN
@@ -309,7 +447,7 @@ BEGIN
 				  HINT = 'See llm.prompt_label_history; deploy a version explicitly with llm_prompt_deploy.';
 	END IF;
 	UPDATE llm.prompt_label_history SET rolled_back = true WHERE id = move.id;
-	PERFORM llm._prompt_move_label(name, label, move.from_variants, 'rollback');
+	PERFORM llm._prompt_move_label(caller, name, label, move.from_variants, 'rollback');
 END
 $$;
 COMMENT ON FUNCTION llm_prompt_rollback(text, text) IS
@@ -383,7 +521,19 @@ $$;
 REVOKE ALL ON FUNCTION llm._template_check(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION llm._schema_check(jsonb) FROM PUBLIC;
 REVOKE ALL ON FUNCTION llm._prompt_variants(text, integer[], numeric[], text[]) FROM PUBLIC;
-REVOKE ALL ON FUNCTION llm._prompt_move_label(text, text, jsonb, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION llm._prompt_move_label(name, text, text, jsonb, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION llm._prompt_may_write(name, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION llm._prompt_owner_for_grant(name, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION llm._prompt_create(name, name, text, text, text, jsonb, jsonb, text, jsonb, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION llm._prompt_grant(name, name, text, name) FROM PUBLIC;
+REVOKE ALL ON FUNCTION llm._prompt_revoke(name, name, text, name) FROM PUBLIC;
+REVOKE ALL ON FUNCTION llm._prompt_deploy(name, name, text, integer, text, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION llm._prompt_split(name, name, text, text, integer[], numeric[], text[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION llm._prompt_rollback(name, name, text, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION llm_prompt_grant(text, name) FROM PUBLIC;
+REVOKE ALL ON FUNCTION llm_prompt_revoke(text, name) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION llm_prompt_grant(text, name) TO llm_user;
+GRANT EXECUTE ON FUNCTION llm_prompt_revoke(text, name) TO llm_user;
 REVOKE ALL ON FUNCTION llm_prompt_create(text, text, text, jsonb, jsonb, text, jsonb, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION llm_prompt_deploy(text, integer, text, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION llm_prompt_split(text, text, integer[], numeric[], text[]) FROM PUBLIC;

@@ -4,10 +4,11 @@
 CREATE TABLE llm.requests (
 	id				bigserial PRIMARY KEY,
 	tag				text,
-	submitted_by	name NOT NULL,
+	submitted_by	name NOT NULL,	-- the acting role (current_user) of the submitter
+	login_role		name NOT NULL,	-- and its login role (session_user)
 	state			text NOT NULL DEFAULT 'queued'
 					CHECK (state IN ('queued', 'running', 'done', 'error', 'cancelled')),
-	priority		integer NOT NULL DEFAULT 0,
+	priority		integer NOT NULL DEFAULT 0 CHECK (priority BETWEEN -1000 AND 1000),
 	attempts		integer NOT NULL DEFAULT 0,
 	run_after		timestamptz NOT NULL DEFAULT now(),
 	model			text,
@@ -39,8 +40,12 @@ SELECT pg_catalog.pg_extension_config_dump('llm.requests', '');
 SELECT pg_catalog.pg_extension_config_dump('llm.requests_id_seq', '');
 
 ALTER TABLE llm.requests ENABLE ROW LEVEL SECURITY;
+-- The same rule as the ledger's (llm.calls): rows made as your current role,
+-- from your login or while logged in as that role.
 CREATE POLICY requests_own_rows ON llm.requests FOR SELECT
-	USING (submitted_by = current_user OR pg_catalog.pg_has_role(current_user, 'llm_admin', 'MEMBER'));
+	USING ((submitted_by = current_user
+			AND (login_role = llm._login() OR current_user = llm._login()))
+		   OR pg_catalog.pg_has_role(current_user, 'llm_admin', 'MEMBER'));
 GRANT SELECT ON llm.requests TO llm_user;
 
 -- Tells the worker, at commit, that work is waiting.
@@ -50,43 +55,56 @@ AS 'MODULE_PATHNAME', 'llm_wake_at_commit'
 LANGUAGE C VOLATILE;
 REVOKE ALL ON FUNCTION llm._wake_at_commit() FROM PUBLIC;
 
-CREATE FUNCTION llm._enqueue(model text, messages jsonb, options jsonb, tag text,
-							 priority integer, callback regprocedure,
-							 prompt_name text DEFAULT NULL, prompt_version integer DEFAULT NULL)
+-- Queues a request for caller (acting role) and login; the one writer of
+-- llm.requests rows.  Prompt attribution comes only from llm._submit_prompt.
+CREATE FUNCTION llm._enqueue(caller name, login name, model text, messages jsonb, options jsonb,
+							 tag text, priority integer, callback regprocedure,
+							 prompt_name text, prompt_version integer)
 RETURNS bigint
-LANGUAGE plpgsql SECURITY DEFINER
+LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	new_id bigint;
-	caller name := llm._caller();
 BEGIN
 	IF options IS NOT NULL AND jsonb_typeof(options) <> 'object' THEN
 		RAISE EXCEPTION 'options must be a JSON object'
 			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	IF priority IS NOT NULL AND priority NOT BETWEEN -1000 AND 1000 THEN
+		RAISE EXCEPTION 'priority % is out of range', priority
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Use a priority from -1000 to 1000 (default 0); higher runs first.';
 	END IF;
 	IF callback IS NOT NULL AND NOT has_function_privilege(caller, callback, 'EXECUTE') THEN
 		RAISE EXCEPTION 'role "%" may not execute callback %', caller, callback
 			USING ERRCODE = 'insufficient_privilege',
 				  HINT = 'The callback runs with the submitter''s rights.';
 	END IF;
-	INSERT INTO llm.requests (tag, submitted_by, priority, model, messages, options, callback,
-							  prompt_name, prompt_version)
-	VALUES (tag, caller, coalesce(priority, 0), model, messages, options, callback,
+	INSERT INTO llm.requests (tag, submitted_by, login_role, priority, model, messages, options,
+							  callback, prompt_name, prompt_version)
+	VALUES (tag, caller, login, coalesce(priority, 0), model, messages, options, callback,
 			prompt_name, prompt_version)
 	RETURNING id INTO new_id;
 	PERFORM llm._wake_at_commit();
 	RETURN new_id;
 END
 $$;
-REVOKE ALL ON FUNCTION llm._enqueue(text, jsonb, jsonb, text, integer, regprocedure, text, integer) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION llm._enqueue(text, jsonb, jsonb, text, integer, regprocedure, text, integer) TO llm_user;
+REVOKE ALL ON FUNCTION llm._enqueue(name, name, text, jsonb, jsonb, text, integer, regprocedure, text, integer) FROM PUBLIC;
 
 CREATE FUNCTION llm_submit(prompt text, model text DEFAULT NULL, system text DEFAULT NULL,
 						   options jsonb DEFAULT NULL, tag text DEFAULT NULL,
 						   priority integer DEFAULT 0, callback regprocedure DEFAULT NULL)
 RETURNS bigint
-LANGUAGE plpgsql
+AS 'MODULE_PATHNAME', 'llm_gate'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION llm_submit(text, text, text, jsonb, text, integer, regprocedure) IS
+	'queue a call for the background worker: the request id';
+
+CREATE FUNCTION llm._submit(caller name, login name, prompt text, model text, system text,
+							options jsonb, tag text, priority integer, callback regprocedure)
+RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
@@ -98,15 +116,15 @@ BEGIN
 			USING ERRCODE = 'invalid_parameter_value';
 	END IF;
 	-- the session's default model, fixed now: the worker has its own settings
-	RETURN llm._enqueue(coalesce(model, nullif(current_setting('llmext.default_model', true), '')),
+	RETURN llm._enqueue(caller, login,
+						coalesce(model, nullif(current_setting('llmext.default_model', true), '')),
 						CASE WHEN coalesce(system, '') = '' THEN '[]'::jsonb
 							 ELSE jsonb_build_array(jsonb_build_object('role', 'system', 'content', system)) END
 						|| jsonb_build_array(jsonb_build_object('role', 'user', 'content', prompt)),
-						options, tag, priority, callback);
+						options, tag, priority, callback, NULL, NULL);
 END
 $$;
-COMMENT ON FUNCTION llm_submit(text, text, text, jsonb, text, integer, regprocedure) IS
-	'queue a call for the background worker: the request id';
+REVOKE ALL ON FUNCTION llm._submit(name, name, text, text, text, jsonb, text, integer, regprocedure) FROM PUBLIC;
 
 CREATE FUNCTION llm_submit_prompt(name text, vars jsonb DEFAULT '{}', model text DEFAULT NULL,
 								  version integer DEFAULT NULL, label text DEFAULT NULL,
@@ -114,7 +132,16 @@ CREATE FUNCTION llm_submit_prompt(name text, vars jsonb DEFAULT '{}', model text
 								  tag text DEFAULT NULL, priority integer DEFAULT 0,
 								  callback regprocedure DEFAULT NULL)
 RETURNS bigint
-LANGUAGE plpgsql
+AS 'MODULE_PATHNAME', 'llm_gate'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION llm_submit_prompt(text, jsonb, text, integer, text, text, jsonb, text, integer, regprocedure) IS
+	'queue a call of a stored prompt (rendered now) for the background worker: the request id';
+
+CREATE FUNCTION llm._submit_prompt(caller name, login name, name text, vars jsonb, model text,
+								   version integer, label text, ab_key text, options jsonb,
+								   tag text, priority integer, callback regprocedure)
+RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -122,7 +149,7 @@ DECLARE
 BEGIN
 	-- rendered now: the request records exactly what will be sent
 	r := @extschema@.llm_render(name, vars, version, label, ab_key);
-	RETURN llm._enqueue(coalesce(model, r ->> 'model'), r -> 'messages',
+	RETURN llm._enqueue(caller, login, coalesce(model, r ->> 'model'), r -> 'messages',
 						(r -> 'params')
 						|| CASE WHEN jsonb_typeof(r -> 'response_format') = 'object'
 								THEN jsonb_build_object('response_format', r -> 'response_format')
@@ -131,8 +158,7 @@ BEGIN
 						tag, priority, callback, r ->> 'prompt', (r ->> 'version')::integer);
 END
 $$;
-COMMENT ON FUNCTION llm_submit_prompt(text, jsonb, text, integer, text, text, jsonb, text, integer, regprocedure) IS
-	'queue a call of a stored prompt (rendered now) for the background worker: the request id';
+REVOKE ALL ON FUNCTION llm._submit_prompt(name, name, text, jsonb, text, integer, text, text, jsonb, text, integer, regprocedure) FROM PUBLIC;
 
 CREATE FUNCTION llm_result(id bigint)
 RETURNS jsonb
@@ -199,22 +225,24 @@ $$;
 COMMENT ON FUNCTION llm_wait_batch(text, interval) IS
 	'wait until every request of a batch (tag) has finished, or the timeout passes: the counts';
 
-CREATE FUNCTION llm._cancel(ids bigint[], batch_tag text)
+-- Cancels the unfinished requests (by id, or of a batch) that caller may
+-- see (the rule of requests_own_rows, for caller and login): how many.
+CREATE FUNCTION llm._cancel_rows(caller name, login name, ids bigint[], batch_tag text)
 RETURNS bigint
-LANGUAGE plpgsql SECURITY DEFINER
+LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	n bigint;
 	tags text[];
-	caller name := llm._caller();
+	is_admin boolean := pg_has_role(caller, 'llm_admin', 'MEMBER');
 BEGIN
 	WITH gone AS (
 		UPDATE llm.requests r
 		   SET state = 'cancelled', finished_at = now()
 		 WHERE (r.id = ANY (ids) OR r.tag = batch_tag)
 		   AND r.state IN ('queued', 'running')
-		   AND (r.submitted_by = caller OR pg_has_role(caller, 'llm_admin', 'MEMBER'))
+		   AND ((r.submitted_by = caller AND (r.login_role = login OR caller = login)) OR is_admin)
 		RETURNING r.tag)
 	SELECT count(*), array_agg(DISTINCT tag) FILTER (WHERE tag IS NOT NULL)
 	  INTO n, tags
@@ -224,22 +252,33 @@ BEGIN
 	RETURN n;
 END
 $$;
-REVOKE ALL ON FUNCTION llm._cancel(bigint[], text) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION llm._cancel(bigint[], text) TO llm_user;
+REVOKE ALL ON FUNCTION llm._cancel_rows(name, name, bigint[], text) FROM PUBLIC;
 
 CREATE FUNCTION llm_cancel(id bigint)
 RETURNS boolean
-LANGUAGE sql
-SET search_path = pg_catalog, pg_temp
-AS $$ SELECT llm._cancel(ARRAY[id], NULL) = 1 $$;
+AS 'MODULE_PATHNAME', 'llm_gate'
+LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION llm_cancel(bigint) IS 'cancel a queued or running request of yours: whether it was';
+
+CREATE FUNCTION llm._cancel(caller name, login name, id bigint)
+RETURNS boolean
+LANGUAGE sql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT llm._cancel_rows(caller, login, ARRAY[id], NULL) = 1 $$;
+REVOKE ALL ON FUNCTION llm._cancel(name, name, bigint) FROM PUBLIC;
 
 CREATE FUNCTION llm_cancel_batch(tag text)
 RETURNS bigint
-LANGUAGE sql
-SET search_path = pg_catalog, pg_temp
-AS $$ SELECT llm._cancel(NULL, tag) $$;
+AS 'MODULE_PATHNAME', 'llm_gate'
+LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION llm_cancel_batch(text) IS 'cancel every unfinished request of a batch: how many';
+
+CREATE FUNCTION llm._cancel_batch(caller name, login name, tag text)
+RETURNS bigint
+LANGUAGE sql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT llm._cancel_rows(caller, login, NULL, tag) $$;
+REVOKE ALL ON FUNCTION llm._cancel_batch(name, name, text) FROM PUBLIC;
 
 CREATE VIEW llm.batches WITH (security_invoker = true) AS
 SELECT r.tag,
