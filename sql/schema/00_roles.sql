@@ -31,11 +31,15 @@ LANGUAGE C STABLE PARALLEL RESTRICTED;
 REVOKE ALL ON FUNCTION llm._login() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION llm._login() TO llm_user;
 
--- Whether spending by role member counts against a budget of role grp: its
--- own, and its groups' (a budget on a group role covers its members).
--- Superusers are members of every role for pg_has_role, but their spending
--- is their own.  A role dropped since counts only for itself.
-CREATE FUNCTION llm._counts_for(member name, grp name)
+-- Whether role member counts as role grp: it is grp, or a member of grp
+-- (how 'MEMBER'), or holds grp's privileges without SET ROLE (how 'USAGE',
+-- membership through roles that inherit).  Budgets count a call's acting
+-- role as a MEMBER and its login role by USAGE: a login that switches to a
+-- group role is still held to its own groups' budgets, while a pooler's
+-- NOINHERIT login switching between tenants is not held to every tenant's.
+-- Superusers are members of every role for pg_has_role, but count only as
+-- themselves; so does a role dropped since.
+CREATE FUNCTION llm._counts_for(member name, grp name, how text DEFAULT 'MEMBER')
 RETURNS boolean
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
@@ -43,6 +47,6 @@ AS $$
 	SELECT member = grp
 		OR EXISTS (SELECT FROM pg_roles m, pg_roles g
 					WHERE m.rolname = member AND g.rolname = grp AND NOT m.rolsuper
-					  AND pg_has_role(m.oid, g.oid, 'MEMBER'))
+					  AND pg_has_role(m.oid, g.oid, how))
 $$;
-REVOKE ALL ON FUNCTION llm._counts_for(name, name) FROM PUBLIC;
+REVOKE ALL ON FUNCTION llm._counts_for(name, name, text) FROM PUBLIC;

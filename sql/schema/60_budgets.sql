@@ -52,9 +52,9 @@ GRANT EXECUTE ON FUNCTION llm_budget_set(name, text, numeric) TO llm_admin;
 
 -- Spend so far in each budget's current period that applies to a call by
 -- acting role who with login role login (all budgets when who is NULL): a
--- budget applies when either role counts for it (llm._counts_for), so a
--- role switch escapes no budget.  A budget's spend is every call whose
--- acting or login role counts for it.  pending_own and pending_all are costs
+-- budget applies when the acting role is its role or a member of it, or the
+-- login role is its role or inherits it (llm._counts_for), so a role switch
+-- escapes no budget.  A budget's spend is every call it applies to.  pending_own and pending_all are costs
 -- already incurred but not yet written to llm.calls: the caller's own by pair
 -- of roles ([{"role", "login", "cost"}]), and everyone's.
 CREATE FUNCTION llm._budget_spend(who name, login name, pending_own jsonb DEFAULT '[]',
@@ -69,7 +69,7 @@ AS $$
 						  ELSE (SELECT coalesce(sum((p ->> 'cost')::numeric), 0)
 								  FROM jsonb_array_elements(pending_own) p
 								 WHERE llm._counts_for((p ->> 'role')::name, b.role)
-									OR llm._counts_for((p ->> 'login')::name, b.role)) END,
+									OR llm._counts_for((p ->> 'login')::name, b.role, 'USAGE')) END,
 		   p.start, p.start + CASE b.period WHEN 'day' THEN interval '1 day' ELSE interval '1 month' END
 	  FROM llm.budgets b
 	 CROSS JOIN LATERAL (SELECT date_trunc(b.period, now(), 'UTC') AS start) p
@@ -78,9 +78,9 @@ AS $$
 		  FROM llm.spend_daily d
 		 WHERE d.day >= (p.start AT TIME ZONE 'UTC')::date
 		   AND (b.role IS NULL OR llm._counts_for(d.role, b.role)
-				OR llm._counts_for(d.login_role, b.role))) s
+				OR llm._counts_for(d.login_role, b.role, 'USAGE'))) s
 	 WHERE who IS NULL OR b.role IS NULL
-		OR llm._counts_for(who, b.role) OR llm._counts_for(login, b.role)
+		OR llm._counts_for(who, b.role) OR llm._counts_for(login, b.role, 'USAGE')
 	 ORDER BY b.role NULLS LAST, b.period
 $$;
 REVOKE ALL ON FUNCTION llm._budget_spend(name, name, jsonb, numeric) FROM PUBLIC;
