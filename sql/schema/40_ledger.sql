@@ -8,7 +8,6 @@ CREATE TABLE llm.calls (
 	entry_id			text NOT NULL UNIQUE,	-- makes a re-sent entry harmless
 	created_at			timestamptz NOT NULL,
 	role				name NOT NULL,	-- current_user of the call
-	login_role			name NOT NULL,	-- session_user of the call
 	database			name NOT NULL,
 	source				text NOT NULL DEFAULT 'sync',
 	prompt_name			text,
@@ -28,7 +27,8 @@ CREATE TABLE llm.calls (
 	cost_saved_usd		numeric NOT NULL DEFAULT 0,
 	latency_ms			double precision,
 	request_id			text,
-	fingerprint			text
+	fingerprint			text,
+	login_role			name NOT NULL	-- session_user of the call (added in 0.2.0)
 );
 CREATE INDEX calls_created_at_idx ON llm.calls (created_at);
 CREATE INDEX calls_role_created_at_idx ON llm.calls (role, created_at);
@@ -59,8 +59,8 @@ GRANT SELECT ON llm.calls TO llm_user;
 CREATE TABLE llm.spend_daily (
 	day			date NOT NULL,
 	role		name NOT NULL,
-	login_role	name NOT NULL,
 	cost_usd	numeric NOT NULL DEFAULT 0,
+	login_role	name NOT NULL,
 	PRIMARY KEY (day, role, login_role)
 );
 COMMENT ON TABLE llm.spend_daily IS 'spend per UTC day, acting role and login role, maintained from the ledger; read by budget checks';

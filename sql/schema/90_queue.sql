@@ -5,7 +5,6 @@ CREATE TABLE llm.requests (
 	id				bigserial PRIMARY KEY,
 	tag				text,
 	submitted_by	name NOT NULL,	-- the acting role (current_user) of the submitter
-	login_role		name NOT NULL,	-- and its login role (session_user)
 	state			text NOT NULL DEFAULT 'queued'
 					CHECK (state IN ('queued', 'running', 'done', 'error', 'cancelled')),
 	priority		integer NOT NULL DEFAULT 0 CHECK (priority BETWEEN -1000 AND 1000),
@@ -24,7 +23,8 @@ CREATE TABLE llm.requests (
 	cost_usd		numeric,
 	created_at		timestamptz NOT NULL DEFAULT now(),
 	started_at		timestamptz,
-	finished_at		timestamptz
+	finished_at		timestamptz,
+	login_role		name NOT NULL	-- the submitter's login role (added in 0.2.0)
 );
 CREATE INDEX requests_due_idx ON llm.requests (priority DESC, id) WHERE state = 'queued';
 -- every request is updated two or three times within seconds: autovacuum must
