@@ -48,8 +48,10 @@ ALTER TABLE llm.calls ENABLE ROW LEVEL SECURITY;
 -- while logged in as that role.  A role switch to a group role (SET ROLE
 -- llm_user) therefore shows only what this login did under it; a pooler
 -- that logs in once and switches to each tenant shows each tenant its own.
+-- (The login is a sub-select: evaluated once per query, not per row.)
 CREATE POLICY calls_own_rows ON llm.calls FOR SELECT
-	USING ((role = current_user AND (login_role = llm._login() OR current_user = llm._login()))
+	USING ((role = current_user
+			AND (login_role = (SELECT llm._login()) OR current_user = (SELECT llm._login())))
 		   OR pg_catalog.pg_has_role(current_user, 'llm_admin', 'MEMBER'));
 GRANT SELECT ON llm.calls TO llm_user;
 

@@ -44,7 +44,7 @@ ALTER TABLE llm.requests ENABLE ROW LEVEL SECURITY;
 -- from your login or while logged in as that role.
 CREATE POLICY requests_own_rows ON llm.requests FOR SELECT
 	USING ((submitted_by = current_user
-			AND (login_role = llm._login() OR current_user = llm._login()))
+			AND (login_role = (SELECT llm._login()) OR current_user = (SELECT llm._login())))
 		   OR pg_catalog.pg_has_role(current_user, 'llm_admin', 'MEMBER'));
 GRANT SELECT ON llm.requests TO llm_user;
 
