@@ -9,6 +9,9 @@ OBJS = $(patsubst %.c,%.o,$(wildcard src/*.c))
 # The install script is assembled from one file per concept under sql/schema.
 SCHEMA_PARTS = $(sort $(wildcard sql/schema/*.sql))
 DATA_built = $(EXTENSION)--$(EXTVERSION).sql
+# Earlier versions' install scripts (frozen) and the upgrade scripts between
+# versions: ALTER EXTENSION llmext UPDATE follows them.
+DATA = $(sort $(wildcard sql/versions/$(EXTENSION)--*.sql))
 
 REGRESS = setup admin complete chat faults privileges ledger cache budgets usage prompts batch queue ratelimit identity
 # The suites run in an existing database that the background worker serves

@@ -24,6 +24,7 @@
 #include "pgstat.h"
 #include "shmem.h"
 #include "subxact.h"
+#include "version.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
@@ -64,12 +65,28 @@ llm_queue_keep_plan(const char *sql, int nargs, Oid *types)
 	return plan;
 }
 
+/*
+ * Whether the worker may work on this database's queue: llmext is installed
+ * at the library's version.  Requests left running by a predecessor are run
+ * again first (they end exactly once); when the installed version was older
+ * at the worker's start, that waits for ALTER EXTENSION llmext UPDATE.
+ */
+static bool recovered = false;
+
 static bool
 queue_installed(void)
 {
-	Oid			namespace = get_namespace_oid("llm", true);
-
-	return OidIsValid(namespace) && OidIsValid(get_relname_relid("requests", namespace));
+	if (!llm_schema_is_current())
+		return false;
+	if (!recovered)
+	{
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
+		SPI_execute("SELECT llm._recover()", false, 0);
+		SPI_finish();
+		recovered = true;
+	}
+	return true;
 }
 
 LlmQueue *
@@ -93,13 +110,7 @@ llm_queue_recover(void)
 	MemoryContext caller = CurrentMemoryContext;
 
 	llm_queue_begin("llmext: recovering requests left running");
-	if (queue_installed())
-	{
-		if (SPI_connect() != SPI_OK_CONNECT)
-			elog(ERROR, "SPI_connect failed");
-		SPI_execute("SELECT llm._recover()", false, 0);
-		SPI_finish();
-	}
+	(void) queue_installed();
 	llm_queue_end();
 	MemoryContextSwitchTo(caller);
 }
