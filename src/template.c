@@ -153,11 +153,12 @@ add_node(LlmTemplate *tmpl, NodeKind kind, size_t offset)
 	if (tmpl->nnodes == tmpl->capacity)
 	{
 		size_t		capacity = tmpl->capacity == 0 ? 16 : tmpl->capacity * 2;
+		TemplateNode *nodes;
 
 		/* no more room than the ceiling allows: the array is the big part */
 		if (capacity > tmpl->max_nodes)
 			capacity = tmpl->max_nodes;
-		TemplateNode *nodes = cJSON_malloc(capacity * sizeof(TemplateNode));
+		nodes = cJSON_malloc(capacity * sizeof(TemplateNode));
 
 		if (tmpl->nnodes > 0)
 			memcpy(nodes, tmpl->nodes, tmpl->nnodes * sizeof(TemplateNode));
@@ -276,7 +277,7 @@ llm_template_parse_limited(const char *source, size_t max_bytes, size_t max_node
 		return NULL;
 	}
 	/* checked before the copy: the text is the first thing a template costs */
-	source_len = strnlen(source, max_bytes == SIZE_MAX ? SIZE_MAX : max_bytes + 1);
+	source_len = max_bytes >= SIZE_MAX / 2 ? strlen(source) : strnlen(source, max_bytes + 1);
 	if (source_len > max_bytes)
 	{
 		*kind = LLM_TEMPLATE_TOO_LARGE;
