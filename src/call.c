@@ -20,6 +20,7 @@
 #include "pgstat.h"
 #include "ratelimit.h"
 #include "storage/latch.h"
+#include "access/detoast.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
 #include "utils/timestamp.h"
@@ -154,6 +155,59 @@ result_from_cache(const cJSON *cached, LlmCallResult *result)
 #undef CACHED_COUNT
 }
 
+/* Bytes a string takes inside JSON text, escapes and quotes included. */
+static size_t
+json_string_bytes(const char *s)
+{
+	size_t		n = 2;
+
+	for (const unsigned char *p = (const unsigned char *) s; *p; p++)
+		n += (*p == '"' || *p == '\\' || *p == '\b' || *p == '\f' ||
+			  *p == '\n' || *p == '\r' || *p == '\t') ? 2 : *p < 0x20 ? 6 : 1;
+	return n;
+}
+
+/*
+ * An upper bound on the bytes cJSON_PrintUnformatted writes for json: the
+ * strings as escaped, and 32 for each item's punctuation, number or literal
+ * (a number takes at most 26).  Computed without allocating.
+ */
+static size_t
+json_printed_bound(const cJSON *item)
+{
+	size_t		n;
+
+	if (item == NULL)
+		return 0;
+	n = 32;
+	if (item->string != NULL)
+		n += json_string_bytes(item->string);
+	if (cJSON_IsString(item) && item->valuestring != NULL)
+		n += json_string_bytes(item->valuestring);
+	for (const cJSON *child = item->child; child != NULL; child = child->next)
+		n += json_printed_bound(child);
+	return n;
+}
+
+/*
+ * Refuses, before it is built, a request larger than llmext.max_request_bytes:
+ * printing it would take a multiple of its size, and a huge one would end in
+ * an allocation the server refuses with an internal error.
+ */
+static void
+check_request_size(const cJSON *messages, const cJSON *params)
+{
+	size_t		bound = json_printed_bound(messages) + json_printed_bound(params);
+
+	if (bound > (size_t) llm_max_request_bytes)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("the request would be larger than llmext.max_request_bytes (%d bytes)",
+						llm_max_request_bytes),
+				 errdetail("The messages and parameters take up to %zu bytes as JSON.", bound),
+				 errhint("Send a shorter prompt, or ask a superuser to raise llmext.max_request_bytes.")));
+}
+
 static void
 record_call(const LlmCallRequest *req, const LlmCallResult *result, const char *error)
 {
@@ -244,6 +298,7 @@ llm_call_prepare(const LlmCallRequest *req, LlmCallResult *result)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("invalid options: %s", err),
 				 errhint("The model comes from the model argument and messages are built by llmext.")));
+	check_request_size(req->messages, call->params);
 	llm_cache_policy(req->options, call->params, &call->cache);
 	result->fingerprint = llm_sha256_hex(llm_canonical_request(model->provider,
 															   model->remote_model,
@@ -298,7 +353,7 @@ llm_call_prepare(const LlmCallRequest *req, LlmCallResult *result)
 	call->http.url = chat_url(model);
 	call->http.connect_timeout_ms = llm_connect_timeout_ms;
 	call->http.timeout_ms = llm_request_timeout_ms;
-	call->http.max_response_bytes = (size_t) llm_max_response_bytes;
+	call->http.max_response_bytes = (size_t) llm_effective_max_response_bytes();
 	call->estimated_tokens = llm_rate_estimate(call->http.body, call->params);
 	return call;
 }
@@ -471,12 +526,39 @@ llm_call_result_json(const LlmCallResult *result)
 	return json;
 }
 
+void
+llm_check_text_size(Datum text, const char *what)
+{
+	Size		size = toast_raw_datum_size(text) - VARHDRSZ;
+
+	if (size > (Size) llm_max_request_bytes)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("%s of %zu bytes is larger than llmext.max_request_bytes (%d bytes)",
+						what, (size_t) size, llm_max_request_bytes),
+				 errhint("Send a shorter prompt, or ask a superuser to raise llmext.max_request_bytes.")));
+}
+
 cJSON *
 llm_jsonb_to_cjson(Datum jsonb)
 {
-	Jsonb	   *jb = DatumGetJsonbP(jsonb);
-	char	   *text = JsonbToCString(NULL, &jb->root, VARSIZE(jb));
-	cJSON	   *json = cJSON_Parse(text);
+	Jsonb	   *jb;
+	char	   *text;
+	cJSON	   *json;
+
+	/*
+	 * Checked before it is detoasted: its text and its cJSON tree take a
+	 * multiple of its size, and every jsonb argument ends up in a request.
+	 */
+	if (toast_raw_datum_size(jsonb) > (Size) llm_max_request_bytes + VARHDRSZ)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("a jsonb argument of %zu bytes is larger than llmext.max_request_bytes (%d bytes)",
+						(size_t) (toast_raw_datum_size(jsonb) - VARHDRSZ), llm_max_request_bytes),
+				 errhint("Pass less data, or ask a superuser to raise llmext.max_request_bytes.")));
+	jb = DatumGetJsonbP(jsonb);
+	text = JsonbToCString(NULL, &jb->root, VARSIZE(jb));
+	json = cJSON_Parse(text);
 
 	if (json == NULL)
 		elog(ERROR, "llmext: could not convert jsonb to cJSON");

@@ -112,7 +112,16 @@ extern bool llm_chat_call(const LlmCallRequest *req, LlmCallResult *result);
 /* The normalised result as JSON (content, usage, cost, latency, ids). */
 extern cJSON *llm_call_result_json(const LlmCallResult *result);
 
-/* Converts a jsonb argument to cJSON (NULL stays NULL). */
+/*
+ * Raises 54000 for a text argument (what: "a prompt") larger than
+ * llmext.max_request_bytes, before it is detoasted or copied.
+ */
+extern void llm_check_text_size(Datum text, const char *what);
+
+/*
+ * Converts a jsonb argument to cJSON (NULL stays NULL); 54000 when it is
+ * larger than llmext.max_request_bytes.
+ */
 extern cJSON *llm_jsonb_to_cjson(Datum jsonb);
 
 /* Converts cJSON to a jsonb Datum. */

@@ -119,6 +119,14 @@ llm_failure_of_transfer(const LlmModel *model, const LlmHttpResponse *resp,
 								pstrdup(resp->error),
 								pstrdup("Check base_url in llm.providers and that the server can reach it."));
 		case LLM_HTTP_TOO_LARGE:
+			/* name the setting that bounded it: the user's, or the ceiling */
+			if (llm_max_response_bytes > llm_max_response_bytes_limit)
+				return make_failure(ERRCODE_LLM_RESPONSE_TOO_LARGE,
+									psprintf("the answer of provider \"%s\" is larger than llmext.max_response_bytes_limit (%d bytes)",
+											 model->provider, llm_max_response_bytes_limit),
+									psprintf("llmext.max_response_bytes is %d bytes, but only a superuser can raise the ceiling.",
+											 llm_max_response_bytes),
+									pstrdup("Ask for a shorter answer (max_completion_tokens), or ask a superuser to raise llmext.max_response_bytes_limit."));
 			return make_failure(ERRCODE_LLM_RESPONSE_TOO_LARGE,
 								psprintf("the answer of provider \"%s\" is larger than llmext.max_response_bytes (%d bytes)",
 										 model->provider, llm_max_response_bytes),

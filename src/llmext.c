@@ -23,6 +23,12 @@ int			llm_request_timeout_ms = 120000;
 int			llm_connect_timeout_ms = 10000;
 int			llm_max_response_bytes = 16 * 1024 * 1024;
 int			llm_callback_timeout_ms = 5000;
+int			llm_max_response_bytes_limit = 16 * 1024 * 1024;
+int			llm_max_template_bytes = 1024 * 1024;
+int			llm_max_template_nodes = 100000;
+int			llm_max_rendered_bytes = 4 * 1024 * 1024;
+int			llm_max_request_bytes = 8 * 1024 * 1024;
+int			llm_max_batch_concurrency = 16;
 
 void		_PG_init(void);
 
@@ -78,6 +84,55 @@ _PG_init(void)
 							&llm_max_response_bytes,
 							16 * 1024 * 1024, 1024, MaxAllocSize / 2,
 							PGC_USERSET, GUC_UNIT_BYTE,
+							NULL, NULL, NULL);
+
+	/*
+	 * The ceilings: PGC_SUSET, so that no llm_user can take more of the
+	 * server's memory than a superuser allowed.  The upper bounds keep every
+	 * buffer they size (times JSON escaping, times cJSON's doubling) below
+	 * MaxAllocSize, so that nothing fails as an internal error.
+	 */
+	DefineCustomIntVariable("llmext.max_response_bytes_limit",
+							"Ceiling on llmext.max_response_bytes.",
+							"A larger llmext.max_response_bytes counts as this.",
+							&llm_max_response_bytes_limit,
+							16 * 1024 * 1024, 1024, 64 * 1024 * 1024,
+							PGC_SUSET, GUC_UNIT_BYTE,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("llmext.max_template_bytes",
+							"Largest prompt template accepted.",
+							NULL,
+							&llm_max_template_bytes,
+							1024 * 1024, 1024, 64 * 1024 * 1024,
+							PGC_SUSET, GUC_UNIT_BYTE,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("llmext.max_template_nodes",
+							"Most parts (variables, sections, runs of text) a prompt template may have.",
+							NULL,
+							&llm_max_template_nodes,
+							100000, 10, 10 * 1000 * 1000,
+							PGC_SUSET, 0,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("llmext.max_rendered_bytes",
+							"Largest text a prompt template may render to.",
+							NULL,
+							&llm_max_rendered_bytes,
+							4 * 1024 * 1024, 1024, 64 * 1024 * 1024,
+							PGC_SUSET, GUC_UNIT_BYTE,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("llmext.max_request_bytes",
+							"Largest request sent to a provider, and largest jsonb argument (messages, vars, options) accepted.",
+							NULL,
+							&llm_max_request_bytes,
+							8 * 1024 * 1024, 1024, 64 * 1024 * 1024,
+							PGC_SUSET, GUC_UNIT_BYTE,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("llmext.max_batch_concurrency",
+							"Ceiling on the concurrency a batch may ask for.",
+							NULL,
+							&llm_max_batch_concurrency,
+							16, 1, 1024,
+							PGC_SUSET, 0,
 							NULL, NULL, NULL);
 
 	DefineCustomIntVariable("llmext.callback_timeout",

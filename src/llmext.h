@@ -14,6 +14,24 @@ extern int	llm_max_response_bytes;
 extern int	llm_callback_timeout_ms;
 
 /*
+ * Ceilings on what one backend holds in memory, settable by superusers only
+ * (docs/security.md, "Bounded memory").
+ */
+extern int	llm_max_response_bytes_limit;
+extern int	llm_max_template_bytes;
+extern int	llm_max_template_nodes;
+extern int	llm_max_rendered_bytes;
+extern int	llm_max_request_bytes;
+extern int	llm_max_batch_concurrency;
+
+/* The response size in force: llmext.max_response_bytes within its ceiling. */
+static inline int
+llm_effective_max_response_bytes(void)
+{
+	return Min(llm_max_response_bytes, llm_max_response_bytes_limit);
+}
+
+/*
  * SQLSTATEs of provider failures, class LL (implementation-defined).  The
  * last three characters follow the HTTP status where there is one, so
  * EXCEPTION WHEN SQLSTATE 'LL429' reads naturally in PL/pgSQL.

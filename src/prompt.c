@@ -13,8 +13,6 @@
 #include "template.h"
 #include "utils/builtins.h"
 
-#define MAX_RENDERED_BYTES (64 * 1024 * 1024)
-
 typedef struct PromptVersion
 {
 	char	   *system;
@@ -120,8 +118,23 @@ render_or_fail(const LlmTemplate *tmpl, const cJSON *vars, const LlmRenderedProm
 			   const char *what)
 {
 	char		err[256];
-	char	   *text = llm_template_render(tmpl, vars, MAX_RENDERED_BYTES, err, sizeof(err));
+	LlmTemplateError kind;
+	char	   *text = llm_template_render_kind(tmpl, vars, (size_t) llm_max_rendered_bytes,
+												&kind, err, sizeof(err));
 
+	if (text == NULL && kind == LLM_TEMPLATE_OUTPUT_TOO_LARGE)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("prompt \"%s\" version %d: the rendered text is larger than llmext.max_rendered_bytes (%d bytes)",
+						out->name, out->version, llm_max_rendered_bytes),
+				 errdetail("While rendering %s.", what),
+				 errhint("Pass shorter values in vars, or ask a superuser to raise llmext.max_rendered_bytes.")));
+	if (text == NULL && kind == LLM_TEMPLATE_TOO_MANY_STEPS)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("prompt \"%s\" version %d: %s", out->name, out->version, err),
+				 errdetail("While rendering %s.", what),
+				 errhint("Rendering may take 1000000 steps plus two per byte of llmext.max_rendered_bytes.")));
 	if (text == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -160,6 +173,7 @@ llm_prompt_render(const char *name, const cJSON *vars, const char *call_model,
 	LlmRenderedPrompt *out = palloc0(sizeof(LlmRenderedPrompt));
 	PromptVersion *v;
 	LlmTemplate *tmpl;
+	LlmTemplateError kind;
 	char		err[256];
 	const cJSON *example;
 	cJSON	   *empty = NULL;
@@ -179,7 +193,17 @@ llm_prompt_render(const char *name, const cJSON *vars, const char *call_model,
 	else if (out->model == NULL)
 		out->model = v->model;
 
-	tmpl = llm_template_parse(v->template, err, sizeof(err));
+	/* stored under the ceilings of its day: today's apply to its use */
+	tmpl = llm_template_parse_limited(v->template, (size_t) llm_max_template_bytes,
+									  (size_t) llm_max_template_nodes, &kind,
+									  err, sizeof(err));
+	if (tmpl == NULL && kind != LLM_TEMPLATE_SYNTAX)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("prompt \"%s\" version %d: %s", name, out->version, err),
+				 errhint("A superuser may raise %s.",
+						 kind == LLM_TEMPLATE_TOO_LARGE ? "llmext.max_template_bytes"
+						 : "llmext.max_template_nodes")));
 	if (tmpl == NULL)
 		elog(ERROR, "stored template of prompt \"%s\" version %d does not parse: %s",
 			 name, out->version, err);

@@ -13,6 +13,15 @@
  * row; with options {"on_error": "error"} the first failure aborts the
  * statement instead.  Query cancel stops everything: the engine's memory
  * context takes every transfer with it.
+ *
+ * Memory is bounded by the concurrency, not by the number of prompts: items
+ * live in a window of `concurrency` slots, each with its own memory context.
+ * An item is prepared (its prompt turned into messages, or its stored
+ * prompt rendered) only when it enters the window, and its row goes to the
+ * tuplestore (which spills to disk past work_mem) and its context is
+ * deleted as soon as it and every item before it are done.  So at most
+ * `concurrency` requests and answers are held at once, even when an early
+ * request is slow and later ones finish first.
  */
 #include "llmext.h"
 
@@ -47,15 +56,51 @@ PG_FUNCTION_INFO_V1(llm_complete_prompt_batch);
 
 typedef struct BatchItem
 {
-	char	   *prompt;			/* NULL: the row is NULL, nothing is called */
+	int			ord;			/* 0-based position in the input */
+	MemoryContext context;		/* all of the item's memory; NULL: slot free */
 	LlmCallRequest req;
 	LlmCallResult result;
 	LlmPreparedCall *call;		/* made when its turn comes */
-	bool		finished;		/* its transfer came back */
+	bool		done;			/* its row can be written */
+	bool		in_flight;		/* a transfer is running for it */
 	int			attempts;
 	TimestampTz retry_at;		/* 0: not waiting to be retried */
 	char	   *error;			/* the row's error text */
 } BatchItem;
+
+typedef struct Batch Batch;
+
+/* Fills item->req for input element i (or sets item->error, or leaves messages NULL). */
+typedef void (*BatchFill) (Batch *batch, BatchItem *item, Datum element);
+
+struct Batch
+{
+	int			n;
+	Datum	   *elements;
+	bool	   *nulls;
+	BatchFill	fill;
+	bool		abort_on_fail;
+	cJSON	   *item_options;
+	/* llm_complete_batch */
+	char	   *model;
+	char	   *system;
+	/* llm_complete_prompt_batch */
+	char	   *name;
+	const int  *version;
+	char	   *label;
+	/* the window */
+	BatchItem  *slots;
+	int			window;
+	int			concurrency;	/* transfers at once: window, or the provider's limit */
+	int			max_attempts;
+	bool		limits_known;	/* from the first item that calls a model */
+	int			next;			/* next item to prepare */
+	int			emitted;		/* next item whose row is to be written */
+	MemoryContext items_context;
+	LlmEngine  *engine;
+	Tuplestorestate *store;
+	TupleDesc	desc;
+};
 
 /* "error" given explicitly: the first failure aborts the statement. */
 static bool
@@ -82,6 +127,7 @@ settle(BatchItem *item, bool abort_on_fail)
 {
 	LlmFailure *failure = item->call->failure;
 
+	item->done = true;
 	if (failure == NULL)
 		return;
 	if (abort_on_fail || failure->sqlstate == ERRCODE_LLM_BUDGET_EXCEEDED)
@@ -91,12 +137,14 @@ settle(BatchItem *item, bool abort_on_fail)
 
 /*
  * Sends item's request, now or again: true, or false when the provider's
- * rate limits make it wait (then retry_at says until when).
+ * rate limits make it wait (then retry_at says until when).  The answer is
+ * read into the item's context.
  */
 static bool
 start(LlmEngine *engine, BatchItem *item)
 {
 	double		wait_ms = llm_call_admit(item->call);
+	MemoryContext old;
 
 	if (wait_ms > 0)
 	{
@@ -105,7 +153,10 @@ start(LlmEngine *engine, BatchItem *item)
 	}
 	item->attempts++;
 	item->retry_at = 0;
+	old = MemoryContextSwitchTo(item->context);
 	llm_engine_add(engine, &item->call->http, &item->call->resp, item);
+	MemoryContextSwitchTo(old);
+	item->in_flight = true;
 	return true;
 }
 
@@ -126,10 +177,95 @@ schedule_retry(BatchItem *item, int max_attempts)
 	return true;
 }
 
-/* Keeps up to concurrency transfers running until every item is done. */
+/* The provider of the first item that calls a model sets the batch's limits. */
 static void
-run_loop(LlmEngine *engine, BatchItem *items, int n, int concurrency, int max_attempts,
-		 bool abort_on_fail, volatile int *next)
+learn_limits(Batch *batch, const BatchItem *item)
+{
+	LlmModel   *target = llm_lookup_model(item->req.model_name);
+	const cJSON *limit = cJSON_GetObjectItemCaseSensitive(target->provider_options,
+														  "max_concurrency");
+	const cJSON *attempts = cJSON_GetObjectItemCaseSensitive(target->provider_options,
+															 "max_attempts");
+
+	if (cJSON_IsNumber(limit) && limit->valueint >= 1)
+		batch->concurrency = Min(batch->concurrency, limit->valueint);
+	batch->max_attempts = cJSON_IsNumber(attempts) ? attempts->valueint : LLM_DEFAULT_MAX_ATTEMPTS;
+	batch->limits_known = true;
+}
+
+/*
+ * Brings the next input element into the window, in its own context: its
+ * request is built and sent (or answered at once).  True if a transfer
+ * started, with *waiting counting one held back by a rate limit.
+ */
+static bool
+admit_next(Batch *batch, int *waiting)
+{
+	int			ord = batch->next++;
+	BatchItem  *item = &batch->slots[ord % batch->window];
+	MemoryContext old;
+	bool		started = false;
+
+	memset(item, 0, sizeof(*item));
+	item->ord = ord;
+	item->context = AllocSetContextCreate(batch->items_context, "llmext batch item",
+										  ALLOCSET_DEFAULT_SIZES);
+	old = MemoryContextSwitchTo(item->context);
+	if (!batch->nulls[ord])
+		batch->fill(batch, item, batch->elements[ord]);
+	if (item->req.messages == NULL)
+		item->done = true;		/* a NULL row, or its error already */
+	else
+	{
+		if (!batch->limits_known)
+			learn_limits(batch, item);
+		item->call = llm_call_prepare(&item->req, &item->result);
+		if (item->call->answered)
+			settle(item, batch->abort_on_fail);
+		else if (start(batch->engine, item))
+			started = true;
+		else
+			(*waiting)++;		/* held back by a rate limit */
+	}
+	MemoryContextSwitchTo(old);
+	return started;
+}
+
+/* Writes item's row and frees everything it held. */
+static void
+emit_row(Batch *batch, BatchItem *item)
+{
+	Datum		values[4];
+	bool		isnull[4] = {false, true, true, true};
+	MemoryContext old = MemoryContextSwitchTo(item->context);
+
+	values[0] = Int32GetDatum(item->ord + 1);
+	if (item->call != NULL && item->error == NULL)
+	{
+		if (item->result.chat.content != NULL)
+		{
+			values[1] = CStringGetTextDatum(item->result.chat.content);
+			isnull[1] = false;
+		}
+		values[2] = llm_cjson_to_jsonb(llm_call_result_json(&item->result));
+		isnull[2] = false;
+	}
+	if (item->error != NULL)
+	{
+		values[3] = CStringGetTextDatum(item->error);
+		isnull[3] = false;
+	}
+	tuplestore_putvalues(batch->store, batch->desc, values, isnull);
+	MemoryContextSwitchTo(old);
+	MemoryContextDelete(item->context);
+	item->context = NULL;
+}
+
+#define WINDOW_ITEM(batch, i) (&(batch)->slots[(i) % (batch)->window])
+
+/* Keeps up to concurrency transfers running until every row is written. */
+static void
+run_loop(Batch *batch)
 {
 	int			running = 0;
 	int			waiting = 0;	/* items scheduled for a retry */
@@ -141,37 +277,37 @@ run_loop(LlmEngine *engine, BatchItem *items, int n, int concurrency, int max_at
 		long		wait_ms = 1000;
 
 		/* retries that are due go first: they have waited already */
-		for (int i = 0; i < *next && waiting > 0 && running < concurrency; i++)
+		for (int i = batch->emitted; i < batch->next && waiting > 0 && running < batch->concurrency; i++)
 		{
-			if (items[i].retry_at != 0 && items[i].retry_at <= now &&
-				start(engine, &items[i]))
+			BatchItem  *item = WINDOW_ITEM(batch, i);
+
+			if (item->retry_at != 0 && item->retry_at <= now && start(batch->engine, item))
 			{
 				waiting--;
 				running++;
 			}
 		}
-		while (running < concurrency && *next < n)
+		while (running < batch->concurrency && batch->next < batch->n &&
+			   batch->next < batch->emitted + batch->window)
 		{
-			BatchItem  *item = &items[(*next)++];
-
-			if (item->req.messages == NULL)
-				continue;		/* a NULL or empty prompt */
-			item->call = llm_call_prepare(&item->req, &item->result);
-			if (item->call->answered)
-			{
-				settle(item, abort_on_fail);
-				continue;
-			}
-			if (start(engine, item))
+			if (admit_next(batch, &waiting))
 				running++;
-			else
-				waiting++;		/* held back by a rate limit */
+			CHECK_FOR_INTERRUPTS();
 		}
-		if (running == 0 && waiting == 0)
+		/* rows in input order, each as soon as those before it are out */
+		while (batch->emitted < batch->next && WINDOW_ITEM(batch, batch->emitted)->done)
+			emit_row(batch, WINDOW_ITEM(batch, batch->emitted++));
+		if (batch->emitted == batch->n)
 			break;
-		for (int i = 0; i < *next && waiting > 0; i++)
-			if (items[i].retry_at != 0)
-				wait_ms = Min(wait_ms, Max(1, TimestampDifferenceMilliseconds(now, items[i].retry_at)));
+		if (running == 0 && waiting == 0)
+			continue;			/* the window has room again */
+		for (int i = batch->emitted; i < batch->next && waiting > 0; i++)
+		{
+			BatchItem  *item = WINDOW_ITEM(batch, i);
+
+			if (item->retry_at != 0)
+				wait_ms = Min(wait_ms, Max(1, TimestampDifferenceMilliseconds(now, item->retry_at)));
+		}
 		if (running == 0)
 		{
 			/* only retries left: sleep until the first is due, cancel still heard */
@@ -181,48 +317,60 @@ run_loop(LlmEngine *engine, BatchItem *items, int n, int concurrency, int max_at
 			CHECK_FOR_INTERRUPTS();
 			continue;
 		}
-		done = llm_engine_next_done(engine, wait_ms);
+		done = llm_engine_next_done(batch->engine, wait_ms);
 		if (done == NULL)
 			continue;
 		running--;
-		done->finished = true;
-		if (llm_call_complete(done->call) != NULL && schedule_retry(done, max_attempts))
+		done->in_flight = false;
 		{
-			done->finished = false;
-			waiting++;
-			continue;
+			MemoryContext old = MemoryContextSwitchTo(done->context);
+			bool		retry = llm_call_complete(done->call) != NULL &&
+				schedule_retry(done, batch->max_attempts);
+
+			if (retry)
+				waiting++;
+			else
+				settle(done, batch->abort_on_fail);
+			MemoryContextSwitchTo(old);
 		}
-		settle(done, abort_on_fail);
 	}
 }
 
 static void
-run_all(BatchItem *items, int n, int concurrency, int max_attempts, bool abort_on_fail)
+run_batch(Batch *batch, int concurrency)
 {
-	MemoryContext engine_context = AllocSetContextCreate(CurrentMemoryContext,
+	MemoryContext batch_context = AllocSetContextCreate(CurrentMemoryContext,
+														"llmext batch",
+														ALLOCSET_DEFAULT_SIZES);
+	MemoryContext engine_context = AllocSetContextCreate(batch_context,
 														 "llmext batch engine",
 														 ALLOCSET_DEFAULT_SIZES);
-	LlmEngine  *engine = llm_engine_create(engine_context);
-	volatile int next = 0;		/* read after a longjmp */
+
+	batch->window = Max(1, Min(concurrency, batch->n));
+	batch->concurrency = batch->window;
+	batch->max_attempts = LLM_DEFAULT_MAX_ATTEMPTS;
+	batch->slots = MemoryContextAllocZero(batch_context, sizeof(BatchItem) * batch->window);
+	batch->items_context = batch_context;
+	batch->engine = llm_engine_create(engine_context);
 
 	PG_TRY();
 	{
-		run_loop(engine, items, n, concurrency, max_attempts, abort_on_fail, &next);
+		run_loop(batch);
 	}
 	PG_CATCH();
 	{
 		/* requests already sent may be billed: the ledger hears of them */
-		for (int i = 0; i < next; i++)
+		for (int i = batch->emitted; i < batch->next; i++)
 		{
-			LlmPreparedCall *call = items[i].call;
+			BatchItem  *item = WINDOW_ITEM(batch, i);
 
-			if (call != NULL && !call->answered && !items[i].finished && items[i].retry_at == 0)
-				llm_call_abandon(call);
+			if (item->context != NULL && item->call != NULL && item->in_flight)
+				llm_call_abandon(item->call);
 		}
 		PG_RE_THROW();
 	}
 	PG_END_TRY();
-	MemoryContextDelete(engine_context);
+	MemoryContextDelete(batch_context);
 }
 
 /* The set-returning function's result store, in materialize mode. */
@@ -260,7 +408,14 @@ checked_concurrency(FunctionCallInfo fcinfo, int argno)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("concurrency must be between 1 and %d", MAX_CONCURRENCY)));
-	return concurrency;
+	/* each slot may hold a request and an answer: a superuser sets how many */
+	if (concurrency > llm_max_batch_concurrency)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("concurrency %d is above llmext.max_batch_concurrency (%d)",
+						concurrency, llm_max_batch_concurrency),
+				 errhint("Ask for less, or ask a superuser to raise llmext.max_batch_concurrency.")));
+	return Min(concurrency, llm_max_batch_concurrency);
 }
 
 static cJSON *
@@ -286,58 +441,27 @@ deconstruct_one_dimension(ArrayType *array, Oid type, int16 len, bool byval, cha
 	deconstruct_array(array, type, len, byval, align, elements, nulls, n);
 }
 
-/*
- * Runs the items (the first one's provider sets the limits) and adds a row
- * per item, in order.
- */
+/* llm_complete_batch: one prompt text, with the batch's model and system. */
 static void
-run_and_emit(BatchItem *items, int n, int concurrency, bool abort_on_fail,
-			 Tuplestorestate *store, TupleDesc desc)
+fill_from_prompt(Batch *batch, BatchItem *item, Datum element)
 {
-	const char *model = NULL;
+	char	   *prompt;
 
-	for (int i = 0; i < n && model == NULL; i++)
-		if (items[i].req.messages != NULL)
-			model = items[i].req.model_name ? items[i].req.model_name : "";
-	if (model != NULL)
+	llm_check_text_size(element, "a prompt");
+	prompt = TextDatumGetCString(element);
+	if (prompt[0] == '\0')
 	{
-		LlmModel   *target = llm_lookup_model(model[0] ? model : NULL);
-		const cJSON *limit = cJSON_GetObjectItemCaseSensitive(target->provider_options,
-															  "max_concurrency");
-		const cJSON *attempts = cJSON_GetObjectItemCaseSensitive(target->provider_options,
-																 "max_attempts");
-
-		if (cJSON_IsNumber(limit) && limit->valueint >= 1)
-			concurrency = Min(concurrency, limit->valueint);
-		run_all(items, n, concurrency,
-				cJSON_IsNumber(attempts) ? attempts->valueint : LLM_DEFAULT_MAX_ATTEMPTS,
-				abort_on_fail);
+		if (batch->abort_on_fail)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("prompt %d must not be empty", item->ord + 1)));
+		item->error = pstrdup("prompt must not be empty");
+		return;
 	}
-
-	for (int i = 0; i < n; i++)
-	{
-		BatchItem  *item = &items[i];
-		Datum		values[4];
-		bool		isnull[4] = {false, true, true, true};
-
-		values[0] = Int32GetDatum(i + 1);
-		if (item->call != NULL && item->error == NULL)
-		{
-			if (item->result.chat.content != NULL)
-			{
-				values[1] = CStringGetTextDatum(item->result.chat.content);
-				isnull[1] = false;
-			}
-			values[2] = llm_cjson_to_jsonb(llm_call_result_json(&item->result));
-			isnull[2] = false;
-		}
-		if (item->error != NULL)
-		{
-			values[3] = CStringGetTextDatum(item->error);
-			isnull[3] = false;
-		}
-		tuplestore_putvalues(store, desc, values, isnull);
-	}
+	item->req.model_name = batch->model;
+	item->req.messages = llm_messages_from_prompt(prompt, batch->system);
+	item->req.options = batch->item_options;
+	item->req.source = "batch";
 }
 
 /*
@@ -348,67 +472,51 @@ run_and_emit(BatchItem *items, int n, int concurrency, bool abort_on_fail,
 Datum
 llm_complete_batch(PG_FUNCTION_ARGS)
 {
-	char	   *model = PG_ARGISNULL(1) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(1));
-	char	   *system = PG_ARGISNULL(2) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(2));
-	cJSON	   *options = checked_options(fcinfo, 3);
-	int			concurrency = checked_concurrency(fcinfo, 4);
-	bool		abort_on_fail = abort_on_failure(options);
-	cJSON	   *item_options = element_options(options);
-	TupleDesc	desc;
-	Tuplestorestate *store = begin_rows(fcinfo, &desc);
-	Datum	   *elements;
-	bool	   *nulls;
-	int			n;
-	BatchItem  *items;
+	Batch		batch = {0};
+	int			concurrency;
+
+	batch.model = PG_ARGISNULL(1) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(1));
+	if (!PG_ARGISNULL(2))
+		llm_check_text_size(PG_GETARG_DATUM(2), "a system message");
+	batch.system = PG_ARGISNULL(2) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(2));
+	batch.item_options = checked_options(fcinfo, 3);
+	concurrency = checked_concurrency(fcinfo, 4);
+	batch.abort_on_fail = abort_on_failure(batch.item_options);
+	batch.item_options = element_options(batch.item_options);
+	batch.store = begin_rows(fcinfo, &batch.desc);
+	batch.fill = fill_from_prompt;
 
 	if (PG_ARGISNULL(0))
 		return (Datum) 0;
 	deconstruct_one_dimension(PG_GETARG_ARRAYTYPE_P(0), TEXTOID, -1, false, TYPALIGN_INT,
-							  "prompts", &elements, &nulls, &n);
-	items = palloc0(sizeof(BatchItem) * Max(n, 1));
-	for (int i = 0; i < n; i++)
-	{
-		BatchItem  *item = &items[i];
-
-		if (nulls[i])
-			continue;
-		item->prompt = TextDatumGetCString(elements[i]);
-		if (item->prompt[0] == '\0')
-		{
-			if (abort_on_fail)
-				ereport(ERROR,
-						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-						 errmsg("prompt %d must not be empty", i + 1)));
-			item->error = pstrdup("prompt must not be empty");
-			continue;
-		}
-		item->req.model_name = model;
-		item->req.messages = llm_messages_from_prompt(item->prompt, system);
-		item->req.options = item_options;
-		item->req.source = "batch";
-	}
-	run_and_emit(items, n, concurrency, abort_on_fail, store, desc);
+							  "prompts", &batch.elements, &batch.nulls, &batch.n);
+	if (batch.n > 0)
+		run_batch(&batch, concurrency);
 	return (Datum) 0;
 }
 
-/* Renders one element's request; a rendering error becomes the row's error. */
+/*
+ * llm_complete_prompt_batch: one element's vars rendered with the stored
+ * prompt; a rendering error becomes the row's error.
+ */
 static void
-render_item(BatchItem *item, const char *name, const cJSON *vars, const char *model,
-			const int *version, const char *label, const cJSON *options, bool abort_on_fail)
+fill_from_vars(Batch *batch, BatchItem *item, Datum element)
 {
 	MemoryContext context = CurrentMemoryContext;
 	ResourceOwner owner = CurrentResourceOwner;
+	cJSON	   *vars = llm_jsonb_to_cjson(element);
 
 	BeginInternalSubTransaction(NULL);
 	MemoryContextSwitchTo(context);
 	PG_TRY();
 	{
-		LlmRenderedPrompt *prompt = llm_prompt_render(name, vars, model, version, label, NULL);
+		LlmRenderedPrompt *prompt = llm_prompt_render(batch->name, vars, batch->model,
+													  batch->version, batch->label, NULL);
 		cJSON	   *merged = cJSON_Duplicate(prompt->params, true);
 		const cJSON *option;
 
 		/* the version's parameters, then the call's options over them */
-		cJSON_ArrayForEach(option, options)
+		cJSON_ArrayForEach(option, batch->item_options)
 		{
 			cJSON_DeleteItemFromObjectCaseSensitive(merged, option->string);
 			cJSON_AddItemToObject(merged, option->string, cJSON_Duplicate(option, true));
@@ -426,8 +534,12 @@ render_item(BatchItem *item, const char *name, const cJSON *vars, const char *mo
 		ErrorData  *edata = llm_subxact_error(context);
 
 		CurrentResourceOwner = owner;
-		/* an unknown prompt, version or label is the statement's error, not a row's */
-		if (abort_on_fail || edata->sqlerrcode == ERRCODE_UNDEFINED_OBJECT)
+		/*
+		 * An unknown prompt, version or label is the statement's error, not a
+		 * row's; so is a ceiling reached.
+		 */
+		if (batch->abort_on_fail || edata->sqlerrcode == ERRCODE_UNDEFINED_OBJECT ||
+			edata->sqlerrcode == ERRCODE_PROGRAM_LIMIT_EXCEEDED)
 			ReThrowError(edata);
 		item->req.messages = NULL;
 		item->error = pstrdup(edata->message);
@@ -445,39 +557,30 @@ render_item(BatchItem *item, const char *name, const cJSON *vars, const char *mo
 Datum
 llm_complete_prompt_batch(PG_FUNCTION_ARGS)
 {
-	char	   *name;
-	char	   *model = PG_ARGISNULL(2) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(2));
+	Batch		batch = {0};
 	int			version = PG_ARGISNULL(3) ? 0 : PG_GETARG_INT32(3);
-	char	   *label = PG_ARGISNULL(4) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(4));
-	cJSON	   *options = checked_options(fcinfo, 5);
-	int			concurrency = checked_concurrency(fcinfo, 6);
-	bool		abort_on_fail = abort_on_failure(options);
-	cJSON	   *item_options = element_options(options);
-	TupleDesc	desc;
-	Tuplestorestate *store = begin_rows(fcinfo, &desc);
-	Datum	   *elements;
-	bool	   *nulls;
-	int			n;
-	BatchItem  *items;
+	int			concurrency;
+
+	batch.model = PG_ARGISNULL(2) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(2));
+	batch.version = PG_ARGISNULL(3) ? NULL : &version;
+	batch.label = PG_ARGISNULL(4) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(4));
+	batch.item_options = checked_options(fcinfo, 5);
+	concurrency = checked_concurrency(fcinfo, 6);
+	batch.abort_on_fail = abort_on_failure(batch.item_options);
+	batch.item_options = element_options(batch.item_options);
+	batch.store = begin_rows(fcinfo, &batch.desc);
+	batch.fill = fill_from_vars;
 
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("prompt name must not be NULL")));
-	name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	batch.name = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	if (PG_ARGISNULL(1))
 		return (Datum) 0;
 	deconstruct_one_dimension(PG_GETARG_ARRAYTYPE_P(1), JSONBOID, -1, false, TYPALIGN_INT,
-							  "vars", &elements, &nulls, &n);
-	items = palloc0(sizeof(BatchItem) * Max(n, 1));
-	for (int i = 0; i < n; i++)
-	{
-		if (nulls[i])
-			continue;
-		render_item(&items[i], name, llm_jsonb_to_cjson(elements[i]), model,
-					PG_ARGISNULL(3) ? NULL : &version, label, item_options, abort_on_fail);
-		CHECK_FOR_INTERRUPTS();
-	}
-	run_and_emit(items, n, concurrency, abort_on_fail, store, desc);
+							  "vars", &batch.elements, &batch.nulls, &batch.n);
+	if (batch.n > 0)
+		run_batch(&batch, concurrency);
 	return (Datum) 0;
 }

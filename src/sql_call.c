@@ -37,6 +37,9 @@ llm_complete(PG_FUNCTION_ARGS)
 
 	if (PG_ARGISNULL(0))
 		PG_RETURN_NULL();
+	llm_check_text_size(PG_GETARG_DATUM(0), "a prompt");
+	if (!PG_ARGISNULL(2))
+		llm_check_text_size(PG_GETARG_DATUM(2), "a system message");
 	prompt = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	if (prompt[0] == '\0')
 		ereport(ERROR,

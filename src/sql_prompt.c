@@ -9,6 +9,7 @@
 #include "prompt.h"
 #include "template.h"
 
+#include "access/detoast.h"
 #include "fmgr.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
@@ -118,8 +119,32 @@ Datum
 llm_template_check(PG_FUNCTION_ARGS)
 {
 	char		err[256];
-	LlmTemplate *tmpl = llm_template_parse(text_to_cstring(PG_GETARG_TEXT_PP(0)), err, sizeof(err));
+	LlmTemplateError kind;
+	LlmTemplate *tmpl;
+	Size		size = toast_raw_datum_size(PG_GETARG_DATUM(0)) - VARHDRSZ;
 
+	/* before it is detoasted and copied */
+	if (size > (Size) llm_max_template_bytes)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("the template of %zu bytes is larger than llmext.max_template_bytes (%d bytes)",
+						(size_t) size, llm_max_template_bytes),
+				 errhint("Shorten the template, or ask a superuser to raise llmext.max_template_bytes.")));
+	tmpl = llm_template_parse_limited(text_to_cstring(PG_GETARG_TEXT_PP(0)),
+									  (size_t) llm_max_template_bytes,
+									  (size_t) llm_max_template_nodes, &kind,
+									  err, sizeof(err));
+	if (tmpl == NULL && kind == LLM_TEMPLATE_TOO_MANY_NODES)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("invalid prompt template: %s", err),
+				 errdetail("llmext.max_template_nodes is %d.", llm_max_template_nodes),
+				 errhint("Use fewer variables and sections, or ask a superuser to raise llmext.max_template_nodes.")));
+	if (tmpl == NULL && kind == LLM_TEMPLATE_TOO_LARGE)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("invalid prompt template: %s", err),
+				 errhint("Shorten the template, or ask a superuser to raise llmext.max_template_bytes.")));
 	if (tmpl == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_SYNTAX_ERROR),

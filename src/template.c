@@ -43,6 +43,7 @@ struct LlmTemplate
 	TemplateNode *nodes;
 	size_t		nnodes;
 	size_t		capacity;
+	size_t		max_nodes;		/* add_node refuses to grow past this */
 };
 
 /* Longest piece of a bad name quoted back in an error message. */
@@ -147,10 +148,17 @@ add_node(LlmTemplate *tmpl, NodeKind kind, size_t offset)
 {
 	TemplateNode *node;
 
+	if (tmpl->nnodes >= tmpl->max_nodes)
+		return NULL;
 	if (tmpl->nnodes == tmpl->capacity)
 	{
 		size_t		capacity = tmpl->capacity == 0 ? 16 : tmpl->capacity * 2;
-		TemplateNode *nodes = cJSON_malloc(capacity * sizeof(TemplateNode));
+		TemplateNode *nodes;
+
+		/* no more room than the ceiling allows: the array is the big part */
+		if (capacity > tmpl->max_nodes)
+			capacity = tmpl->max_nodes;
+		nodes = cJSON_malloc(capacity * sizeof(TemplateNode));
 
 		if (tmpl->nnodes > 0)
 			memcpy(nodes, tmpl->nodes, tmpl->nnodes * sizeof(TemplateNode));
@@ -165,11 +173,19 @@ add_node(LlmTemplate *tmpl, NodeKind kind, size_t offset)
 	return node;
 }
 
-static void
+/* False when the node would pass max_nodes. */
+static bool
 add_text(LlmTemplate *tmpl, size_t start, size_t end)
 {
-	if (end > start)
-		add_node(tmpl, NODE_TEXT, start)->len = end - start;
+	TemplateNode *node;
+
+	if (end <= start)
+		return true;
+	node = add_node(tmpl, NODE_TEXT, start);
+	if (node == NULL)
+		return false;
+	node->len = end - start;
+	return true;
 }
 
 /* Gives node its name: path as written, keys split at the dots. */
@@ -229,8 +245,24 @@ standalone(const char *text, size_t seg, size_t tag, size_t tag_end,
 LlmTemplate *
 llm_template_parse(const char *source, char *err, size_t errlen)
 {
+	LlmTemplateError kind;
+
+	return llm_template_parse_limited(source, SIZE_MAX, SIZE_MAX, &kind, err, errlen);
+}
+
+size_t
+llm_template_nodes(const LlmTemplate *tmpl)
+{
+	return tmpl->nnodes;
+}
+
+LlmTemplate *
+llm_template_parse_limited(const char *source, size_t max_bytes, size_t max_nodes,
+						   LlmTemplateError *kind, char *err, size_t errlen)
+{
 	LlmTemplate *tmpl;
 	const char *text;
+	size_t		source_len;
 	size_t		open[LLM_TEMPLATE_MAX_DEPTH];	/* node index of each open
 												 * section */
 	int			depth = 0;
@@ -238,13 +270,23 @@ llm_template_parse(const char *source, char *err, size_t errlen)
 	size_t		seg = 0;		/* where the pending text began */
 	char		quoted[QUOTE_MAX + 4];
 
+	*kind = LLM_TEMPLATE_SYNTAX;
 	if (source == NULL)
 	{
 		snprintf(err, errlen, "template text is null");
 		return NULL;
 	}
+	/* checked before the copy: the text is the first thing a template costs */
+	source_len = max_bytes >= SIZE_MAX / 2 ? strlen(source) : strnlen(source, max_bytes + 1);
+	if (source_len > max_bytes)
+	{
+		*kind = LLM_TEMPLATE_TOO_LARGE;
+		snprintf(err, errlen, "the template is longer than %zu bytes", max_bytes);
+		return NULL;
+	}
 	tmpl = cJSON_malloc(sizeof(*tmpl));
 	memset(tmpl, 0, sizeof(*tmpl));
+	tmpl->max_nodes = max_nodes;
 	tmpl->text = llm_strdup(source);
 	text = tmpl->text;
 
@@ -262,7 +304,8 @@ llm_template_parse(const char *source, char *err, size_t errlen)
 
 		if (found == NULL)
 		{
-			add_text(tmpl, seg, strlen(text));
+			if (!add_text(tmpl, seg, source_len))
+				goto too_many;
 			break;
 		}
 		tag = found - text;
@@ -270,7 +313,8 @@ llm_template_parse(const char *source, char *err, size_t errlen)
 		/* \{{ is a literal "{{": end the text before the backslash */
 		if (tag > seg && text[tag - 1] == '\\')
 		{
-			add_text(tmpl, seg, tag - 1);
+			if (!add_text(tmpl, seg, tag - 1))
+				goto too_many;
 			seg = tag;
 			pos = tag + 2;
 			continue;
@@ -326,8 +370,12 @@ llm_template_parse(const char *source, char *err, size_t errlen)
 		if (sigil == '\0')
 		{
 			/* a variable: never standalone */
-			add_text(tmpl, seg, tag);
-			set_path(add_node(tmpl, NODE_VARIABLE, tag), text + b, e - b);
+			TemplateNode *node;
+
+			if (!add_text(tmpl, seg, tag) ||
+				(node = add_node(tmpl, NODE_VARIABLE, tag)) == NULL)
+				goto too_many;
+			set_path(node, text + b, e - b);
 			seg = pos = tag_end;
 			continue;
 		}
@@ -365,20 +413,26 @@ llm_template_parse(const char *source, char *err, size_t errlen)
 
 		if (standalone(text, seg, tag, tag_end, &line_start, &next))
 		{
-			add_text(tmpl, seg, line_start);
+			if (!add_text(tmpl, seg, line_start))
+				goto too_many;
 			seg = pos = next;
 		}
 		else
 		{
-			add_text(tmpl, seg, tag);
+			if (!add_text(tmpl, seg, tag))
+				goto too_many;
 			seg = pos = tag_end;
 		}
 
 		if (sigil == '#' || sigil == '^')
 		{
-			open[depth++] = tmpl->nnodes;
-			set_path(add_node(tmpl, sigil == '#' ? NODE_SECTION : NODE_INVERTED, tag),
-					 text + b, e - b);
+			TemplateNode *node = add_node(tmpl, sigil == '#' ? NODE_SECTION : NODE_INVERTED,
+										  tag);
+
+			if (node == NULL)
+				goto too_many;
+			open[depth++] = tmpl->nnodes - 1;
+			set_path(node, text + b, e - b);
 		}
 		else if (sigil == '/')
 			tmpl->nodes[open[--depth]].end = tmpl->nnodes;
@@ -392,8 +446,14 @@ llm_template_parse(const char *source, char *err, size_t errlen)
 					quote(quoted, section->path, strlen(section->path)));
 		goto fail;
 	}
+	*kind = LLM_TEMPLATE_OK;
 	return tmpl;
 
+too_many:
+	*kind = LLM_TEMPLATE_TOO_MANY_NODES;
+	snprintf(err, errlen,
+			 "the template has more than %zu parts (variables, sections and the text between them)",
+			 max_nodes);
 fail:
 	llm_template_free(tmpl);
 	return NULL;
@@ -457,6 +517,7 @@ typedef struct Renderer
 	size_t		capacity;
 	size_t		max_output;
 	size_t		steps_left;
+	LlmTemplateError kind;		/* why rendering stopped */
 	char	   *err;
 	size_t		errlen;
 } Renderer;
@@ -467,6 +528,7 @@ emit(Renderer *r, const char *data, size_t len)
 {
 	if (len > r->max_output - r->len || r->len + len == SIZE_MAX)
 	{
+		r->kind = LLM_TEMPLATE_OUTPUT_TOO_LARGE;
 		snprintf(r->err, r->errlen, "rendered text exceeds %zu bytes", r->max_output);
 		return false;
 	}
@@ -493,6 +555,7 @@ take_step(Renderer *r)
 {
 	if (r->steps_left == 0)
 	{
+		r->kind = LLM_TEMPLATE_TOO_MANY_STEPS;
 		snprintf(r->err, r->errlen,
 				 "rendering the template takes too many steps (nested sections over large arrays?)");
 		return false;
@@ -541,6 +604,7 @@ emit_value(Renderer *r, const TemplateNode *node, const cJSON *value)
 	json = cJSON_PrintUnformatted(value);
 	if (json == NULL)
 	{
+		r->kind = LLM_TEMPLATE_UNPRINTABLE;
 		snprintf(r->err, r->errlen, "template variable \"%s\" cannot be written as JSON",
 				 node->path);
 		llm_trim_partial_utf8(r->err, r->errlen);
@@ -569,6 +633,7 @@ render_with(Renderer *r, const cJSON *value, size_t from, size_t to)
 	/* the parser's depth limit keeps this in bounds */
 	if (r->nscopes == (int) (sizeof(r->scopes) / sizeof(r->scopes[0])))
 	{
+		r->kind = LLM_TEMPLATE_SYNTAX;
 		snprintf(r->err, r->errlen, "sections nested deeper than %d", LLM_TEMPLATE_MAX_DEPTH);
 		return false;
 	}
@@ -622,6 +687,7 @@ render_block(Renderer *r, size_t from, size_t to)
 		value = lookup(r, node);
 		if (value == NULL)
 		{
+			r->kind = LLM_TEMPLATE_MISSING;
 			snprintf(r->err, r->errlen, "missing template variable \"%s\"", node->path);
 			llm_trim_partial_utf8(r->err, r->errlen);
 			return false;
@@ -654,6 +720,16 @@ char *
 llm_template_render(const LlmTemplate *tmpl, const cJSON *vars,
 					size_t max_output, char *err, size_t errlen)
 {
+	LlmTemplateError kind;
+
+	return llm_template_render_kind(tmpl, vars, max_output, &kind, err, errlen);
+}
+
+char *
+llm_template_render_kind(const LlmTemplate *tmpl, const cJSON *vars,
+						 size_t max_output, LlmTemplateError *kind,
+						 char *err, size_t errlen)
+{
 	Renderer	r;
 	cJSON		empty;
 
@@ -677,8 +753,10 @@ llm_template_render(const LlmTemplate *tmpl, const cJSON *vars,
 	if (!render_block(&r, 0, tmpl->nnodes))
 	{
 		cJSON_free(r.out);
+		*kind = r.kind;
 		return NULL;
 	}
+	*kind = LLM_TEMPLATE_OK;
 	r.out[r.len] = '\0';
 	return r.out;
 }

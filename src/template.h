@@ -76,11 +76,46 @@
 typedef struct LlmTemplate LlmTemplate;
 
 /*
+ * Why parsing or rendering failed, so that the server can tell the user's
+ * mistakes (a syntax error, a missing variable) from a ceiling reached.
+ */
+typedef enum LlmTemplateError
+{
+	LLM_TEMPLATE_OK,
+	LLM_TEMPLATE_SYNTAX,		/* parse: the text is not a template */
+	LLM_TEMPLATE_TOO_LARGE,		/* parse: more than max_bytes of text */
+	LLM_TEMPLATE_TOO_MANY_NODES,	/* parse: more than max_nodes parts */
+	LLM_TEMPLATE_MISSING,		/* render: a variable vars lacks */
+	LLM_TEMPLATE_UNPRINTABLE,	/* render: a value cJSON cannot print */
+	LLM_TEMPLATE_OUTPUT_TOO_LARGE,	/* render: more than max_output bytes */
+	LLM_TEMPLATE_TOO_MANY_STEPS /* render: the step budget ran out */
+} LlmTemplateError;
+
+/*
+ * A parsed template costs one node per variable, section, inverted section
+ * and run of text between tags (plus the text itself, twice): max_nodes
+ * bounds the memory a template can take whatever its text looks like.
+ */
+
+/*
  * Parses text into a template, to be rendered any number of times.  On a
  * syntax error returns NULL and writes "<what> at line L, column C" into err
  * (1-based; the column counts bytes).
  */
 extern LlmTemplate *llm_template_parse(const char *text, char *err, size_t errlen);
+
+/*
+ * llm_template_parse with ceilings: a text longer than max_bytes is refused
+ * before anything is allocated (LLM_TEMPLATE_TOO_LARGE), and parsing stops
+ * at the node that would exceed max_nodes (LLM_TEMPLATE_TOO_MANY_NODES).
+ * *kind says why NULL was returned (LLM_TEMPLATE_OK on success).
+ */
+extern LlmTemplate *llm_template_parse_limited(const char *text, size_t max_bytes,
+											   size_t max_nodes, LlmTemplateError *kind,
+											   char *err, size_t errlen);
+
+/* How many nodes tmpl holds (see llm_template_parse_limited). */
+extern size_t llm_template_nodes(const LlmTemplate *tmpl);
 
 /*
  * Renders tmpl with vars (an object; NULL counts as an empty object).
@@ -91,6 +126,11 @@ extern LlmTemplate *llm_template_parse(const char *text, char *err, size_t errle
  */
 extern char *llm_template_render(const LlmTemplate *tmpl, const cJSON *vars,
 								 size_t max_output, char *err, size_t errlen);
+
+/* llm_template_render, also saying in *kind why it failed. */
+extern char *llm_template_render_kind(const LlmTemplate *tmpl, const cJSON *vars,
+									  size_t max_output, LlmTemplateError *kind,
+									  char *err, size_t errlen);
 
 /*
  * The variables a caller has to supply: a new cJSON array of the distinct

@@ -432,6 +432,50 @@ test_blowup(void)
 	free(thousand);
 }
 
+/* The ceilings of llm_template_parse_limited and the kinds of errors. */
+static void
+test_limits(void)
+{
+	char		err[256];
+	LlmTemplateError kind;
+	LlmTemplate *tmpl;
+	cJSON	   *vars = cJSON_Parse("{\"a\":\"xxxx\"}");
+	char	   *out;
+
+	/* size: refused before parsing, at max_bytes + 1 */
+	tmpl = llm_template_parse_limited("{{a}}{{a}}", 9, 100, &kind, err, sizeof(err));
+	CHECK(tmpl == NULL && kind == LLM_TEMPLATE_TOO_LARGE);
+	CHECK_STR(err, "the template is longer than 9 bytes");
+	tmpl = llm_template_parse_limited("{{a}}{{a}}", 10, 100, &kind, err, sizeof(err));
+	CHECK(tmpl != NULL && kind == LLM_TEMPLATE_OK);
+	CHECK(tmpl != NULL && llm_template_nodes(tmpl) == 2);
+	llm_template_free(tmpl);
+
+	/* nodes: variables, sections and the text between them all count */
+	tmpl = llm_template_parse_limited("x{{a}}y{{#a}}z{{/a}}", 100, 5, &kind, err, sizeof(err));
+	CHECK(tmpl != NULL && llm_template_nodes(tmpl) == 5);
+	llm_template_free(tmpl);
+	tmpl = llm_template_parse_limited("x{{a}}y{{#a}}z{{/a}}", 100, 4, &kind, err, sizeof(err));
+	CHECK(tmpl == NULL && kind == LLM_TEMPLATE_TOO_MANY_NODES);
+	CHECK_STR(err, "the template has more than 4 parts (variables, sections and the text between them)");
+	tmpl = llm_template_parse_limited("x{{a}}y", 100, 2, &kind, err, sizeof(err));
+	CHECK(tmpl == NULL && kind == LLM_TEMPLATE_TOO_MANY_NODES);
+	tmpl = llm_template_parse_limited("{{a}", 100, 2, &kind, err, sizeof(err));
+	CHECK(tmpl == NULL && kind == LLM_TEMPLATE_SYNTAX);
+
+	/* render kinds */
+	tmpl = llm_template_parse_limited("{{a}}{{a}}", 100, 100, &kind, err, sizeof(err));
+	out = llm_template_render_kind(tmpl, vars, 8, &kind, err, sizeof(err));
+	CHECK(out != NULL && kind == LLM_TEMPLATE_OK);
+	cJSON_free(out);
+	out = llm_template_render_kind(tmpl, vars, 7, &kind, err, sizeof(err));
+	CHECK(out == NULL && kind == LLM_TEMPLATE_OUTPUT_TOO_LARGE);
+	out = llm_template_render_kind(tmpl, NULL, 7, &kind, err, sizeof(err));
+	CHECK(out == NULL && kind == LLM_TEMPLATE_MISSING);
+	llm_template_free(tmpl);
+	cJSON_Delete(vars);
+}
+
 static void
 test_reuse(void)
 {
@@ -551,6 +595,7 @@ test_template(void)
 	test_nesting_limit();
 	test_max_output();
 	test_blowup();
+	test_limits();
 	test_reuse();
 	test_variables_list();
 	test_error_buffers();
