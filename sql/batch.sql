@@ -24,6 +24,10 @@ SELECT ord, completion, split_part(error, ':', 1) AS error
   FROM llm_complete_batch(ARRAY['a', 'b', 'c', '', 'e'], 'flaky-once', concurrency => 1);
 -- ... unless asked to stop at the first failure
 SELECT error_of($$SELECT * FROM llm_complete_batch(ARRAY['a', 'b'], 'fail-500', options => '{"on_error": "error"}')$$);
+-- ... and an input that cannot be sent stops it before any request is paid for
+SELECT llm_complete('reset', 'stats-reset') IS NOT NULL AS counters_reset;
+SELECT error_of($$SELECT * FROM llm_complete_batch(ARRAY['a', 'b', 'c', ''], 'echo', options => '{"on_error": "error"}', concurrency => 1)$$);
+SELECT coalesce(llm_complete('stats', 'stats')::jsonb -> 'by_model' ->> 'echo', '0') AS echo_requests_sent;
 
 -- retries: a 503 twice, then an answer (every attempt is in the ledger)
 SELECT llm_model_create('flaky-twice', 'fake', 'flaky-2-retry');
@@ -94,5 +98,8 @@ SELECT llm_flush() AS flushed;
 SELECT prompt_name, prompt_version, count(*) FROM llm.calls
  WHERE source = 'batch' AND prompt_name = 'other' GROUP BY 1, 2;
 SELECT error_of($$SELECT * FROM llm_complete_prompt_batch('other', ARRAY['{"nom": "Bo"}']::jsonb[], model => 'echo', options => '{"on_error": "error"}')$$);
+SELECT llm_complete('reset', 'stats-reset') IS NOT NULL AS counters_reset;
+SELECT error_of($$SELECT * FROM llm_complete_prompt_batch('other', ARRAY['{"name": "Ann"}', '{"name": "Cy"}', '{"nom": "Bo"}']::jsonb[], model => 'echo', options => '{"on_error": "error"}', concurrency => 1)$$);
+SELECT coalesce(llm_complete('stats', 'stats')::jsonb -> 'by_model' ->> 'echo', '0') AS echo_requests_sent;
 SELECT error_of($$SELECT * FROM llm_complete_prompt_batch('nosuch', ARRAY['{}']::jsonb[])$$) AS unknown_prompt;
 SELECT error_of($$SELECT * FROM llm_complete_prompt_batch(NULL, ARRAY['{}']::jsonb[])$$);

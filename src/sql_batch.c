@@ -231,6 +231,37 @@ admit_next(Batch *batch, int *waiting)
 	return started;
 }
 
+/*
+ * With on_error 'error', an input that fails before any request (an empty
+ * prompt, vars the template rejects) must abort the statement before the
+ * first request is paid for, as it did when every item was prepared ahead.
+ * Items are filled once here and dropped, one at a time, so memory stays
+ * bounded by one item; their requests are built again when their turn comes.
+ */
+static void
+check_every_item(Batch *batch)
+{
+	MemoryContext scratch = AllocSetContextCreate(CurrentMemoryContext,
+												  "llmext batch check",
+												  ALLOCSET_DEFAULT_SIZES);
+
+	for (int ord = 0; ord < batch->n; ord++)
+	{
+		BatchItem	item = {0};
+		MemoryContext old;
+
+		if (batch->nulls[ord])
+			continue;
+		CHECK_FOR_INTERRUPTS();
+		item.ord = ord;
+		old = MemoryContextSwitchTo(scratch);
+		batch->fill(batch, &item, batch->elements[ord]);
+		MemoryContextSwitchTo(old);
+		MemoryContextReset(scratch);
+	}
+	MemoryContextDelete(scratch);
+}
+
 /* Writes item's row and frees everything it held. */
 static void
 emit_row(Batch *batch, BatchItem *item)
@@ -353,6 +384,8 @@ run_batch(Batch *batch, int concurrency)
 	batch->items_context = batch_context;
 	batch->engine = llm_engine_create(engine_context);
 
+	if (batch->abort_on_fail)
+		check_every_item(batch);
 	PG_TRY();
 	{
 		run_loop(batch);
