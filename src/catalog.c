@@ -255,11 +255,16 @@ llm_lookup_model(const char *name)
 		cached = hash_search(get_model_cache(), name, HASH_ENTER, NULL);
 		cached->model = copy_model(model, model_cache_context);
 	}
-	/* callers get their own struct; the strings and JSON are shared, read-only */
-	model = palloc(sizeof(LlmModel));
-	*model = *cached->model;
-	model->api_key = NULL;
-	return model;
+
+	/*
+	 * Callers get a deep copy in their own memory context.  Handing out the
+	 * cached strings would be cheaper, but any invalidation the caller's
+	 * later work accepts (a catalog change seen at the next command, a
+	 * syscache flush, a callback's DDL) resets model_cache_context under it,
+	 * and a string it still held (the provider's name, say) would then point
+	 * into freed memory.
+	 */
+	return copy_model(cached->model, CurrentMemoryContext);
 }
 
 static void

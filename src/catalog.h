@@ -29,8 +29,9 @@ typedef struct LlmModel
 /*
  * Looks up a model by name (NULL: llmext.default_model), from this
  * backend's copy when it has one; raises an ERROR for an unknown model.
- * The struct is the caller's; its strings and JSON are shared and must not
- * be changed.  The key is not loaded: see llm_load_key.
+ * The struct, its strings and its JSON are a copy in the caller's memory
+ * context: they outlive any invalidation of the backend's copy.  The key is
+ * not loaded: see llm_load_key.
  */
 extern LlmModel *llm_lookup_model(const char *name);
 

@@ -16,6 +16,8 @@
 #include "lib/ilist.h"
 #include "miscadmin.h"
 #include "pgstat.h"
+#include "storage/ipc.h"
+#include "storage/pmsignal.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
@@ -378,6 +380,14 @@ llm_engine_next_done(LlmEngine *engine, long timeout_ms)
 		if (engine->pending == 0)
 			return NULL;
 
+		/*
+		 * curl's poll is no latch wait, so WL_EXIT_ON_PM_DEATH does not cover
+		 * it: without the postmaster, stop at once (as WaitLatch would), and
+		 * before curl sends anything more, rather than go on calling a
+		 * provider for answers nobody will record.  The check is cheap.
+		 */
+		if (!PostmasterIsAlive())
+			proc_exit(1);
 		curl_multi_perform(backend_multi, &running);
 		collect_finished();
 		if (!dlist_is_empty(&engine->done))
@@ -399,7 +409,11 @@ llm_engine_kick(LlmEngine *engine)
 	int			running;
 
 	if (engine->pending > 0)
+	{
+		if (!PostmasterIsAlive())
+			proc_exit(1);		/* as in llm_engine_next_done */
 		curl_multi_perform(backend_multi, &running);
+	}
 }
 
 bool

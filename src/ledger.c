@@ -22,10 +22,29 @@
 #include "utils/memutils.h"
 #include "utils/lsyscache.h"
 
-#define FULL_QUEUE_WAIT_MS 2000
+#define FULL_QUEUE_SLICE_MS 10	/* how often a waiting backend looks again */
 #define MAX_ERROR_TEXT 2000
 
+/* llmext.queue_full_wait: how long a backend waits for a place (ms) */
+int			llm_queue_full_wait_ms = 2000;
+
 static bool warned_sync_write = false;
+
+/*
+ * Entries the worker made itself while the queue was full (see
+ * llm_pending_add), oldest first, in TopMemoryContext.  Only the worker
+ * drains the queue, so waiting for a place would be waiting on itself.
+ */
+typedef struct HeldEntry
+{
+	uint64		seq;			/* from the queue's sequence, for llm_flush */
+	int			attempts;
+	char		json[FLEXIBLE_ARRAY_MEMBER];
+} HeldEntry;
+
+static HeldEntry **held = NULL;
+static int	nheld = 0;
+static int	held_capacity = 0;
 
 /* Writes one entry in the caller's own transaction. */
 static void
@@ -83,14 +102,77 @@ try_enqueue(LlmEntryKind kind, const char *key, double cost_usd, dsa_pointer pay
 	return queued;
 }
 
+/* Tells backends how old the worker's oldest held entry is (0: none). */
+static void
+publish_held(void)
+{
+	uint64		oldest = 0;
+
+	for (int i = 0; i < nheld; i++)
+		if (oldest == 0 || held[i]->seq < oldest)
+			oldest = held[i]->seq;
+	LWLockAcquire(llm_shared->lock, LW_EXCLUSIVE);
+	for (int i = 0; i < LLM_MAX_WORKERS; i++)
+		if (llm_shared->workers[i].pid == MyProcPid)
+			llm_shared->workers[i].held_seq = oldest;
+	LWLockRelease(llm_shared->lock);
+}
+
+/* The worker keeps an entry it could not queue, to write it itself. */
+static void
+hold(const char *json)
+{
+	size_t		len = strlen(json) + 1;
+	HeldEntry  *e;
+
+	if (nheld == held_capacity)
+	{
+		held_capacity = Max(16, held_capacity * 2);
+		held = held == NULL
+			? MemoryContextAlloc(TopMemoryContext, held_capacity * sizeof(HeldEntry *))
+			: repalloc(held, held_capacity * sizeof(HeldEntry *));
+	}
+	e = MemoryContextAlloc(TopMemoryContext, offsetof(HeldEntry, json) + len);
+	LWLockAcquire(llm_shared->lock, LW_EXCLUSIVE);
+	e->seq = llm_shared->next_seq++;
+	LWLockRelease(llm_shared->lock);
+	e->attempts = 0;
+	memcpy(e->json, json, len);
+	held[nheld++] = e;
+	publish_held();
+	SetLatch(MyLatch);			/* written at the worker's next turn, not in a second */
+}
+
+/* One try at a place; true if the entry is queued. */
+static bool
+enqueue_once(Latch *worker, LlmEntryKind kind, const char *key, double cost_usd,
+			 const char *json)
+{
+	dsa_area   *dsa = llm_shared_area();
+	size_t		len = strlen(json) + 1;
+	dsa_pointer payload;
+	bool		busy;
+
+	payload = dsa_allocate_extended(dsa, len, DSA_ALLOC_NO_OOM | DSA_ALLOC_HUGE);
+	if (!DsaPointerIsValid(payload))
+		return false;
+	memcpy(dsa_get_address(dsa, payload), json, len);
+	if (try_enqueue(kind, key, cost_usd, payload, &busy))
+	{
+		if (busy && worker != MyLatch)
+			SetLatch(worker);
+		return true;
+	}
+	dsa_free(dsa, payload);
+	return false;
+}
+
 void
 llm_pending_add(LlmEntryKind kind, const char *key, double cost_usd, const char *json)
 {
 	Latch	   *worker = llm_worker_latch(MyDatabaseId);
-	dsa_area   *dsa;
-	size_t		len = strlen(json) + 1;
-	dsa_pointer payload;
 	TimestampTz give_up;
+	volatile bool queued = false;
 
 	if (worker == NULL)
 	{
@@ -99,35 +181,91 @@ llm_pending_add(LlmEntryKind kind, const char *key, double cost_usd, const char 
 				  : "No llmext background worker serves this database (see llmext.databases).");
 		return;
 	}
+	if (enqueue_once(worker, kind, key, cost_usd, json))
+		return;
 
 	/*
-	 * The provider has been paid by now: rather than drop the entry when the
-	 * queue is full, wait for the worker a little, then write it here.
+	 * The worker itself (finishing queued requests, or running a callback)
+	 * is the only one that frees places: it keeps the entry and writes it
+	 * in a transaction of its own at its next turn.
 	 */
-	dsa = llm_shared_area();
-	give_up = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), FULL_QUEUE_WAIT_MS);
-	for (;;)
+	if (worker == MyLatch)
 	{
-		payload = dsa_allocate_extended(dsa, len, DSA_ALLOC_NO_OOM | DSA_ALLOC_HUGE);
-		if (DsaPointerIsValid(payload))
-		{
-			bool		busy;
-
-			memcpy(dsa_get_address(dsa, payload), json, len);
-			if (try_enqueue(kind, key, cost_usd, payload, &busy))
-			{
-				if (busy)
-					SetLatch(worker);
-				return;
-			}
-			dsa_free(dsa, payload);
-		}
-		SetLatch(worker);
-		if (GetCurrentTimestamp() >= give_up)
-			break;
-		pg_usleep(10000L);
+		hold(json);
+		return;
 	}
-	write_now(json, "The queue of entries waiting for the background worker is full.");
+
+	/*
+	 * The provider has been paid by now: rather than drop the entry, wake
+	 * the worker and wait for a place, in short slices that let a cancel
+	 * or a shutdown through, then write it here.
+	 */
+	give_up = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), llm_queue_full_wait_ms);
+	PG_TRY();
+	{
+		while (!queued)
+		{
+			SetLatch(worker);
+			if (GetCurrentTimestamp() >= give_up)
+				break;
+			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+							 FULL_QUEUE_SLICE_MS, PG_WAIT_EXTENSION);
+			ResetLatch(MyLatch);
+			CHECK_FOR_INTERRUPTS();
+			queued = enqueue_once(worker, kind, key, cost_usd, json);
+		}
+	}
+	PG_CATCH();
+	{
+		/*
+		 * Cancelled (or terminated) while waiting: the entry cannot be
+		 * written in a transaction that is being rolled back, so it goes to
+		 * the server log, as the worker does with an entry it gives up on.
+		 */
+		ereport(WARNING,
+				(errmsg("llmext could not queue a %s before the statement ended",
+						kind == LLM_ENTRY_CALL ? "ledger row" : "cache entry"),
+				 errdetail("Entry: %s", json),
+				 errhint("The queue of entries waiting for the background worker was full; consider raising llmext.queue_entries.")));
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	if (!queued)
+		write_now(json, "The queue of entries waiting for the background worker is full.");
+}
+
+int
+llm_held_count(void)
+{
+	return nheld;
+}
+
+const char *
+llm_held_payload(int index)
+{
+	return held[index]->json;
+}
+
+int
+llm_held_attempts(int index)
+{
+	return held[index]->attempts;
+}
+
+void
+llm_held_release(int first, int n, bool written)
+{
+	if (!written)
+	{
+		for (int i = first; i < first + n; i++)
+			held[i]->attempts++;
+		return;
+	}
+	for (int i = first; i < first + n; i++)
+		pfree(held[i]);
+	memmove(&held[first], &held[first + n], (nheld - first - n) * sizeof(HeldEntry *));
+	nheld -= n;
+	publish_held();
 }
 
 char *
@@ -200,13 +338,20 @@ llm_pending_spend(Oid roleid, Oid loginid, LlmPendingSpend **own, double *all)
 	return npairs;
 }
 
-/* Is any entry of this database up to seq still unwritten? */
+/* Is any entry of this database up to seq still unwritten (or held by its worker)? */
 static bool
 unwritten_up_to(uint64 seq)
 {
 	bool		pending = false;
 
 	LWLockAcquire(llm_shared->lock, LW_SHARED);
+	for (int i = 0; i < LLM_MAX_WORKERS && !pending; i++)
+	{
+		LlmWorkerInfo *w = &llm_shared->workers[i];
+
+		pending = w->pid != 0 && w->dboid == MyDatabaseId &&
+			w->held_seq != 0 && w->held_seq <= seq;
+	}
 	for (int i = 0; i < llm_shared->capacity && !pending; i++)
 	{
 		LlmPendingEntry *e = &llm_shared->entries[i];
@@ -226,6 +371,8 @@ llm_pending_wait_written(long timeout_ms)
 
 	if (llm_shared == NULL || (worker = llm_worker_latch(MyDatabaseId)) == NULL)
 		return true;			/* entries were written as they came */
+	if (worker == MyLatch)
+		return false;			/* a callback in the worker: only its next turn writes them */
 
 	LWLockAcquire(llm_shared->lock, LW_SHARED);
 	target = llm_shared->next_seq - 1;

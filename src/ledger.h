@@ -36,6 +36,9 @@ typedef struct LlmLedgerRow
 	const char *fingerprint;
 } LlmLedgerRow;
 
+/* llmext.queue_full_wait: how long a backend waits for a place in a full queue (ms) */
+extern int	llm_queue_full_wait_ms;
+
 /* Queues a ledger row (see llm_pending_add). */
 extern void llm_ledger_record(const LlmLedgerRow *row);
 
@@ -74,7 +77,15 @@ extern bool llm_pending_wait_written(long timeout_ms);
 /* Writes a JSON array of entries with llm._persist, as the extension's owner. */
 extern void llm_persist(const char *json_array);
 
-/* Worker side: see worker.c. */
+/*
+ * Worker side: see worker.c.  Entries the worker made itself while the
+ * queue was full are held in its own memory (the llm_held_* calls, oldest
+ * first) and written by it; the others are claimed from the queue.
+ */
+extern int	llm_held_count(void);
+extern const char *llm_held_payload(int index);
+extern int	llm_held_attempts(int index);
+extern void llm_held_release(int first, int n, bool written);
 extern int	llm_pending_claim(Oid dboid, int max, int *indexes);
 extern char *llm_pending_payload(int index);
 extern int	llm_pending_attempts(int index);

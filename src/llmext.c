@@ -9,6 +9,7 @@
 
 #include "cache.h"
 #include "fmgr.h"
+#include "ledger.h"
 #include "miscadmin.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
@@ -141,6 +142,13 @@ _PG_init(void)
 							&llm_callback_timeout_ms,
 							5000, 10, 3600 * 1000,
 							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("llmext.queue_full_wait",
+							"Longest wait of a backend for a place in the full queue of entries.",
+							"Then the backend writes the entry in its own transaction.",
+							&llm_queue_full_wait_ms,
+							2000, 0, 3600 * 1000,
+							PGC_SUSET, GUC_UNIT_MS,
 							NULL, NULL, NULL);
 	DefineCustomIntVariable("llmext.worker_concurrency",
 							"Queued requests the background worker keeps in flight at once.",

@@ -52,6 +52,7 @@ typedef struct LlmWorkerInfo
 	Oid			dboid;
 	pid_t		pid;
 	Latch	   *latch;
+	uint64		held_seq;		/* oldest entry it holds itself, 0: none */
 } LlmWorkerInfo;
 
 /* Rate-limit buckets of one provider or model (see ratelimit.c). */

@@ -24,6 +24,7 @@
 #include "postmaster/bgworker.h"
 #include "postmaster/interrupt.h"
 #include "storage/ipc.h"
+#include "storage/pmsignal.h"
 #include "storage/proc.h"
 #include "tcop/tcopprot.h"
 #include "utils/guc.h"
@@ -123,6 +124,7 @@ unregister_worker(int code, Datum arg)
 	LWLockAcquire(llm_shared->lock, LW_EXCLUSIVE);
 	llm_shared->workers[slot].pid = 0;
 	llm_shared->workers[slot].latch = NULL;
+	llm_shared->workers[slot].held_seq = 0;
 	LWLockRelease(llm_shared->lock);
 }
 
@@ -133,6 +135,7 @@ register_worker(int slot)
 	llm_shared->workers[slot].dboid = MyDatabaseId;
 	llm_shared->workers[slot].pid = MyProcPid;
 	llm_shared->workers[slot].latch = MyLatch;
+	llm_shared->workers[slot].held_seq = 0;
 	LWLockRelease(llm_shared->lock);
 	before_shmem_exit(unregister_worker, Int32GetDatum(slot));
 }
@@ -167,7 +170,7 @@ end_work(void)
  * transaction is rolled back and false returned; the error is logged.
  */
 static bool
-write_entries(const int *indexes, int n)
+write_entries(const char *const *payloads, int n)
 {
 	MemoryContext context = CurrentMemoryContext;
 	StringInfoData json;
@@ -178,7 +181,7 @@ write_entries(const int *indexes, int n)
 	{
 		if (i > 0)
 			appendStringInfoChar(&json, ',');
-		appendStringInfoString(&json, llm_pending_payload(indexes[i]));
+		appendStringInfoString(&json, payloads[i]);
 	}
 	appendStringInfoChar(&json, ']');
 
@@ -208,6 +211,16 @@ write_entries(const int *indexes, int n)
 	return true;
 }
 
+/* The record of money spent is never silently lost: it goes to the log. */
+static void
+give_up_entry(const char *payload)
+{
+	ereport(LOG,
+			(errmsg("llmext worker gave up writing an entry after %d attempts",
+					MAX_ATTEMPTS),
+			 errdetail("Entry: %s", payload)));
+}
+
 /*
  * Writes everything queued for this database.  A batch that fails is
  * retried; entries that keep failing are written one at a time, and one
@@ -218,6 +231,7 @@ static void
 flush_pending(void)
 {
 	int			indexes[CLAIM_BATCH];
+	const char *payloads[CLAIM_BATCH];
 	int			n;
 
 	while ((n = llm_pending_claim(MyDatabaseId, CLAIM_BATCH, indexes)) > 0)
@@ -225,10 +239,13 @@ flush_pending(void)
 		bool		retried = false;
 
 		for (int i = 0; i < n; i++)
+		{
+			payloads[i] = llm_pending_payload(indexes[i]);
 			retried |= llm_pending_attempts(indexes[i]) > 0;
+		}
 		if (!retried)
 		{
-			if (!write_entries(indexes, n))
+			if (!write_entries(payloads, n))
 			{
 				llm_pending_release(indexes, n, false);
 				return;			/* try again at the next tick */
@@ -238,19 +255,64 @@ flush_pending(void)
 		}
 		for (int i = 0; i < n; i++)
 		{
-			bool		written = write_entries(&indexes[i], 1);
+			bool		written = write_entries(&payloads[i], 1);
 
 			if (!written && llm_pending_attempts(indexes[i]) + 1 >= MAX_ATTEMPTS)
 			{
-				ereport(LOG,
-						(errmsg("llmext worker gave up writing an entry after %d attempts",
-								MAX_ATTEMPTS),
-						 errdetail("Entry: %s", llm_pending_payload(indexes[i]))));
+				give_up_entry(payloads[i]);
 				written = true;
 			}
 			llm_pending_release(&indexes[i], 1, written);
 		}
 		if (n < CLAIM_BATCH)
+			return;
+	}
+}
+
+/*
+ * Writes the entries the worker held itself because the queue was full
+ * (see llm_pending_add), with the same retries as queued ones.
+ */
+static void
+flush_held(void)
+{
+	const char *payloads[CLAIM_BATCH];
+	int			n;
+
+	while ((n = Min(llm_held_count(), CLAIM_BATCH)) > 0)
+	{
+		bool		retried = false;
+		int			next = 0;
+
+		for (int i = 0; i < n; i++)
+		{
+			payloads[i] = llm_held_payload(i);
+			retried |= llm_held_attempts(i) > 0;
+		}
+		if (!retried)
+		{
+			bool		written = write_entries(payloads, n);
+
+			llm_held_release(0, n, written);
+			if (!written)
+				return;			/* try again at the next turn */
+			continue;
+		}
+		/* one at a time; those still failing stay at the front, in order */
+		for (int i = 0; i < n; i++)
+		{
+			bool		written = write_entries(&payloads[i], 1);
+
+			if (!written && llm_held_attempts(next) + 1 >= MAX_ATTEMPTS)
+			{
+				give_up_entry(payloads[i]);
+				written = true;
+			}
+			llm_held_release(next, 1, written);
+			if (!written)
+				next++;
+		}
+		if (next > 0)
 			return;
 	}
 }
@@ -329,6 +391,13 @@ llm_worker_main(Datum arg)
 			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 							 llm_queue_idle_wait_ms(queue, FLUSH_INTERVAL_MS), PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
+
+		/*
+		 * A busy worker waits in curl, not in WaitLatch: check the
+		 * postmaster here too, before claiming or sending anything more.
+		 */
+		if (!PostmasterIsAlive())
+			proc_exit(1);
 		CHECK_FOR_INTERRUPTS();
 		if (ConfigReloadPending)
 		{
@@ -344,6 +413,7 @@ llm_worker_main(Datum arg)
 		/* freed places are refilled first: the provider works while we write */
 		llm_queue_start_due(queue);
 		llm_queue_write(queue);
+		flush_held();
 		flush_pending();
 		if (GetCurrentTimestamp() >= next_expiry)
 		{
@@ -355,7 +425,8 @@ llm_worker_main(Datum arg)
 	}
 
 	llm_queue_shutdown(queue);
-	/* the last entries backends queued before the shutdown */
+	/* the last entries backends queued (or we held) before the shutdown */
+	flush_held();
 	flush_pending();
 	ereport(LOG, (errmsg("llmext worker for database \"%s\" stopped", dbname)));
 	/* a non-zero exit brings the worker back unless the server is stopping */
