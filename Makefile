@@ -4,7 +4,7 @@ EXTENSION = llmext
 EXTVERSION = $(shell sed -n "s/^default_version = '\(.*\)'/\1/p" $(EXTENSION).control)
 
 MODULE_big = llmext
-OBJS = $(patsubst %.c,%.o,$(wildcard src/*.c))
+OBJS = $(patsubst %.c,%.o,$(wildcard src/*.c src/*/*.c))
 
 # The install script is assembled from one file per concept under sql/schema.
 SCHEMA_PARTS = $(sort $(wildcard sql/schema/*.sql))
@@ -36,17 +36,17 @@ include $(PGXS)
 CONTRIB_TESTDB = llmext_regression
 
 # PGXS tracks no header dependencies: a changed struct must rebuild every user.
-$(OBJS): $(wildcard src/*.h)
+$(OBJS): $(wildcard src/*.h src/*/*.h)
 
 $(EXTENSION)--$(EXTVERSION).sql: $(SCHEMA_PARTS) $(EXTENSION).control
 	cat $(SCHEMA_PARTS) > $@
 
 # Unit tests of the pure core: no server needed.
-UNIT_SRCS = src/openai.c src/request.c src/template.c src/jsonschema.c src/jsonschema_check.c src/jsonschema_common.c src/cachekey.c src/retry.c src/bucket.c
+UNIT_SRCS = $(wildcard src/core/*.c src/providers/*.c)
 unit: test/unit/run_unit
 	test/unit/run_unit
 
-test/unit/run_unit: test/unit/*.c test/unit/*.h $(UNIT_SRCS) src/*.h
+test/unit/run_unit: test/unit/*.c test/unit/*.h $(UNIT_SRCS) $(wildcard src/core/*.h src/providers/*.h)
 	$(CC) -std=gnu11 -Wall -Wextra -Werror -Wno-unused-parameter -g -Isrc \
 		$(shell $(PKG_CONFIG) --cflags libcjson) -o $@ test/unit/*.c $(UNIT_SRCS) \
 		$(shell $(PKG_CONFIG) --libs libcjson) -lm

@@ -7,15 +7,15 @@
 
 #include <cjson/cJSON.h>
 
-#include "cache.h"
+#include "store/cache.h"
 #include "fmgr.h"
-#include "ledger.h"
+#include "store/ledger.h"
 #include "miscadmin.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
-#include "queue.h"
-#include "shmem.h"
-#include "worker.h"
+#include "queue/queue.h"
+#include "store/shmem.h"
+#include "queue/worker.h"
 
 PG_MODULE_MAGIC;
 

@@ -15,8 +15,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "jsonschema.h"
-#include "template.h"
+#include "core/jsonschema.h"
+#include "core/template.h"
 
 static const char default_vars[] =
 	"{\"name\":\"Ada\",\"n\":42,\"pi\":3.5,\"flag\":false,\"yes\":true,\"nil\":null,"

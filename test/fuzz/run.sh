@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Fuzzes the template renderer and the JSON Schema validator (src/template.c,
-# src/jsonschema*.c) with libFuzzer, AddressSanitizer (leaks included) and
+# Fuzzes the template renderer and the JSON Schema validator (src/core/template.c,
+# src/core/jsonschema*.c) with libFuzzer, AddressSanitizer (leaks included) and
 # UndefinedBehaviorSanitizer.
 #
 # Debian 12 packages it needs (clang's -fsanitize=fuzzer runtime,
@@ -49,8 +49,8 @@ bin=$work/fuzz_template
 	-fno-omit-frame-pointer -g -O1 -std=gnu11 -Wall -Wextra -Wno-unused-parameter \
 	-I"$root/src" $(pkg-config --cflags libcjson) \
 	-o "$bin" "$here/fuzz_template.c" \
-	"$root/src/template.c" "$root/src/jsonschema.c" "$root/src/jsonschema_check.c" \
-	"$root/src/jsonschema_common.c" "$root/src/request.c" \
+	"$root/src/core/template.c" "$root/src/core/jsonschema.c" "$root/src/core/jsonschema_check.c" \
+	"$root/src/core/jsonschema_common.c" "$root/src/core/request.c" \
 	$(pkg-config --libs libcjson)
 
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1

@@ -3,7 +3,7 @@
 
 #include <math.h>
 
-#include "bucket.h"
+#include "core/bucket.h"
 
 void
 test_bucket(void)

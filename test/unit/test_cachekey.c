@@ -3,7 +3,7 @@
 
 #include <stdlib.h>
 
-#include "cachekey.h"
+#include "core/cachekey.h"
 
 static char *
 canonical(const char *json)

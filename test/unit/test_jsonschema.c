@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <time.h>
 
-#include "jsonschema.h"
+#include "core/jsonschema.h"
 
 /* "ok", or the error llm_json_schema_check gives for schema_json. */
 static const char *

@@ -3,7 +3,7 @@
 
 #include <stdlib.h>
 
-#include "openai.h"
+#include "providers/openai.h"
 
 static bool
 parse(const char *body, LlmChatResult *result, char *err, size_t errlen)

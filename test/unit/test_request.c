@@ -4,7 +4,7 @@
 #include <math.h>
 #include <stdlib.h>
 
-#include "request.h"
+#include "core/request.h"
 
 static bool
 messages_ok(const char *json, char *err, size_t errlen)

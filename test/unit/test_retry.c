@@ -3,7 +3,7 @@
 
 #include <math.h>
 
-#include "retry.h"
+#include "core/retry.h"
 
 void
 test_retry(void)

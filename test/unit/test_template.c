@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <time.h>
 
-#include "template.h"
+#include "core/template.h"
 
 #define MB (1024 * 1024)
 

@@ -1,0 +1,55 @@
+/*
+ * catalog.h — looking up a model, its provider and the provider's key.
+ */
+#ifndef LLMEXT_CATALOG_H
+#define LLMEXT_CATALOG_H
+
+#include "postgres.h"
+
+#include "core/request.h"
+
+typedef struct LlmModel
+{
+	char	   *name;			/* the alias SQL uses */
+	char	   *remote_model;	/* the id sent to the provider */
+	char	   *kind;			/* base or fine_tuned */
+	LlmPrices	prices;
+	cJSON	   *params;			/* default provider parameters */
+	cJSON	   *limits;			/* the model's own rate limits */
+
+	char	   *provider;
+	char	   *provider_kind;	/* openai */
+	char	   *base_url;
+	cJSON	   *provider_options;
+	char	   *key_source;		/* none, stored or env */
+	char	   *key_env;
+	char	   *api_key;		/* set by llm_load_key; never print it */
+} LlmModel;
+
+/*
+ * Looks up a model by name (NULL: llmext.default_model), from this
+ * backend's copy when it has one; raises an ERROR for an unknown model.
+ * The struct, its strings and its JSON are a copy in the caller's memory
+ * context: they outlive any invalidation of the backend's copy.  The key is
+ * not loaded: see llm_load_key.
+ */
+extern LlmModel *llm_lookup_model(const char *name);
+
+/*
+ * Loads the provider's key into model->api_key (stored keys are readable
+ * only by the extension's owner, so this reads as that role), or raises an
+ * ERROR if an environment key is missing.  Only done right before a
+ * request, so that answers from the cache never touch a key.
+ */
+extern void llm_load_key(LlmModel *model);
+
+/*
+ * The role that owns llmext's tables (the one that created the extension):
+ * internal queries that touch keys, the cache or the ledger run as it.
+ */
+extern Oid	llm_extension_owner(void);
+
+/* Overwrites the key in memory once it is no longer needed. */
+extern void llm_forget_key(LlmModel *model);
+
+#endif							/* LLMEXT_CATALOG_H */
