@@ -39,7 +39,7 @@ $(EXTENSION)--$(EXTVERSION).sql: $(SCHEMA_PARTS) $(EXTENSION).control
 	cat $(SCHEMA_PARTS) > $@
 
 # Unit tests of the pure core: no server needed.
-UNIT_SRCS = src/openai.c src/request.c src/template.c src/jsonschema.c src/jsonschema_check.c src/jsonschema_common.c src/cachekey.c src/retry.c src/bucket.c
+UNIT_SRCS = src/openai.c src/request.c src/template.c src/jsonschema.c src/jsonschema_check.c src/jsonschema_common.c src/cachekey.c src/retry.c src/bucket.c src/secrets.c
 unit: test/unit/run_unit
 	test/unit/run_unit
 
