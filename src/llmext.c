@@ -23,6 +23,8 @@ int			llm_request_timeout_ms = 120000;
 int			llm_connect_timeout_ms = 10000;
 int			llm_max_response_bytes = 16 * 1024 * 1024;
 int			llm_callback_timeout_ms = 5000;
+char	   *llm_key_env_allowed = NULL;
+char	   *llm_allowed_hosts = NULL;
 
 void		_PG_init(void);
 
@@ -79,6 +81,28 @@ _PG_init(void)
 							16 * 1024 * 1024, 1024, MaxAllocSize / 2,
 							PGC_USERSET, GUC_UNIT_BYTE,
 							NULL, NULL, NULL);
+
+	/*
+	 * Where keys may come from and where they may go.  Superuser only: an
+	 * llm_admin must not be able to send the server's environment (PGDATA,
+	 * another service's secret) to a host of its choosing.  Checked when a
+	 * provider is created and again on every call, so that a tightened
+	 * setting also holds for providers created before.
+	 */
+	DefineCustomStringVariable("llmext.key_env_allowed",
+							   "Environment variables that may hold a provider's key (key_env).",
+							   "Comma-separated names; \"*\" matches any run of characters.",
+							   &llm_key_env_allowed,
+							   "*_API_KEY",
+							   PGC_SUSET, 0,
+							   NULL, NULL, NULL);
+	DefineCustomStringVariable("llmext.allowed_hosts",
+							   "Hosts that providers' base URLs may point at.",
+							   "Comma-separated host patterns, each optionally with \":port\"; \"*\" matches any run of characters, and \"*\" alone any URL.",
+							   &llm_allowed_hosts,
+							   "*",
+							   PGC_SUSET, 0,
+							   NULL, NULL, NULL);
 
 	DefineCustomIntVariable("llmext.callback_timeout",
 							"Longest time a request's callback may run in the background worker.",
