@@ -10,7 +10,7 @@ OBJS = $(patsubst %.c,%.o,$(wildcard src/*.c))
 SCHEMA_PARTS = $(sort $(wildcard sql/schema/*.sql))
 DATA_built = $(EXTENSION)--$(EXTVERSION).sql
 
-REGRESS = setup admin complete chat faults privileges ledger cache budgets usage prompts batch queue ratelimit identity
+REGRESS = setup admin complete chat faults privileges ledger cache budgets usage prompts batch queue ratelimit identity secrets
 # The suites run in an existing database that the background worker serves
 # (llmext.databases); test/run_all.sh creates it.  setup creates the extension.
 REGRESS_OPTS = --use-existing
