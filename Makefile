@@ -13,7 +13,7 @@ DATA_built = $(EXTENSION)--$(EXTVERSION).sql
 # versions: ALTER EXTENSION llmext UPDATE follows them.
 DATA = $(sort $(wildcard sql/versions/$(EXTENSION)--*.sql))
 
-REGRESS = setup admin complete chat faults privileges ledger cache budgets usage prompts batch queue ratelimit identity limits
+REGRESS = setup admin complete chat faults privileges ledger cache budgets usage prompts batch queue ratelimit identity limits secrets
 # The suites run in an existing database that the background worker serves
 # (llmext.databases); test/run_all.sh creates it.  setup creates the extension.
 REGRESS_OPTS = --use-existing
@@ -42,7 +42,7 @@ $(EXTENSION)--$(EXTVERSION).sql: $(SCHEMA_PARTS) $(EXTENSION).control
 	cat $(SCHEMA_PARTS) > $@
 
 # Unit tests of the pure core: no server needed.
-UNIT_SRCS = src/openai.c src/request.c src/template.c src/jsonschema.c src/jsonschema_check.c src/jsonschema_common.c src/cachekey.c src/retry.c src/bucket.c
+UNIT_SRCS = src/openai.c src/request.c src/template.c src/jsonschema.c src/jsonschema_check.c src/jsonschema_common.c src/cachekey.c src/retry.c src/bucket.c src/secrets.c
 unit: test/unit/run_unit
 	test/unit/run_unit
 
