@@ -2,7 +2,7 @@
 \set VERBOSITY terse
 
 -- a provider with its key in the environment, one with none
-SELECT llm_provider_create('local', 'http://127.0.0.1:1/v1', key_env => 'LLMEXT_TEST_UNSET_KEY');
+SELECT llm_provider_create('local', 'http://127.0.0.1:1/v1', key_env => 'LLMEXT_TEST_UNSET_API_KEY');
 SELECT llm_provider_create('keyless', 'http://127.0.0.1:1/v1/', options => '{"headers": {"X-Team": "data"}}');
 SELECT name, kind, regexp_replace(base_url, ':\d+/', ':<port>/') AS base_url, key_source, key_env, options
   FROM llm.providers ORDER BY name;

@@ -30,6 +30,8 @@ int			llm_max_template_nodes = 100000;
 int			llm_max_rendered_bytes = 4 * 1024 * 1024;
 int			llm_max_request_bytes = 8 * 1024 * 1024;
 int			llm_max_batch_concurrency = 16;
+char	   *llm_key_env_allowed = NULL;
+char	   *llm_allowed_hosts = NULL;
 
 void		_PG_init(void);
 
@@ -135,6 +137,28 @@ _PG_init(void)
 							16, 1, 1024,
 							PGC_SUSET, 0,
 							NULL, NULL, NULL);
+
+	/*
+	 * Where keys may come from and where they may go.  Superuser only: an
+	 * llm_admin must not be able to send the server's environment (PGDATA,
+	 * another service's secret) to a host of its choosing.  Checked when a
+	 * provider is created and again on every call, so that a tightened
+	 * setting also holds for providers created before.
+	 */
+	DefineCustomStringVariable("llmext.key_env_allowed",
+							   "Environment variables that may hold a provider's key (key_env).",
+							   "Comma-separated names; \"*\" matches any run of characters.",
+							   &llm_key_env_allowed,
+							   "*_API_KEY",
+							   PGC_SUSET, 0,
+							   NULL, NULL, NULL);
+	DefineCustomStringVariable("llmext.allowed_hosts",
+							   "Hosts that providers' base URLs may point at.",
+							   "Comma-separated host patterns, each optionally with \":port\"; \"*\" matches any run of characters, and \"*\" alone any URL.",
+							   &llm_allowed_hosts,
+							   "*",
+							   PGC_SUSET, 0,
+							   NULL, NULL, NULL);
 
 	DefineCustomIntVariable("llmext.callback_timeout",
 							"Longest time a request's callback may run in the background worker.",

@@ -12,6 +12,8 @@ extern int	llm_request_timeout_ms;
 extern int	llm_connect_timeout_ms;
 extern int	llm_max_response_bytes;
 extern int	llm_callback_timeout_ms;
+extern char *llm_key_env_allowed;
+extern char *llm_allowed_hosts;
 
 /*
  * Ceilings on what one backend holds in memory, settable by superusers only

@@ -63,6 +63,15 @@ Special models
     auth             with --api-key K, 401 "Incorrect API key provided." unless
                      the header is exactly "Authorization: Bearer K"
     badjson          content "{not json" when response_format asks for JSON
+    leak-<offset>    500 text/plain whose body is <offset> "x", the caller's
+                     bearer token (or "none") and " end": a key ON PURPOSE,
+                     at any byte of a non-JSON error body
+    leak-ids         a normal answer whose x-request-id is "req-<token>", id
+                     "chatcmpl-<token>", model "m-<token>" and content
+                     "the key is <token>", <token> the caller's bearer token
+    leak-long-id     a normal answer whose x-request-id is 110 "r" then the
+                     token (a client keeping 127 bytes cuts inside the token)
+    nul              content "bad\u0000tail" (a NUL character, JSON-escaped)
 Body validation (400, type invalid_request_error): body not JSON; "model"
 missing or empty (param "model"); "messages" missing, not a list or empty
 (param "messages"); a message that is not an object with a string "role".
@@ -100,6 +109,7 @@ CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 MODEL_NAMES = ["echo", "usage-details", "stats", "slow-1000", "fail-429",
                "flaky-2-demo", "nullcontent"]
 SLOW, HUGE = re.compile(r"slow-(\d+)"), re.compile(r"huge-(\d+)")
+LEAK = re.compile(r"leak-(\d+)")
 FAIL, FLAKY = re.compile(r"fail-(\d{3})(?:-(\d+))?"), re.compile(r"flaky-(\d+)-(.+)", re.S)
 REASONS = {s.value: s.phrase for s in HTTPStatus} | {529: "Site Overloaded"}
 # status -> (message, type, param, code); {model} and {key} are filled in.
@@ -375,7 +385,8 @@ class Provider:
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
             if delay <= 0:
                 self.in_flight -= 1
-        response.headers.append(("x-request-id", f"req_fake_{n}"))
+        if not any(name == "x-request-id" for name, _ in response.headers):
+            response.headers.append(("x-request-id", f"req_fake_{n}"))
         return delay, response
 
     def count_chat(self, req, headers):
@@ -415,7 +426,19 @@ class Provider:
             return error_response(401, "Incorrect API key provided.", etype, param, code)
         if model == "nonjson":
             return Response(200, b"<html><body>502 Bad Gateway</body></html>", "text/html")
+        if m := LEAK.fullmatch(model):
+            body = "x" * int(m.group(1)) + bearer_token(headers) + " end"
+            return Response(500, body.encode(), "text/plain")
         answer = normal_answer(n, model, req)
+        if model in ("leak-ids", "leak-long-id"):
+            token = bearer_token(headers)
+            request_id = "req-" + token if model == "leak-ids" else "r" * 110 + token
+            if model == "leak-ids":
+                answer.update(id="chatcmpl-" + token, model="m-" + token)
+                answer["choices"][0]["message"]["content"] = "the key is " + token
+            return json_response(200, answer, [("x-request-id", request_id)])
+        if model == "nul":
+            answer["choices"][0]["message"]["content"] = "bad\u0000tail"
         if model == "truncated":
             full = to_bytes(answer)
             return Response(200, full[:len(full) // 2])
@@ -763,6 +786,15 @@ def self_checks(c):
          == (401, "Incorrect API key provided.", 200)),
         ("badjson", lambda: c.content("badjson", response_format=JSON_OBJECT) == "{not json"
          and c.content("badjson") == "echo: hello world"),
+        ("leak-<offset>", lambda: c.chat("leak-3", auth="sk-k")[:3:2] == (500, b"xxxsk-k end")
+         and c.chat("leak-0")[2] == b"none end"),
+        ("leak-ids", lambda: (lambda r: (r[1]["x-request-id"], json.loads(r[2])["model"],
+                                         json.loads(r[2])["id"], json.loads(r[2])["choices"][0]
+                                         ["message"]["content"]))(c.chat("leak-ids", auth="sk-k"))
+         == ("req-sk-k", "m-sk-k", "chatcmpl-sk-k", "the key is sk-k")),
+        ("leak-long-id", lambda: c.chat("leak-long-id", auth="sk-k")[1]["x-request-id"]
+         == "r" * 110 + "sk-k"),
+        ("nul", lambda: c.content("nul") == "bad\x00tail" and b"\\u0000" in c.chat("nul")[2]),
         ("stats, stats-reset", lambda: check_stats_models(c)),
         ("Expect: 100-continue", lambda: check_expect_continue(c)),
         ("pipelining, Connection: close", lambda: check_pipelining(c)),

@@ -106,6 +106,15 @@ BEGIN
 END
 $$;
 
+-- Raises insufficient_privilege unless llmext.allowed_hosts allows base_url
+-- and llmext.key_env_allowed allows key_env (NULL: no variable); the C code
+-- checks again before every request, as those settings may be tightened.
+CREATE FUNCTION llm._check_provider_target(name text, base_url text, key_env text)
+RETURNS void
+AS 'MODULE_PATHNAME', 'llm_check_provider_target_sql'
+LANGUAGE C STABLE;
+REVOKE ALL ON FUNCTION llm._check_provider_target(text, text, text) FROM PUBLIC;
+
 CREATE FUNCTION llm_provider_create(
 	name text,
 	base_url text,
@@ -147,6 +156,7 @@ BEGIN
 		RAISE EXCEPTION 'invalid environment variable name "%"', key_env
 			USING ERRCODE = 'invalid_parameter_value';
 	END IF;
+	PERFORM llm._check_provider_target(name, base_url, key_env);
 	options := coalesce(options, '{}');
 	PERFORM llm._check_provider_options(options);
 	IF EXISTS (SELECT FROM llm.providers p WHERE p.name = llm_provider_create.name) THEN

@@ -19,6 +19,7 @@
 #include "providers/openai.h"
 #include "pgstat.h"
 #include "store/ratelimit.h"
+#include "core/secrets.h"
 #include "storage/latch.h"
 #include "access/detoast.h"
 #include "utils/builtins.h"
@@ -246,7 +247,10 @@ read_response(LlmModel *model, const LlmHttpResponse *resp, long timeout_ms,
 
 	result->http_status = resp->status;
 	result->latency_ms = resp->elapsed_ms;
-	result->request_id = resp->request_id;
+	/* the header was cut to a buffer's size: it may end inside the key */
+	result->request_id = resp->request_id
+		? llm_redact_cut(resp->request_id, strlen(resp->request_id), secret, SIZE_MAX, false)
+		: NULL;
 
 	if (resp->outcome != LLM_HTTP_RESPONSE || resp->status < 200 || resp->status >= 300)
 		return llm_failure_of_transfer(model, resp, timeout_ms, secret);
@@ -255,9 +259,24 @@ read_response(LlmModel *model, const LlmHttpResponse *resp, long timeout_ms,
 	text = pg_any_to_server(resp->body, resp->body_len, PG_UTF8);
 	if (!openai_parse_chat_response(text, strlen(text), &result->chat, err, sizeof(err)))
 		return llm_failure_of_response(model, err, resp, secret);
+
+	/*
+	 * Whatever the provider says is shown and stored: the answer, ids and
+	 * names.  A provider that echoes the key must not hand it to the caller
+	 * (who may not see keys) nor to llm.calls, the cache or llm.requests.
+	 */
+	llm_chat_result_redact(&result->chat, secret);
 	if (result->request_id == NULL)
 		result->request_id = result->chat.response_id;
 	result->cost_usd = llm_cost_usd(&result->chat.usage, &result->model->prices);
+
+	/*
+	 * PostgreSQL text cannot hold NUL, and cJSON's strings end at one: an
+	 * answer with \u0000 would come back silently cut.  Refused instead
+	 * (after the cost is known: the provider charged for it).
+	 */
+	if (llm_json_has_nul_escape(text, strlen(text)))
+		return llm_failure_of_nul(model);
 	return NULL;
 }
 
@@ -298,6 +317,13 @@ llm_call_prepare(const LlmCallRequest *req, LlmCallResult *result)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("invalid options: %s", err),
 				 errhint("The model comes from the model argument and messages are built by llmext.")));
+	/* a number that does not fit would be sent as null, and cached as if sent */
+	if (!llm_check_param_numbers(call->params, err, sizeof(err)))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid options: %s", err),
+				 errdetail("The parameters come from the model's params and the call's options."),
+				 errhint("Numbers must fit a double precision value; seed is a whole number of at most 2^53 - 1 in size, and max_tokens, max_completion_tokens, n and top_logprobs whole numbers from 0.")));
 	check_request_size(req->messages, call->params);
 	llm_cache_policy(req->options, call->params, &call->cache);
 	result->fingerprint = llm_sha256_hex(llm_canonical_request(model->provider,
@@ -545,6 +571,7 @@ llm_jsonb_to_cjson(Datum jsonb)
 	Jsonb	   *jb;
 	char	   *text;
 	cJSON	   *json;
+	const cJSON *number;
 
 	/*
 	 * Checked before it is detoasted: its text and its cJSON tree take a
@@ -561,8 +588,33 @@ llm_jsonb_to_cjson(Datum jsonb)
 	json = cJSON_Parse(text);
 
 	if (json == NULL)
+	{
+		/* valid jsonb: only cJSON's nesting limit refuses it */
+		int			depth = llm_json_text_depth(text);
+
+		if (depth > LLM_JSON_MAX_DEPTH)
+			ereport(ERROR,
+					(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+					 errmsg("JSON argument is nested too deeply"),
+					 errdetail("It nests %d arrays or objects; llmext reads at most %d levels.",
+							   depth, LLM_JSON_MAX_DEPTH)));
 		elog(ERROR, "llmext: could not convert jsonb to cJSON");
+	}
 	pfree(text);
+
+	/*
+	 * jsonb numbers are numeric; llmext's are double precision.  One that
+	 * overflows would be sent (and cached) as null: refused.  (Tiny ones
+	 * become 0, and long ones lose digits, as in any double.)
+	 */
+	number = llm_json_find_nonfinite(json);
+	if (number != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
+				 number->string
+				 ? errmsg("JSON number in \"%s\" is out of range", number->string)
+				 : errmsg("JSON number is out of range"),
+				 errdetail("llmext reads JSON numbers as double precision values: at most about 1.8e308 in size.")));
 	return json;
 }
 

@@ -6,6 +6,7 @@
 #include "call/failure.h"
 
 #include "providers/openai.h"
+#include "core/secrets.h"
 
 #define ERROR_SNIPPET_BYTES 200
 
@@ -22,26 +23,16 @@ make_failure(int sqlstate, char *message, char *detail, char *hint)
 }
 
 /*
- * A printable excerpt of a body that is not what we expected: no key, no
- * bytes that could upset the client's encoding.
+ * A printable excerpt of a body that is not what we expected: no key (not
+ * even the part of one that a cut would leave at its end), no bytes that
+ * could upset the client's encoding.
  */
 static char *
 body_excerpt(const char *body, size_t len, const char *secret)
 {
-	size_t		n = Min(len, ERROR_SNIPPET_BYTES);
-	char	   *excerpt;
-
 	if (len == 0)
 		return pstrdup("(empty body)");
-	excerpt = palloc(n + 4);
-	for (size_t i = 0; i < n; i++)
-	{
-		unsigned char c = (unsigned char) body[i];
-
-		excerpt[i] = (c >= 0x20 && c < 0x7f) ? (char) c : ' ';
-	}
-	strcpy(excerpt + n, len > n ? "..." : "");
-	return llm_redact(excerpt, secret);
+	return llm_redact_cut(body, len, secret, ERROR_SNIPPET_BYTES, true);
 }
 
 static int
@@ -88,7 +79,7 @@ http_failure(const LlmModel *model, const LlmHttpResponse *resp, const char *sec
 						psprintf("provider \"%s\" answered HTTP %ld for model \"%s\"",
 								 model->provider, resp->status, model->name),
 						message != NULL
-						? llm_redact(message, secret)
+						? llm_redact_cut(message, strlen(message), secret, SIZE_MAX, false)
 						: body_excerpt(resp->body, resp->body_len, secret),
 						resp->retry_after_ms >= 0
 						? psprintf("%s It asked to wait %.0f ms before retrying.",
@@ -149,6 +140,16 @@ llm_failure_of_response(const LlmModel *model, const char *reason,
 						psprintf("The body begins: %s",
 								 body_excerpt(resp->body, resp->body_len, secret)),
 						pstrdup("Check that base_url points at an OpenAI-compatible API (it usually ends in /v1)."));
+}
+
+LlmFailure *
+llm_failure_of_nul(const LlmModel *model)
+{
+	return make_failure(ERRCODE_UNTRANSLATABLE_CHARACTER,
+						psprintf("provider \"%s\" sent an answer with a NUL character (\\u0000) for model \"%s\"",
+								 model->provider, model->name),
+						pstrdup("PostgreSQL text cannot hold NUL characters; the answer is refused rather than cut at the first one."),
+						pstrdup("Ask the model not to produce NUL characters, or retry."));
 }
 
 LlmFailure *

@@ -27,6 +27,9 @@ extern LlmFailure *llm_failure_of_transfer(const LlmModel *model, const LlmHttpR
 extern LlmFailure *llm_failure_of_response(const LlmModel *model, const char *reason,
 										   const LlmHttpResponse *resp, const char *secret);
 
+/* An answer holding \u0000, which text cannot hold (SQLSTATE 22P05). */
+extern LlmFailure *llm_failure_of_nul(const LlmModel *model);
+
 /* Describes an answer that is not what the prompt asked for (SQLSTATE LL004). */
 extern LlmFailure *llm_failure_of_output(const LlmModel *model, const char *reason,
 										 const char *content);

@@ -18,6 +18,7 @@
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "store/owner_query.h"
+#include "core/secrets.h"
 #include "utils/builtins.h"
 #include "utils/hsearch.h"
 #include "utils/inval.h"
@@ -274,10 +275,71 @@ read_key(HeapTuple tuple, TupleDesc desc, void *arg)
 }
 
 void
+llm_check_provider_target(const char *provider, const char *base_url, const char *key_env)
+{
+	if (!llm_host_allowed(llm_allowed_hosts, base_url))
+	{
+		char		host[256];
+		int			port;
+
+		if (llm_url_host(base_url, host, sizeof(host), &port))
+			ereport(ERROR,
+					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+					 errmsg("provider \"%s\" may not send requests to host \"%s\" (port %d)",
+							provider, host, port),
+					 errdetail("llmext.allowed_hosts is \"%s\"; the host matches none of its patterns.",
+							   llm_allowed_hosts),
+					 errhint("A superuser can add the host to llmext.allowed_hosts.")));
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("provider \"%s\" has a base_url whose host llmext.allowed_hosts cannot check",
+						provider),
+				 errdetail("The host of a base_url must be a name of letters, digits, \"-\", \"_\" and \".\", or an IPv6 address in brackets, optionally with a port; llmext.allowed_hosts is \"%s\".",
+						   llm_allowed_hosts),
+				 errhint("Give a base_url such as https://api.openai.com/v1.")));
+	}
+	if (key_env != NULL && !llm_pattern_list_match(llm_key_env_allowed, key_env, false))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("provider \"%s\" may not read its key from environment variable \"%s\"",
+						provider, key_env),
+				 errdetail("llmext.key_env_allowed is \"%s\"; the name matches none of its patterns.",
+						   llm_key_env_allowed),
+				 errhint("A superuser can add the name to llmext.key_env_allowed, or store the key with llm_provider_set_key.")));
+}
+
+void
+llm_check_model_target(const LlmModel *model)
+{
+	llm_check_provider_target(model->provider, model->base_url,
+							  strcmp(model->key_source, "env") == 0 ? model->key_env : NULL);
+}
+
+PG_FUNCTION_INFO_V1(llm_check_provider_target_sql);
+
+/* llm._check_provider_target(name, base_url, key_env), for llm_provider_create */
+Datum
+llm_check_provider_target_sql(PG_FUNCTION_ARGS)
+{
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
+		elog(ERROR, "llm._check_provider_target: name and base_url must not be NULL");
+	llm_check_provider_target(text_to_cstring(PG_GETARG_TEXT_PP(0)),
+							  text_to_cstring(PG_GETARG_TEXT_PP(1)),
+							  PG_ARGISNULL(2) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(2)));
+	PG_RETURN_VOID();
+}
+
+void
 llm_load_key(LlmModel *model)
 {
 	Datum		arg;
 
+	/*
+	 * Right before every request (retries included): the key and the
+	 * request go only where the settings allow now, and a variable that is
+	 * not allowed is never read.
+	 */
+	llm_check_model_target(model);
 	if (strcmp(model->key_source, "env") == 0)
 	{
 		const char *value = getenv(model->key_env);

@@ -39,9 +39,22 @@ extern LlmModel *llm_lookup_model(const char *name);
  * Loads the provider's key into model->api_key (stored keys are readable
  * only by the extension's owner, so this reads as that role), or raises an
  * ERROR if an environment key is missing.  Only done right before a
- * request, so that answers from the cache never touch a key.
+ * request, so that answers from the cache never touch a key; checks the
+ * provider's target first (llm_check_model_target).
  */
 extern void llm_load_key(LlmModel *model);
+
+/*
+ * Raises an ERROR (42501) unless llmext.allowed_hosts allows base_url and,
+ * when key_env is not NULL, llmext.key_env_allowed allows that variable.
+ * Checked when a provider is created and before every request (the
+ * settings may have been tightened since).  Never reads the variable.
+ */
+extern void llm_check_provider_target(const char *provider, const char *base_url,
+									  const char *key_env);
+
+/* The same for a model's provider, before a request to it. */
+extern void llm_check_model_target(const LlmModel *model);
 
 /*
  * The role that owns llmext's tables (the one that created the extension):

@@ -13,6 +13,7 @@ main(void)
 	test_bucket();
 	test_template();
 	test_jsonschema();
+	test_secrets();
 	printf("%d passed, %d failed\n", unit_passed, unit_failed);
 	return unit_failed == 0 ? 0 : 1;
 }

@@ -43,5 +43,6 @@ extern void test_retry(void);
 extern void test_bucket(void);
 extern void test_template(void);
 extern void test_jsonschema(void);
+extern void test_secrets(void);
 
 #endif
