@@ -26,6 +26,10 @@ count() {					# count NAME EXIT_CODE
 	else failed=$((failed + 1)); echo "FAIL $1"; fi
 }
 
+echo "== layers (src/ folders use only themselves and the folders below)"
+python3 test/check_layers.py
+count "layers" $?
+
 echo "== unit tests (pure core)"
 make -s unit
 count "unit tests" $?

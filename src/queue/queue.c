@@ -581,11 +581,12 @@ wake_on_commit(XactEvent event, void *arg)
 		wake_pending = false;
 }
 
-PG_FUNCTION_INFO_V1(llm_wake_at_commit);
-
-/* llm._wake_at_commit() */
-Datum
-llm_wake_at_commit(PG_FUNCTION_ARGS)
+/*
+ * Wakes the worker of this database when the current transaction commits
+ * (it has queued work); warns once per session when no worker serves it.
+ */
+void
+llm_queue_wake_at_commit(void)
 {
 	static bool warned = false;
 
@@ -603,5 +604,4 @@ llm_wake_at_commit(PG_FUNCTION_ARGS)
 				 errhint("Add llmext to shared_preload_libraries and this database to llmext.databases.")));
 	}
 	wake_pending = true;
-	PG_RETURN_VOID();
 }

@@ -27,4 +27,7 @@ extern void llm_queue_shutdown(LlmQueue *queue);
 /* Stops the transfers of requests cancelled while in flight. */
 extern void llm_queue_drop_cancelled(LlmQueue *queue);
 
+/* Backends: wake the worker when the current transaction commits (work was queued). */
+extern void llm_queue_wake_at_commit(void);
+
 #endif							/* LLMEXT_QUEUE_H */

@@ -66,28 +66,6 @@ static Oid	models_relid = InvalidOid;
 static Oid	providers_relid = InvalidOid;
 static bool callback_registered = false;
 
-/* The owner of llm.provider_keys: the role that created the extension. */
-Oid
-llm_extension_owner(void)
-{
-	Oid			namespace = get_namespace_oid("llm", true);
-	Oid			relid = OidIsValid(namespace) ? get_relname_relid("provider_keys", namespace) : InvalidOid;
-	HeapTuple	tuple;
-	Oid			owner;
-
-	if (!OidIsValid(relid))
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("extension \"llmext\" is not installed in this database"),
-				 errhint("Run CREATE EXTENSION llmext.")));
-	tuple = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
-	if (!HeapTupleIsValid(tuple))
-		elog(ERROR, "cache lookup failed for relation %u", relid);
-	owner = ((Form_pg_class) GETSTRUCT(tuple))->relowner;
-	ReleaseSysCache(tuple);
-	return owner;
-}
-
 static char *
 column_text(HeapTuple tuple, TupleDesc desc, int column)
 {
@@ -315,20 +293,6 @@ llm_check_model_target(const LlmModel *model)
 							  strcmp(model->key_source, "env") == 0 ? model->key_env : NULL);
 }
 
-PG_FUNCTION_INFO_V1(llm_check_provider_target_sql);
-
-/* llm._check_provider_target(name, base_url, key_env), for llm_provider_create */
-Datum
-llm_check_provider_target_sql(PG_FUNCTION_ARGS)
-{
-	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
-		elog(ERROR, "llm._check_provider_target: name and base_url must not be NULL");
-	llm_check_provider_target(text_to_cstring(PG_GETARG_TEXT_PP(0)),
-							  text_to_cstring(PG_GETARG_TEXT_PP(1)),
-							  PG_ARGISNULL(2) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(2)));
-	PG_RETURN_VOID();
-}
-
 void
 llm_load_key(LlmModel *model)
 {
@@ -359,20 +323,6 @@ llm_load_key(LlmModel *model)
 
 	arg = CStringGetTextDatum(model->provider);
 	llm_owner_query(&key_query, &arg, NULL, true, read_key, &model->api_key);
-}
-
-PG_FUNCTION_INFO_V1(llm_catalog_changed);
-
-/* Statement-level trigger: tells every backend to forget cached copies of the table. */
-Datum
-llm_catalog_changed(PG_FUNCTION_ARGS)
-{
-	TriggerData *trigdata = (TriggerData *) fcinfo->context;
-
-	if (!CALLED_AS_TRIGGER(fcinfo))
-		elog(ERROR, "llm._catalog_changed must be called as a trigger");
-	CacheInvalidateRelcache(trigdata->tg_relation);
-	return PointerGetDatum(NULL);	/* an AFTER trigger's result is ignored */
 }
 
 void

@@ -56,12 +56,6 @@ extern void llm_check_provider_target(const char *provider, const char *base_url
 /* The same for a model's provider, before a request to it. */
 extern void llm_check_model_target(const LlmModel *model);
 
-/*
- * The role that owns llmext's tables (the one that created the extension):
- * internal queries that touch keys, the cache or the ledger run as it.
- */
-extern Oid	llm_extension_owner(void);
-
 /* Overwrites the key in memory once it is no longer needed. */
 extern void llm_forget_key(LlmModel *model);
 

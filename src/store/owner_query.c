@@ -4,8 +4,33 @@
  */
 #include "store/owner_query.h"
 
-#include "store/catalog.h"
 #include "miscadmin.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_class.h"
+#include "utils/lsyscache.h"
+#include "utils/syscache.h"
+
+/* The owner of llm.provider_keys: the role that created the extension. */
+Oid
+llm_extension_owner(void)
+{
+	Oid			namespace = get_namespace_oid("llm", true);
+	Oid			relid = OidIsValid(namespace) ? get_relname_relid("provider_keys", namespace) : InvalidOid;
+	HeapTuple	tuple;
+	Oid			owner;
+
+	if (!OidIsValid(relid))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("extension \"llmext\" is not installed in this database"),
+				 errhint("Run CREATE EXTENSION llmext.")));
+	tuple = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
+	if (!HeapTupleIsValid(tuple))
+		elog(ERROR, "cache lookup failed for relation %u", relid);
+	owner = ((Form_pg_class) GETSTRUCT(tuple))->relowner;
+	ReleaseSysCache(tuple);
+	return owner;
+}
 
 uint64
 llm_owner_query(LlmOwnerQuery *query, Datum *args, const char *nulls, bool read_only,

@@ -31,6 +31,12 @@ typedef struct LlmOwnerQuery
 typedef void (*LlmRowReader) (HeapTuple tuple, TupleDesc desc, void *arg);
 
 /*
+ * The role that owns llmext's tables (the one that created the extension):
+ * internal queries that touch keys, the cache or the ledger run as it.
+ */
+extern Oid	llm_extension_owner(void);
+
+/*
  * Runs query with args (nulls as for SPI_execute_plan, or NULL) as the
  * extension's owner, and hands the first row, if any, to reader.  Returns
  * the number of rows processed.
