@@ -16,7 +16,6 @@
 #include "store/ledger.h"
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
-#include "providers/openai.h"
 #include "pgstat.h"
 #include "store/ratelimit.h"
 #include "core/secrets.h"
@@ -68,14 +67,8 @@ build_headers(const LlmModel *model, int *nheaders)
 	headers[n++] = "Accept: application/json";
 	headers[n++] = "Expect:";	/* no 100-continue round trip for large prompts */
 	if (model->api_key != NULL)
-	{
-		const char *auth = provider_option_string(model, "auth_header", "Authorization");
-
-		if (pg_strcasecmp(auth, "Authorization") == 0)
-			headers[n++] = psprintf("Authorization: Bearer %s", model->api_key);
-		else
-			headers[n++] = psprintf("%s: %s", auth, model->api_key);
-	}
+		headers[n++] = model->routine->auth_header(provider_option_string(model, "auth_header", NULL),
+												   model->api_key);
 	cJSON_ArrayForEach(item, extra)
 	{
 		if (cJSON_IsString(item))
@@ -88,7 +81,7 @@ build_headers(const LlmModel *model, int *nheaders)
 static char *
 chat_url(const LlmModel *model)
 {
-	const char *path = provider_option_string(model, "chat_path", "/chat/completions");
+	const char *path = provider_option_string(model, "chat_path", model->routine->chat_path);
 	size_t		len = strlen(model->base_url);
 
 	while (len > 0 && model->base_url[len - 1] == '/')
@@ -257,7 +250,7 @@ read_response(LlmModel *model, const LlmHttpResponse *resp, long timeout_ms,
 	if (!pg_verify_mbstr(PG_UTF8, resp->body, resp->body_len, true))
 		return llm_failure_of_response(model, "the body is not valid UTF-8", resp, secret);
 	text = pg_any_to_server(resp->body, resp->body_len, PG_UTF8);
-	if (!openai_parse_chat_response(text, strlen(text), &result->chat, err, sizeof(err)))
+	if (!model->routine->parse_chat_response(text, strlen(text), &result->chat, err, sizeof(err)))
 		return llm_failure_of_response(model, err, resp, secret);
 
 	/*
@@ -307,10 +300,6 @@ llm_call_prepare(const LlmCallRequest *req, LlmCallResult *result)
 
 	model = llm_lookup_model(req->model_name);
 	call->model = result->model = model;
-	if (strcmp(model->provider_kind, "openai") != 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("provider kind \"%s\" is not supported", model->provider_kind)));
 	call->params = llm_merge_params(model->params, req->options, err, sizeof(err));
 	if (call->params == NULL)
 		ereport(ERROR,
@@ -367,7 +356,7 @@ llm_call_prepare(const LlmCallRequest *req, LlmCallResult *result)
 		return call;
 	}
 
-	body = openai_chat_request(model->remote_model, req->messages, call->params);
+	body = model->routine->chat_request(model->remote_model, req->messages, call->params);
 	/* providers speak UTF-8 whatever the database's encoding */
 	call->http.body = pg_server_to_any(body, strlen(body), PG_UTF8);
 	llm_load_key(model);
@@ -380,7 +369,7 @@ llm_call_prepare(const LlmCallRequest *req, LlmCallResult *result)
 	call->http.connect_timeout_ms = llm_connect_timeout_ms;
 	call->http.timeout_ms = llm_request_timeout_ms;
 	call->http.max_response_bytes = (size_t) llm_effective_max_response_bytes();
-	call->estimated_tokens = llm_rate_estimate(call->http.body, call->params);
+	call->estimated_tokens = llm_rate_estimate(model->routine, call->http.body, call->params);
 	return call;
 }
 

@@ -5,7 +5,6 @@
 
 #include "call/failure.h"
 
-#include "providers/openai.h"
 #include "core/secrets.h"
 
 #define ERROR_SNIPPET_BYTES 200
@@ -72,7 +71,7 @@ hint_for_status(long status)
 static LlmFailure *
 http_failure(const LlmModel *model, const LlmHttpResponse *resp, const char *secret)
 {
-	char	   *message = openai_error_message(resp->body, resp->body_len);
+	char	   *message = model->routine->error_message(resp->body, resp->body_len);
 	const char *hint = hint_for_status(resp->status);
 
 	return make_failure(sqlstate_for_status(resp->status),
@@ -139,7 +138,7 @@ llm_failure_of_response(const LlmModel *model, const char *reason,
 								 model->provider, model->name, reason),
 						psprintf("The body begins: %s",
 								 body_excerpt(resp->body, resp->body_len, secret)),
-						pstrdup("Check that base_url points at an OpenAI-compatible API (it usually ends in /v1)."));
+						psprintf("Check that base_url points at %s.", model->routine->api_description));
 }
 
 LlmFailure *

@@ -7,9 +7,12 @@
  * Pure code (see request.h).
  */
 #include "providers/openai.h"
+#include "providers/provider.h"
 
+#include <ctype.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 char *
 openai_chat_request(const char *remote_model, const cJSON *messages,
@@ -179,3 +182,67 @@ openai_error_message(const char *body, size_t len)
 	cJSON_Delete(root);
 	return text;
 }
+
+/* "Authorization: Bearer <key>", or "<header>: <key>" (Azure's api-key) */
+static char *
+openai_auth_header(const char *header_name, const char *key)
+{
+	const char *name = header_name ? header_name : "Authorization";
+	bool		bearer = strcasecmp(name, "Authorization") == 0;
+	size_t		size = strlen(name) + strlen(key) + 16;
+	char	   *line = cJSON_malloc(size);
+
+	snprintf(line, size, "%s: %s%s", name, bearer ? "Bearer " : "", key);
+	return line;
+}
+
+/* Structured outputs: {"type": "json_schema", "json_schema": {"name", "schema"}} */
+static void
+openai_add_json_output(cJSON *params, const char *name, const cJSON *schema)
+{
+	cJSON	   *format = cJSON_CreateObject();
+	cJSON	   *json_schema = cJSON_CreateObject();
+	char		safe_name[65];
+	size_t		i;
+
+	/* OpenAI's schema names: letters, digits, _ and -, at most 64 */
+	for (i = 0; name[i] != '\0' && i < 64; i++)
+		safe_name[i] = (isalnum((unsigned char) name[i]) || name[i] == '_' || name[i] == '-')
+			? name[i] : '_';
+	safe_name[i] = '\0';
+	cJSON_AddStringToObject(format, "type", "json_schema");
+	cJSON_AddStringToObject(json_schema, "name", safe_name);
+	cJSON_AddItemToObject(json_schema, "schema", cJSON_Duplicate(schema, true));
+	cJSON_AddItemToObject(format, "json_schema", json_schema);
+	cJSON_AddItemToObject(params, "response_format", format);
+}
+
+static bool
+openai_has_output_format(const cJSON *params)
+{
+	return cJSON_GetObjectItemCaseSensitive(params, "response_format") != NULL;
+}
+
+/* max_completion_tokens, or the older max_tokens that compatible servers read */
+static double
+openai_max_output_tokens(const cJSON *params)
+{
+	const cJSON *max = cJSON_GetObjectItemCaseSensitive(params, "max_completion_tokens");
+
+	if (!cJSON_IsNumber(max))
+		max = cJSON_GetObjectItemCaseSensitive(params, "max_tokens");
+	return cJSON_IsNumber(max) ? max->valuedouble : -1;
+}
+
+const LlmProviderRoutine openai_routine = {
+	.kind = "openai",
+	.api_description = "an OpenAI-compatible API (it usually ends in /v1)",
+	.chat_path = "/chat/completions",
+	.auth_header = openai_auth_header,
+	.chat_request = openai_chat_request,
+	.parse_chat_response = openai_parse_chat_response,
+	.error_message = openai_error_message,
+	.add_json_output = openai_add_json_output,
+	.has_output_format = openai_has_output_format,
+	.max_output_tokens = openai_max_output_tokens,
+};

@@ -128,6 +128,7 @@ read_model(HeapTuple tuple, TupleDesc desc, void *arg)
 	model->params = parse_json_column(column_text(tuple, desc, 7));
 	model->provider = column_text(tuple, desc, 8);
 	model->provider_kind = column_text(tuple, desc, 9);
+	model->routine = llm_provider_routine(model->provider_kind);	/* NULL: unknown */
 	model->base_url = column_text(tuple, desc, 10);
 	model->provider_options = parse_json_column(column_text(tuple, desc, 11));
 	model->key_source = column_text(tuple, desc, 12);
@@ -211,6 +212,12 @@ get_model_cache(void)
 LlmModel *
 llm_lookup_model(const char *name)
 {
+	return llm_find_model(name, false);
+}
+
+LlmModel *
+llm_find_model(const char *name, bool missing_ok)
+{
 	CachedModel *cached = NULL;
 	LlmModel   *model;
 	bool		cacheable;
@@ -223,11 +230,19 @@ llm_lookup_model(const char *name)
 	{
 		llm_extension_owner();	/* errors out if llmext is not installed here */
 		model = query_model(name);
+		if (model == NULL && missing_ok)
+			return NULL;
 		if (model == NULL)
 			ereport(ERROR,
 					(errcode(ERRCODE_UNDEFINED_OBJECT),
 					 errmsg("model \"%s\" does not exist", name),
 					 errhint("Register it with llm_model_create(name, provider, remote_model), or list the models with SELECT name FROM llm.models.")));
+		if (model->routine == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+					 errmsg("provider kind \"%s\" of provider \"%s\" is not supported",
+							model->provider_kind, model->provider),
+					 errhint("Register the model under a provider of a kind this version of llmext implements.")));
 		if (!cacheable)
 			return model;
 		/* copied only now: an invalidation during the query resets the cache */
@@ -274,7 +289,7 @@ llm_check_provider_target(const char *provider, const char *base_url, const char
 						provider),
 				 errdetail("The host of a base_url must be a name of letters, digits, \"-\", \"_\" and \".\", or an IPv6 address in brackets, optionally with a port; llmext.allowed_hosts is \"%s\".",
 						   llm_allowed_hosts),
-				 errhint("Give a base_url such as https://api.openai.com/v1.")));
+				 errhint("Give a base_url such as https://api.example.com/v1.")));
 	}
 	if (key_env != NULL && !llm_pattern_list_match(llm_key_env_allowed, key_env, false))
 		ereport(ERROR,

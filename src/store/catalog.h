@@ -7,6 +7,7 @@
 #include "postgres.h"
 
 #include "core/request.h"
+#include "providers/provider.h"
 
 typedef struct LlmModel
 {
@@ -18,7 +19,8 @@ typedef struct LlmModel
 	cJSON	   *limits;			/* the model's own rate limits */
 
 	char	   *provider;
-	char	   *provider_kind;	/* openai */
+	char	   *provider_kind;	/* llm.providers.kind */
+	const LlmProviderRoutine *routine;	/* the kind's routines (providers/) */
 	char	   *base_url;
 	cJSON	   *provider_options;
 	char	   *key_source;		/* none, stored or env */
@@ -34,6 +36,8 @@ typedef struct LlmModel
  * not loaded: see llm_load_key.
  */
 extern LlmModel *llm_lookup_model(const char *name);
+/* The same, but NULL for a model that does not exist. */
+extern LlmModel *llm_find_model(const char *name, bool missing_ok);
 
 /*
  * Loads the provider's key into model->api_key (stored keys are readable

@@ -11,6 +11,8 @@
 #include "catalog/pg_type_d.h"
 #include "executor/spi.h"
 #include "core/template.h"
+#include "providers/provider.h"
+#include "store/catalog.h"
 #include "utils/builtins.h"
 
 typedef struct PromptVersion
@@ -154,16 +156,25 @@ message(const char *role, const char *content)
 	return m;
 }
 
-/* A JSON Schema "name" for OpenAI: letters, digits, _ and -, at most 64. */
-static char *
-schema_name(const char *prompt)
+/*
+ * The provider kind whose request parameters ask for a response schema: the
+ * kind of the model the prompt will call when it names a registered model
+ * of a kind llmext implements, else the default kind.
+ */
+static const LlmProviderRoutine *
+output_format_routine(const char *model_name)
 {
-	char	   *name = pnstrdup(prompt, 64);
+	const LlmProviderRoutine *routine = NULL;
 
-	for (char *p = name; *p; p++)
-		if (!isalnum((unsigned char) *p) && *p != '_' && *p != '-')
-			*p = '_';
-	return name;
+	if (model_name != NULL)
+	{
+		/* an unknown model is the call's error, not the rendering's */
+		LlmModel   *model = llm_find_model(model_name, true);
+
+		if (model != NULL)
+			routine = model->routine;
+	}
+	return routine ? routine : llm_provider_routine(LLM_DEFAULT_PROVIDER_KIND);
 }
 
 LlmRenderedPrompt *
@@ -228,17 +239,12 @@ llm_prompt_render(const char *name, const cJSON *vars, const char *call_model,
 
 	out->params = v->params ? v->params : cJSON_CreateObject();
 	out->response_schema = v->response_schema;
-	if (v->response_schema != NULL &&
-		cJSON_GetObjectItemCaseSensitive(out->params, "response_format") == NULL)
+	if (v->response_schema != NULL)
 	{
-		cJSON	   *format = cJSON_CreateObject();
-		cJSON	   *schema = cJSON_CreateObject();
+		const LlmProviderRoutine *routine = output_format_routine(out->model);
 
-		cJSON_AddStringToObject(format, "type", "json_schema");
-		cJSON_AddStringToObject(schema, "name", schema_name(name));
-		cJSON_AddItemToObject(schema, "schema", cJSON_Duplicate(v->response_schema, true));
-		cJSON_AddItemToObject(format, "json_schema", schema);
-		cJSON_AddItemToObject(out->params, "response_format", format);
+		if (!routine->has_output_format(out->params))
+			routine->add_json_output(out->params, name, v->response_schema);
 	}
 	cJSON_Delete(empty);
 	return out;

@@ -307,12 +307,10 @@ llm_rate_settle(const LlmModel *model, int64 estimated, int64 used)
 }
 
 int64
-llm_rate_estimate(const char *body, const cJSON *params)
+llm_rate_estimate(const LlmProviderRoutine *routine, const char *body, const cJSON *params)
 {
-	const cJSON *max = cJSON_GetObjectItemCaseSensitive(params, "max_completion_tokens");
+	double		max = routine->max_output_tokens(params);
 
-	if (!cJSON_IsNumber(max))
-		max = cJSON_GetObjectItemCaseSensitive(params, "max_tokens");
 	/* about four bytes a token, as providers' own estimates go */
-	return (int64) (strlen(body) / 4) + (cJSON_IsNumber(max) ? (int64) max->valuedouble : 0);
+	return (int64) (strlen(body) / 4) + (max > 0 ? (int64) Min(max, (double) PG_INT32_MAX) : 0);
 }

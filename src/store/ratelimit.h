@@ -28,6 +28,7 @@ extern void llm_rate_release(const LlmModel *model);
 extern void llm_rate_settle(const LlmModel *model, int64 estimated, int64 used);
 
 /* The tokens a request body is likely to cost: prompt and answer. */
-extern int64 llm_rate_estimate(const char *body, const cJSON *params);
+extern int64 llm_rate_estimate(const LlmProviderRoutine *routine, const char *body,
+								 const cJSON *params);
 
 #endif							/* LLMEXT_RATELIMIT_H */
