@@ -150,7 +150,8 @@ for t in $targets; do
 	ft=$(grep -o 'ft: [0-9]*' "$log" | tail -1 | cut -d' ' -f2)
 	corp=$(grep -o 'corp: [0-9]*/[0-9a-zA-Z]*' "$log" | tail -1 | cut -d' ' -f2)
 	if [ "$status" != 0 ]; then
-		tail -n 60 "$log" >&2
+		# the report itself, not libFuzzer's progress lines before it
+		awk '/runtime error|ERROR: |deadly signal|^==[0-9]+==/ { p = 1 } p' "$log" | head -n 40 >&2
 		echo "$t: FAILED (exit $status) within $what; input saved in $artifacts/ (replay: test/fuzz/run.sh FILE)"
 		failed=1
 		continue
