@@ -13,6 +13,7 @@
 #    first, so the server runs with LD_PRELOAD=<the compiler's libasan.so>.
 #    test/lib/cluster.sh passes LLM_PG_ENV to pg_ctl (through runuser), so
 #    only the server and pg_ctl get it, not psql, pg_regress or python.
+#    (Plus a small library defining swift_demangle: see below.)
 #  - ASAN_OPTIONS: detect_leaks=0 (a backend's memory contexts are freed by
 #    exiting: "leaks" by design), detect_odr_violation=0; every report goes
 #    to a file under the log directory, one per process (log_path), which
@@ -41,6 +42,19 @@ mkdir -p "$logs"
 chmod 1777 "$logs"
 rm -f "$logs"/asan.* "$logs"/ubsan.*
 
+# The ASan runtime, preloaded into a program that is not instrumented,
+# initialises itself on the first malloc, which here comes from a library
+# constructor (libgpg-error's bindtextdomain, which holds glibc's
+# _nl_state_lock).  Its init looks up swift_demangle with dlsym; the failure
+# message goes through gettext, which takes the same lock again, and
+# postgres hangs in its first bindtextdomain.  A swift_demangle for dlsym to
+# find avoids the failure (it is only asked to demangle Swift names).
+shim=$logs/swift_demangle_shim.so
+printf '%s\n' '#include <stddef.h>' '#include <stdint.h>' \
+	'char *swift_demangle(const char *name, size_t len, char *out, size_t *outlen, uint32_t flags) { return NULL; }' |
+	$cc -shared -fPIC -x c -o "$shim" - || exit 2
+chmod 755 "$shim"
+
 flags="-fsanitize=address,undefined,float-cast-overflow -fno-sanitize-recover=undefined,float-cast-overflow -fno-omit-frame-pointer"
 asan_options="detect_leaks=0:detect_odr_violation=0:log_path=$logs/asan"
 ubsan_options="print_stacktrace=1:halt_on_error=1:log_path=$logs/ubsan"
@@ -52,7 +66,7 @@ echo "== reports go to $logs"
 # starts every cluster through cluster.sh, which hands LLM_PG_ENV to pg_ctl.
 # The fuzzers are sanitized anyway: a short run each.
 COPT=$flags \
-	LLM_PG_ENV="LD_PRELOAD=$libasan ASAN_OPTIONS=$asan_options UBSAN_OPTIONS=$ubsan_options" \
+	LLM_PG_ENV="LD_PRELOAD=$libasan:$shim ASAN_OPTIONS=$asan_options UBSAN_OPTIONS=$ubsan_options" \
 	FUZZ_SECONDS=${FUZZ_SECONDS:-2} \
 	bash test/run_all.sh
 suite=$?
