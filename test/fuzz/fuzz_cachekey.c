@@ -147,6 +147,13 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	check_canonical_text(text);
 
 	deterministic = llm_request_is_deterministic(input);
+#ifndef FUZZ_ALLOW_NONFINITE_SEED
+	/*
+	 * A seed of 1e999 (infinity for cJSON) counts as deterministic, but is
+	 * printed, in the key and in the request body, as null: see
+	 * test/fuzz/crashes/.  Until src/cachekey.c is fixed, a run that wants
+	 * to look past it builds with FUZZ_CFLAGS=-DFUZZ_ALLOW_NONFINITE_SEED.
+	 */
 	{
 		cJSON	   *canon = cJSON_Parse(text);
 
@@ -154,6 +161,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			abort();
 		cJSON_Delete(canon);
 	}
+#endif
 
 	if (!has_duplicate_keys(input))
 	{
