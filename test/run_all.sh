@@ -34,9 +34,11 @@ echo "== unit tests (pure core)"
 make -s unit
 count "unit tests" $?
 
-echo "== fuzzing the template renderer and JSON Schema checks (${FUZZ_SECONDS:-20} s)"
-bash test/fuzz/run.sh
-count "fuzz_template" $?
+echo "== fuzzing every parser of untrusted bytes (${FUZZ_SECONDS:-8} s per target)"
+for target in $(bash test/fuzz/run.sh --list); do
+	FUZZ_TARGETS=$target bash test/fuzz/run.sh
+	count "$target" $?
+done
 
 echo "== fake provider self-test"
 python3 test/fake_provider.py --self-test >/tmp/llmext-fake-selftest.log 2>&1

@@ -3,6 +3,8 @@
  */
 #include "core/cachekey.h"
 
+#include <math.h>
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -101,7 +103,8 @@ llm_request_is_deterministic(const cJSON *params)
 	const cJSON *temperature = cJSON_GetObjectItemCaseSensitive(params, "temperature");
 	const cJSON *seed = cJSON_GetObjectItemCaseSensitive(params, "seed");
 
-	if (cJSON_IsNumber(seed))
+	/* an infinite seed is printed as null: the request would not be seeded */
+	if (cJSON_IsNumber(seed) && isfinite(seed->valuedouble))
 		return true;
 	return cJSON_IsNumber(temperature) && temperature->valuedouble == 0;
 }

@@ -9,6 +9,9 @@
 #include "providers/openai.h"
 #include "providers/provider.h"
 
+/* the largest count a double holds exactly: 2^53 */
+#define LLM_MAX_TOKEN_COUNT 9007199254740992.0
+
 #include <ctype.h>
 #include <stdio.h>
 #include <string.h>
@@ -44,8 +47,14 @@ count_member(const cJSON *object, const char *key)
 {
 	const cJSON *item = cJSON_GetObjectItemCaseSensitive(object, key);
 
-	if (!cJSON_IsNumber(item) || item->valuedouble < 0)
+	/*
+	 * A count is whatever the provider says; one beyond 2^53 (1e300, or an
+	 * infinity) would not survive the cast to int64: it counts as 2^53.
+	 */
+	if (!cJSON_IsNumber(item) || !(item->valuedouble >= 0))
 		return 0;
+	if (item->valuedouble > LLM_MAX_TOKEN_COUNT)
+		return (int64_t) LLM_MAX_TOKEN_COUNT;
 	return (int64_t) item->valuedouble;
 }
 

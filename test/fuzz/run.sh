@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
-# Fuzzes the template renderer and the JSON Schema validator (src/core/template.c,
-# src/core/jsonschema*.c) with libFuzzer, AddressSanitizer (leaks included) and
-# UndefinedBehaviorSanitizer.
+# Fuzzes every parser of untrusted bytes with libFuzzer, AddressSanitizer
+# (leaks included) and UndefinedBehaviorSanitizer, one target after another:
+#   fuzz_template        templates and JSON Schema (src/core/template.c, src/core/jsonschema*.c)
+#   fuzz_chat_response   a provider's 2xx body (openai_parse_chat_response)
+#   fuzz_error_body      a provider's error body (openai_error_message), redacted
+#   fuzz_cachekey        the canonical request, i.e. the cache key (src/core/cachekey.c)
+# Each target is test/fuzz/<target>.c; its seeds are test/fuzz/corpus/<target>/.
 #
 # Debian 12 packages it needs (clang's -fsanitize=fuzzer runtime,
 # libclang_rt.fuzzer-x86_64.a, is in libclang-rt-14-dev, which clang-14
@@ -9,22 +13,69 @@
 #   apt-get install -y clang-14 libclang-rt-14-dev libcjson-dev pkg-config
 #
 # Usage:
-#   test/fuzz/run.sh                     fuzz for 20 seconds
-#   FUZZ_SECONDS=3600 test/fuzz/run.sh   fuzz for an hour (or as long as you like)
-#   test/fuzz/run.sh FILE...             replay inputs, e.g. a saved crash
-#   FUZZ_CORPUS=DIR                      keep the corpus in DIR across runs
+#   test/fuzz/run.sh                        every target, FUZZ_SECONDS each (default 8)
+#   test/fuzz/run.sh --list                 print the targets' names
+#   FUZZ_TARGETS="fuzz_cachekey fuzz_error_body" test/fuzz/run.sh   only these
+#   FUZZ_SECONDS=3600 test/fuzz/run.sh      an hour per target
+#   FUZZ_RUNS=10000000 test/fuzz/run.sh     ten million executions per target
+#                                           (no time limit unless FUZZ_SECONDS is set too)
+#   FUZZ_CORPUS=DIR                         keep each target's corpus in DIR/<target> across runs
+#   FUZZ_CFLAGS=...                         extra compiler flags, e.g.
+#                                           -fno-sanitize=float-cast-overflow
+#   FUZZ_LOG_DIR=DIR                        keep each target's libFuzzer log as DIR/<target>.log
+#   test/fuzz/run.sh FILE...                replay inputs, e.g. a saved crash, through the
+#                                           target named by the file (artifacts are named
+#                                           <target>-crash-...), FUZZ_TARGETS, or else all
 #
 # A crash, leak, UB report or timeout exits non-zero and leaves the input in
-# test/fuzz/artifacts/ (replay it as above).  New corpus entries go to a
-# temporary directory that is removed at exit (unless FUZZ_CORPUS names
-# one); the seeds are written there too, so nothing in the tree changes
-# unless something breaks.
+# test/fuzz/artifacts/<target>-... (replay it as above).  New corpus entries
+# go to a temporary directory that is removed at exit (unless FUZZ_CORPUS
+# names one), so nothing in the tree changes unless something breaks.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
-seconds=${FUZZ_SECONDS:-20}
 artifacts=$here/artifacts
+all_targets="fuzz_template fuzz_chat_response fuzz_error_body fuzz_cachekey"
+
+# The sources each target links, besides its own file.
+# Every target links the whole pure tree (src/core, src/providers): small,
+# and a target never misses a helper that a parser starts to use.
+sources() {
+	case $1 in
+	fuzz_template | fuzz_chat_response | fuzz_error_body | fuzz_cachekey)
+		(cd "$root/src" && echo core/*.c providers/*.c) ;;
+	*) return 1 ;;
+	esac
+}
+
+dictionary() {
+	case $1 in
+	fuzz_template) echo "$here/template.dict" ;;
+	*) echo "$here/json.dict" ;;
+	esac
+}
+
+if [ "${1:-}" = --list ]; then
+	echo $all_targets
+	exit 0
+fi
+
+targets=${FUZZ_TARGETS:-}
+if [ -z "$targets" ] && [ $# -gt 0 ]; then
+	# replaying: the target a saved input names, when they all name the same one
+	for f in "$@"; do
+		t=$(basename "$f" | sed -n 's/^\(fuzz_[a-z_]*\)-.*/\1/p')
+		[ -n "$t" ] || t=$(basename "$(dirname "$f")")
+		sources "$t" >/dev/null 2>&1 || { targets=; break; }
+		if [ -z "$targets" ]; then targets=$t
+		elif [ "$targets" != "$t" ]; then targets=; break; fi
+	done
+fi
+targets=${targets:-$all_targets}
+for t in $targets; do
+	sources "$t" >/dev/null || { echo "run.sh: unknown target $t (known: $all_targets)" >&2; exit 2; }
+done
 
 cc=${FUZZ_CC:-}
 if [ -z "$cc" ]; then
@@ -36,59 +87,76 @@ if [ -z "$cc" ]; then
 	done
 fi
 if [ -z "$cc" ]; then
-	echo "fuzz_template: no clang (apt-get install -y clang-14 libclang-rt-14-dev libcjson-dev pkg-config)" >&2
+	echo "fuzz: no clang (apt-get install -y clang-14 libclang-rt-14-dev libcjson-dev pkg-config)" >&2
 	exit 2
 fi
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-bin=$work/fuzz_template
 
-# shellcheck disable=SC2046  # pkg-config prints several words on purpose
-"$cc" -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
-	-fno-omit-frame-pointer -g -O1 -std=gnu11 -Wall -Wextra -Wno-unused-parameter \
-	-I"$root/src" $(pkg-config --cflags libcjson) \
-	-o "$bin" "$here/fuzz_template.c" \
-	"$root/src/core/template.c" "$root/src/core/jsonschema.c" "$root/src/core/jsonschema_check.c" \
-	"$root/src/core/jsonschema_common.c" "$root/src/core/request.c" \
-	$(pkg-config --libs libcjson)
+build() {					# build TARGET: prints the binary's path
+	local bin=$work/$1 srcs=()
+	for s in $(sources "$1"); do srcs+=("$root/src/$s"); done
+	# shellcheck disable=SC2046,SC2086  # several words on purpose
+	"$cc" -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+		-fno-omit-frame-pointer -g -O1 -std=gnu11 -Wall -Wextra -Wno-unused-parameter \
+		${FUZZ_CFLAGS:-} -I"$root/src" $(pkg-config --cflags libcjson) \
+		-o "$bin" "$here/$1.c" "${srcs[@]}" \
+		$(pkg-config --libs libcjson) -lm >&2 || return 1
+	echo "$bin"
+}
 
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1}
 
 if [ $# -gt 0 ]; then
-	"$bin" -runs=1 "$@"
-	echo "fuzz_template: replayed $# input(s) without a failure"
+	for t in $targets; do
+		bin=$(build "$t") || { echo "$t: build failed"; exit 1; }
+		"$bin" -runs=1 "$@"
+		echo "$t: replayed $# input(s) without a failure"
+	done
 	exit 0
 fi
 
-# Seeds: template NUL vars, a template alone (default vars), and schemas.
-seeds=$work/seeds
-corpus=${FUZZ_CORPUS:-$work/corpus}
-mkdir -p "$seeds" "$corpus" "$artifacts"
-printf 'Hello {{name}}!' >"$seeds/plain"
-printf '{{#items}}\n- {{name}} ({{#ok}}ok{{/ok}}{{^ok}}no{{/ok}}) {{n}}\n{{/items}}\n{{user.address.city}} {{! c }} \\{{x}}' >"$seeds/sections"
-printf '{{#list}}{{.}},{{/list}}{{^empty}}none{{/empty}}{{#o}}{{k}}{{/o}}\0{"list":[1,"a",null,{"b":2}],"empty":[],"o":{"k":"v"}}' >"$seeds/with_vars"
-printf '{{#a}}{{#a}}{{#a}}{{.}}{{/a}}{{/a}}{{/a}}\0{"a":[1,2,3,4,5,6,7,8,9,10]}' >"$seeds/nested"
-printf '{{#a}}\n{{/b}}{{>p}}{{{x}}}{{' >"$seeds/errors"
-printf '{"type":"object","required":["name"],"additionalProperties":false,"properties":{"name":{"type":"string","minLength":1,"maxLength":10},"n":{"type":"integer","minimum":0,"maximum":100},"items":{"type":"array","maxItems":5,"items":{"$ref":"#/$defs/item"}}},"$defs":{"item":{"anyOf":[{"type":"object","properties":{"name":{"enum":["x","y"]}}},{"type":"null"}]}}}' >"$seeds/schema"
-printf '{"oneOf":[{"type":"integer"},{"type":"number"}],"allOf":[{"const":1}]}\0{"oneOf":[{"$ref":"#/definitions/a"}],"definitions":{"a":{"$ref":"#/definitions/a"}}}' >"$seeds/schema_pair"
-printf '{"type":"array","minItems":1,"maxItems":3,"items":{"type":"object","required":["a"],"additionalProperties":{"type":"string"},"properties":{"a":{"type":["integer","boolean","null"]}}}}\0[{"a":1},{"a":true,"b":"x"},{"b":2},{"a~/\\u00e9 x":1}]' >"$seeds/array_instance"
-printf '{"type":["string","null"],"minLength":2,"maxLength":3,"enum":["ab","h\\u00e9",null]}\0"h\xc3\xa9"' >"$seeds/string_instance"
-printf '{"anyOf":[{"type":"string"},{"type":"null"}],"allOf":[true,{}],"oneOf":[{"minimum":0},{"maximum":-1.5}],"const":"x"}\0"x"' >"$seeds/combinators"
-printf '{"$ref":"#/$defs/t","$defs":{"t":{"type":"object","properties":{"k":{"type":"array","items":{"$ref":"#/$defs/t"}}}}}}\0{"k":[{"k":[{"k":[]}]},{"k":[{"k":1}]}]}' >"$seeds/recursive"
+mkdir -p "$artifacts"
+failed=0
+for t in $targets; do
+	bin=$(build "$t") || { echo "$t: build failed"; failed=1; continue; }
+	corpus=$work/corpus/$t
+	[ -n "${FUZZ_CORPUS:-}" ] && corpus=$FUZZ_CORPUS/$t
+	mkdir -p "$corpus"
+	log=$work/$t.log
+	[ -n "${FUZZ_LOG_DIR:-}" ] && { mkdir -p "$FUZZ_LOG_DIR"; log=$FUZZ_LOG_DIR/$t.log; }
+	limits=()
+	if [ -n "${FUZZ_RUNS:-}" ]; then
+		limits+=(-runs="$FUZZ_RUNS")
+		[ -n "${FUZZ_SECONDS:-}" ] && limits+=(-max_total_time="$FUZZ_SECONDS")
+		what="${FUZZ_RUNS} runs"
+	else
+		limits+=(-max_total_time="${FUZZ_SECONDS:-8}")
+		what="${FUZZ_SECONDS:-8}s"
+	fi
+	status=0
+	start=$(date +%s)
+	# The seeds are read from the tree, new inputs written to $corpus only.
+	"$bin" "$corpus" "$here/corpus/$t" "${limits[@]}" \
+		-max_len=4096 -timeout=10 -rss_limit_mb=2048 \
+		-dict="$(dictionary "$t")" -artifact_prefix="$artifacts/$t-" \
+		-print_final_stats=1 >"$log" 2>&1 || status=$?
+	elapsed=$(($(date +%s) - start))
 
-status=0
-"$bin" "$corpus" "$seeds" \
-	-max_total_time="$seconds" -max_len=4096 -timeout=10 -rss_limit_mb=2048 \
-	-dict="$here/template.dict" -artifact_prefix="$artifacts/" \
-	-print_final_stats=1 >"$work/log" 2>&1 || status=$?
-
-runs=$(sed -n 's/^Done \([0-9]*\) runs.*/\1/p' "$work/log" | tail -1)
-cov=$(grep -o 'cov: [0-9]*' "$work/log" | tail -1 | cut -d' ' -f2)
-if [ "$status" != 0 ]; then
-	tail -n 60 "$work/log" >&2
-	echo "fuzz_template: FAILED (exit $status) after ${seconds}s; input saved in $artifacts/ (replay: test/fuzz/run.sh FILE)"
-	exit 1
-fi
-echo "fuzz_template: ok, ${runs:-?} runs in ${seconds}s, coverage ${cov:-?} edges, corpus of $(find "$corpus" -type f | wc -l) inputs"
+	runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
+	speed=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -1)
+	cov=$(grep -o 'cov: [0-9]*' "$log" | tail -1 | cut -d' ' -f2)
+	ft=$(grep -o 'ft: [0-9]*' "$log" | tail -1 | cut -d' ' -f2)
+	corp=$(grep -o 'corp: [0-9]*/[0-9a-zA-Z]*' "$log" | tail -1 | cut -d' ' -f2)
+	if [ "$status" != 0 ]; then
+		# the report itself, not libFuzzer's progress lines before it
+		awk '/runtime error|ERROR: |deadly signal|^==[0-9]+==/ { p = 1 } p' "$log" | head -n 40 >&2
+		echo "$t: FAILED (exit $status) within $what; input saved in $artifacts/ (replay: test/fuzz/run.sh FILE)"
+		failed=1
+		continue
+	fi
+	echo "$t: ok, ${runs:-?} runs in ${elapsed}s (${speed:-?}/s), coverage ${cov:-?} edges, ${ft:-?} features, corpus ${corp:-?}"
+done
+exit $failed

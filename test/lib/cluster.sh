@@ -18,11 +18,17 @@ LLM_PGPORT=${LLM_PGPORT:-$(llm_free_port 55432)}
 LLM_FAKE_PORT=${LLM_FAKE_PORT:-$(llm_free_port 18089)}
 LLM_PG_USER=llmext_pg
 
+# LLM_PG_ENV="NAME=VALUE ...": variables for pg_ctl, and so for the server
+# (test/sanitize.sh puts LD_PRELOAD and ASAN_OPTIONS there).  Unset, nothing
+# changes.
 llm_as_owner() {
+	local envs=()
+	# shellcheck disable=SC2206  # NAME=VALUE words, split on purpose
+	[ -n "${LLM_PG_ENV:-}" ] && [ "$(basename "$1")" = pg_ctl ] && envs=(env $LLM_PG_ENV)
 	if [ "$(id -u)" = 0 ]; then
-		runuser -u "$LLM_PG_USER" -- "$@"
+		runuser -u "$LLM_PG_USER" -- "${envs[@]}" "$@"
 	else
-		"$@"
+		"${envs[@]}" "$@"
 	fi
 }
 
