@@ -3,19 +3,19 @@
  */
 #include "llmext.h"
 
-#include <limits.h>
-
-#include <cjson/cJSON.h>
-
+#include "queue/queue.h"
+#include "queue/worker.h"
 #include "store/cache.h"
-#include "fmgr.h"
 #include "store/ledger.h"
+#include "store/shmem.h"
+
+#include "fmgr.h"
 #include "miscadmin.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
-#include "queue/queue.h"
-#include "store/shmem.h"
-#include "queue/worker.h"
+
+#include <limits.h>
+#include <cjson/cJSON.h>
 
 PG_MODULE_MAGIC;
 
@@ -233,9 +233,5 @@ _PG_init(void)
 		llm_worker_register_all();
 	}
 
-#if PG_VERSION_NUM >= 150000
 	MarkGUCPrefixReserved("llmext");
-#else
-	EmitWarningsOnPlaceholders("llmext");
-#endif
 }

@@ -6,6 +6,11 @@
 
 #include "postgres.h"
 
+/* The SQL needs PostgreSQL 15 (security_invoker views), and the C its shmem_request_hook. */
+#if PG_VERSION_NUM < 150000
+#error "llmext needs PostgreSQL 15 or later"
+#endif
+
 /* GUCs (see llmext.c) */
 extern char *llm_default_model;
 extern int	llm_request_timeout_ms;

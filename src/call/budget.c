@@ -5,19 +5,20 @@
 
 #include "call/budget.h"
 
+#include "call/failure.h"
 #include "store/caller.h"
 #include "store/catalog.h"
-#include "call/failure.h"
+#include "store/ledger.h"
+#include "store/owner_query.h"
+
+#include "catalog/namespace.h"
 #include "catalog/pg_type_d.h"
 #include "executor/spi.h"
-#include "store/owner_query.h"
-#include "store/ledger.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/inval.h"
 #include "utils/json.h"
 #include "utils/lsyscache.h"
-#include "catalog/namespace.h"
 
 typedef struct SpentBudget
 {

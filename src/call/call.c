@@ -3,27 +3,28 @@
  */
 #include "llmext.h"
 
-#include <math.h>
-
 #include "call/call.h"
 
 #include "call/budget.h"
-#include "store/cache.h"
-#include "core/cachekey.h"
-#include "net/engine.h"
 #include "call/failure.h"
+#include "core/cachekey.h"
 #include "core/jsonschema.h"
+#include "core/secrets.h"
+#include "net/engine.h"
+#include "store/cache.h"
 #include "store/ledger.h"
+#include "store/ratelimit.h"
+
+#include "access/detoast.h"
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "pgstat.h"
-#include "store/ratelimit.h"
-#include "core/secrets.h"
 #include "storage/latch.h"
-#include "access/detoast.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
 #include "utils/timestamp.h"
+
+#include <math.h>
 
 /*
  * What a failure does, from an option whose value is "error" (the default:

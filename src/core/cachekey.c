@@ -4,7 +4,6 @@
 #include "core/cachekey.h"
 
 #include <math.h>
-
 #include <stdlib.h>
 #include <string.h>
 

@@ -5,6 +5,7 @@
  * Pure code (see request.h).
  */
 #include "core/jsonschema_internal.h"
+
 #include "core/request.h"
 
 #include <stdarg.h>

@@ -3,6 +3,7 @@
  * validator enforces (see jsonschema.h).  Pure code (see request.h).
  */
 #include "core/jsonschema_internal.h"
+
 #include "core/request.h"
 
 #include <stdarg.h>

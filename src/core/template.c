@@ -6,12 +6,12 @@
  */
 #include "core/template.h"
 
+#include "core/request.h"
+
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
-
-#include "core/request.h"
 
 typedef enum NodeKind
 {

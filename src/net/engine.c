@@ -11,8 +11,6 @@
  */
 #include "net/engine.h"
 
-#include <curl/curl.h>
-
 #include "lib/ilist.h"
 #include "miscadmin.h"
 #include "pgstat.h"
@@ -20,6 +18,8 @@
 #include "storage/pmsignal.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
+
+#include <curl/curl.h>
 
 #define POLL_SLICE_MS 100		/* longest sleep before looking at interrupts */
 

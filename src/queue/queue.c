@@ -11,8 +11,11 @@
 #include "llmext.h"
 
 #include "queue/queue_private.h"
-
 #include "store/caller.h"
+#include "store/shmem.h"
+#include "store/spi_check.h"
+#include "store/subxact.h"
+#include "store/version.h"
 
 #include "access/xact.h"
 #include "catalog/namespace.h"
@@ -22,9 +25,6 @@
 #include "lib/stringinfo.h"
 #include "miscadmin.h"
 #include "pgstat.h"
-#include "store/shmem.h"
-#include "store/subxact.h"
-#include "store/version.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
@@ -80,9 +80,8 @@ queue_installed(void)
 		return false;
 	if (!recovered)
 	{
-		if (SPI_connect() != SPI_OK_CONNECT)
-			elog(ERROR, "SPI_connect failed");
-		SPI_execute("SELECT llm._recover()", false, 0);
+		llm_spi_connect();
+		llm_spi_check(SPI_execute("SELECT llm._recover()", false, 0), "llm._recover");
 		SPI_finish();
 		recovered = true;
 	}
@@ -168,6 +167,7 @@ static void
 prepare(QueuedCall *qc)
 {
 	MemoryContext old = MemoryContextSwitchTo(qc->context);
+	ResourceOwner owner = CurrentResourceOwner;
 	LlmActing	acting = {0};
 	volatile bool acting_set = false;
 
@@ -188,7 +188,7 @@ prepare(QueuedCall *qc)
 	}
 	PG_CATCH();
 	{
-		ErrorData  *edata = llm_subxact_error(qc->context);
+		ErrorData  *edata = llm_subxact_error(qc->context, owner);
 
 		if (acting_set)
 			llm_act_done(&acting);
@@ -197,6 +197,7 @@ prepare(QueuedCall *qc)
 			: pstrdup(edata->message);
 	}
 	PG_END_TRY();
+	CurrentResourceOwner = owner;
 	MemoryContextSwitchTo(old);
 }
 
@@ -368,9 +369,10 @@ llm_queue_start_due(LlmQueue *queue)
 			/* held back by the provider's rate limits: back to the queue */
 			Datum		args[2] = {Int64GetDatum(qc->id), Float8GetDatum(wait_ms + 1)};
 
-			SPI_connect();
-			SPI_execute_with_args("SELECT llm._defer($1, $2)", 2,
-								  (Oid[]) {INT8OID, FLOAT8OID}, args, NULL, false, 0);
+			llm_spi_connect();
+			llm_spi_check(SPI_execute_with_args("SELECT llm._defer($1, $2)", 2,
+													(Oid[]) {INT8OID, FLOAT8OID}, args, NULL, false, 0),
+						  "llm._defer");
 			SPI_finish();
 			held_ms = held_ms == 0 ? wait_ms : Min(held_ms, wait_ms);
 			llm_queue_expect_due(queue, wait_ms + 1);
@@ -524,8 +526,10 @@ llm_queue_drop_cancelled(LlmQueue *queue)
 			elems[n++] = CStringGetTextDatum(lfirst(cell));
 		args[0] = PointerGetDatum(construct_array(elems, n, TEXTOID, -1, false, TYPALIGN_INT));
 		args[1] = llm_queue_busy_tags(queue);
-		SPI_execute_with_args("SELECT llm._announce_finished($1, $2)", 2,
-							  (Oid[]) {TEXTARRAYOID, TEXTARRAYOID}, args, NULL, false, 0);
+		llm_spi_check(SPI_execute_with_args("SELECT llm._announce_finished($1, $2)", 2,
+											(Oid[]) {TEXTARRAYOID, TEXTARRAYOID}, args, NULL,
+											false, 0),
+					  "llm._announce_finished");
 	}
 	SPI_finish();
 	llm_queue_end();
@@ -552,8 +556,9 @@ llm_queue_shutdown(LlmQueue *queue)
 		QueuedCall *qc = dlist_container(QueuedCall, node, each.cur);
 		Datum		args[2] = {Int64GetDatum(qc->id), Float8GetDatum(0)};
 
-		SPI_execute_with_args("SELECT llm._defer($1, $2)", 2,
-							  (Oid[]) {INT8OID, FLOAT8OID}, args, NULL, false, 0);
+		llm_spi_check(SPI_execute_with_args("SELECT llm._defer($1, $2)", 2,
+												(Oid[]) {INT8OID, FLOAT8OID}, args, NULL, false, 0),
+					  "llm._defer");
 	}
 	SPI_finish();
 	llm_queue_end();

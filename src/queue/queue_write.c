@@ -11,23 +11,23 @@
  */
 #include "llmext.h"
 
+#include "call/failure.h"
+#include "core/retry.h"
 #include "queue/queue_private.h"
-
 #include "store/caller.h"
+#include "store/spi_check.h"
+#include "store/subxact.h"
 
 #include "access/xact.h"
 #include "catalog/pg_type_d.h"
 #include "executor/spi.h"
-#include "call/failure.h"
 #include "miscadmin.h"
-#include "core/retry.h"
-#include "store/subxact.h"
+#include "storage/latch.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/resowner.h"
-#include "storage/latch.h"
 #include "utils/timeout.h"
 
 /* Writes one request's outcome; false when it was cancelled meanwhile. */
@@ -48,7 +48,7 @@ write_outcome(QueuedCall *qc, const char *state, const char *error, bool retry, 
 											 (Oid[]) {INT8OID, FLOAT8OID, TEXTOID});
 		args[1] = Float8GetDatum(delay_ms);
 		args[2] = CStringGetTextDatum(error);
-		SPI_execute_plan(retry_plan, args, NULL, false, 0);
+		llm_spi_check(SPI_execute_plan(retry_plan, args, NULL, false, 0), "llm._retry_later");
 	}
 	else
 	{
@@ -74,7 +74,7 @@ write_outcome(QueuedCall *qc, const char *state, const char *error, bool retry, 
 		args[4] = error ? CStringGetTextDatum(error) : (Datum) 0;
 		nulls[4] = error ? ' ' : 'n';
 		args[5] = CStringGetTextDatum(psprintf("%.12f", qc->result.cost_usd));
-		SPI_execute_plan(finish_plan, args, nulls, false, 0);
+		llm_spi_check(SPI_execute_plan(finish_plan, args, nulls, false, 0), "llm._finish");
 	}
 	return SPI_processed == 1 &&
 		DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
@@ -301,7 +301,7 @@ write_isolated(QueuedCall *qc)
 	}
 	PG_CATCH();
 	{
-		ErrorData  *edata = llm_subxact_error(qc->context);
+		ErrorData  *edata = llm_subxact_error(qc->context, owner);
 
 		ereport(LOG,
 				(errmsg("llmext worker could not store the result of request " INT64_FORMAT ": %s",

@@ -9,9 +9,11 @@
  */
 #include "llmext.h"
 
-#include "store/ledger.h"
-#include "queue/queue.h"
 #include "queue/worker.h"
+
+#include "queue/queue.h"
+#include "store/ledger.h"
+#include "store/spi_check.h"
 
 #include "access/xact.h"
 #include "catalog/pg_extension.h"
@@ -325,9 +327,9 @@ expire_cache(void)
 		begin_work("llmext: deleting expired cache entries");
 		if (extension_ready())
 		{
-			if (SPI_connect() != SPI_OK_CONNECT)
-				elog(ERROR, "SPI_connect failed");
-			SPI_execute("SELECT llm._cache_expire(1000)", false, 0);
+			llm_spi_connect();
+			llm_spi_check(SPI_execute("SELECT llm._cache_expire(1000)", false, 0),
+						  "llm._cache_expire");
 			SPI_finish();
 		}
 		end_work();

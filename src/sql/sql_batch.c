@@ -25,28 +25,28 @@
  */
 #include "llmext.h"
 
-#include <stdlib.h>
-
-#include "access/xact.h"
 #include "call/call.h"
 #include "call/failure.h"
+#include "core/retry.h"
 #include "store/prompt.h"
 #include "store/subxact.h"
 
+#include "access/xact.h"
 #include "fmgr.h"
 #include "funcapi.h"
 #include "miscadmin.h"
+#include "pgstat.h"
+#include "storage/latch.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/resowner.h"
-#include "pgstat.h"
-#include "storage/latch.h"
-#include "core/retry.h"
 #include "utils/timestamp.h"
 #include "utils/tuplestore.h"
+
+#include <stdlib.h>
 
 #define DEFAULT_CONCURRENCY 8
 #define MAX_CONCURRENCY 1024
@@ -564,9 +564,8 @@ fill_from_vars(Batch *batch, BatchItem *item, Datum element)
 	}
 	PG_CATCH();
 	{
-		ErrorData  *edata = llm_subxact_error(context);
+		ErrorData  *edata = llm_subxact_error(context, owner);
 
-		CurrentResourceOwner = owner;
 		/*
 		 * An unknown prompt, version or label is the statement's error, not a
 		 * row's; so is a ceiling reached.

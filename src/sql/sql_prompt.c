@@ -6,8 +6,8 @@
 
 #include "call/call.h"
 #include "core/jsonschema.h"
-#include "store/prompt.h"
 #include "core/template.h"
+#include "store/prompt.h"
 
 #include "access/detoast.h"
 #include "fmgr.h"

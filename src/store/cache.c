@@ -8,16 +8,17 @@
 #include "llmext.h"
 
 #include "store/cache.h"
-#include "core/cachekey.h"
 
+#include "core/cachekey.h"
 #include "store/catalog.h"
-#include "common/cryptohash.h"
-#include "common/sha2.h"
+#include "store/ledger.h"
+#include "store/owner_query.h"
+
 #include "catalog/namespace.h"
 #include "catalog/pg_type_d.h"
+#include "common/cryptohash.h"
+#include "common/sha2.h"
 #include "executor/spi.h"
-#include "store/owner_query.h"
-#include "store/ledger.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/fmgrprotos.h"
@@ -125,11 +126,7 @@ llm_sha256_hex(const char *text)
 
 	if (pg_cryptohash_init(ctx) < 0 ||
 		pg_cryptohash_update(ctx, (const uint8 *) text, strlen(text)) < 0 ||
-#if PG_VERSION_NUM >= 150000
 		pg_cryptohash_final(ctx, digest, sizeof(digest)) < 0)
-#else
-		pg_cryptohash_final(ctx, digest) < 0)
-#endif
 		elog(ERROR, "could not compute a SHA-256 digest");
 	pg_cryptohash_free(ctx);
 	hex_encode((const char *) digest, sizeof(digest), hex);

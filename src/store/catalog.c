@@ -9,7 +9,8 @@
 
 #include "store/catalog.h"
 
-#include <stdlib.h>
+#include "core/secrets.h"
+#include "store/owner_query.h"
 
 #include "catalog/namespace.h"
 #include "catalog/pg_class.h"
@@ -17,14 +18,14 @@
 #include "commands/trigger.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
-#include "store/owner_query.h"
-#include "core/secrets.h"
 #include "utils/builtins.h"
 #include "utils/hsearch.h"
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/syscache.h"
+
+#include <stdlib.h>
 
 static LlmOwnerQuery model_query = {
 	.sql =

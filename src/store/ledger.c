@@ -5,22 +5,21 @@
 #include "store/ledger.h"
 
 #include "store/caller.h"
-
 #include "store/catalog.h"
-#include "mb/pg_wchar.h"
-#include "catalog/pg_type_d.h"
-#include "executor/spi.h"
 #include "store/owner_query.h"
+
+#include "catalog/pg_type_d.h"
+#include "commands/dbcommands.h"
+#include "common/shortest_dec.h"
+#include "executor/spi.h"
+#include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "utils/builtins.h"
-#include "commands/dbcommands.h"
 #include "utils/datetime.h"
-#include "common/shortest_dec.h"
 #include "utils/json.h"
-#include "utils/builtins.h"
-#include "utils/memutils.h"
 #include "utils/lsyscache.h"
+#include "utils/memutils.h"
 
 #define FULL_QUEUE_SLICE_MS 10	/* how often a waiting backend looks again */
 #define MAX_ERROR_TEXT 2000

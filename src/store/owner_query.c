@@ -4,9 +4,9 @@
  */
 #include "store/owner_query.h"
 
-#include "miscadmin.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_class.h"
+#include "miscadmin.h"
 #include "utils/lsyscache.h"
 #include "utils/syscache.h"
 

@@ -8,11 +8,12 @@
 
 #include "store/prompt.h"
 
-#include "catalog/pg_type_d.h"
-#include "executor/spi.h"
 #include "core/template.h"
 #include "providers/provider.h"
 #include "store/catalog.h"
+
+#include "catalog/pg_type_d.h"
+#include "executor/spi.h"
 #include "utils/builtins.h"
 
 typedef struct PromptVersion

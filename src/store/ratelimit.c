@@ -7,6 +7,7 @@
 
 #include "core/bucket.h"
 #include "store/shmem.h"
+
 #include "storage/ipc.h"
 #include "utils/timestamp.h"
 

@@ -19,9 +19,7 @@ int			llm_pending_memory_mb = 256;
 
 static dsa_area *area = NULL;
 
-#if PG_VERSION_NUM >= 150000
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
-#endif
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 
 static Size
@@ -34,10 +32,8 @@ shared_size(void)
 static void
 request_shmem(void)
 {
-#if PG_VERSION_NUM >= 150000
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
-#endif
 	RequestAddinShmemSpace(shared_size());
 	RequestNamedLWLockTranche("llmext", 1);
 }
@@ -67,12 +63,8 @@ startup_shmem(void)
 void
 llm_shmem_install(void)
 {
-#if PG_VERSION_NUM >= 150000
 	prev_shmem_request_hook = shmem_request_hook;
 	shmem_request_hook = request_shmem;
-#else
-	request_shmem();
-#endif
 	prev_shmem_startup_hook = shmem_startup_hook;
 	shmem_startup_hook = startup_shmem;
 }
