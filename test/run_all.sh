@@ -61,7 +61,31 @@ grep -E '^(ok|not ok|test |     |\s+[a-z_]+ +\.\.\.)' /tmp/llmext-regress.log | 
 [ $rc = 0 ] || { [ -f regression.diffs ] && head -n 200 regression.diffs; }
 count "pg_regress suites" $rc
 
-echo "== process-level tests"
+echo "== process-level tests (TAP: test/t/*.pl)"
+# Each test starts its own nodes (PostgreSQL::Test::Cluster) and fake
+# provider.  PostgreSQL refuses to run as root, so as root prove runs as the
+# cluster's owner (llmext_pg), with its tmp_check/ in a directory of its own.
+tap_dir=$(mktemp -d /tmp/llmext-tap.XXXXXX)
+chmod 755 "$tap_dir"
+tap_failed=0
+if [ "$(id -u)" = 0 ]; then llm_ensure_owner; chown "$LLM_PG_USER" "$tap_dir"; fi
+for t in test/t/*.pl; do
+	[ -e "$t" ] || continue
+	name=$(basename "$t" .pl)
+	# one prove per file, so that each file counts once and keeps its logs
+	llm_as_owner make -s prove_installcheck PROVE_TESTS="$t" TESTDIR="$tap_dir/$name" \
+		>"$tap_dir/$name.out" 2>&1
+	rc=$?
+	grep -Ev '^(All tests successful|Result: PASS)' "$tap_dir/$name.out" | sed 's/^/  /'
+	if [ $rc != 0 ]; then
+		tap_failed=1
+		tail -n 40 "$tap_dir/$name/tmp_check/log/regress_log_$name" 2>/dev/null | sed 's/^/  | /'
+	fi
+	count "$name" $rc
+done
+if [ $tap_failed = 0 ]; then rm -rf "$tap_dir"; else echo "  (TAP logs kept in $tap_dir)"; fi
+
+echo "== process-level tests (bash: test/process/*.sh, until they become TAP tests)"
 for t in test/process/*.sh; do
 	[ -e "$t" ] || continue
 	bash "$t"
