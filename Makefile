@@ -28,12 +28,30 @@ PG_CFLAGS += -Werror
 endif
 SHLIB_LINK = $(shell $(PKG_CONFIG) --libs libcurl libcjson)
 
-EXTRA_CLEAN = test/unit/run_unit test/unit/*.o
+EXTRA_CLEAN = test/unit/run_unit test/unit/*.o tmp_check
 
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
 CONTRIB_TESTDB = llmext_regression
+
+# Process-level tests: Perl TAP tests (test/t/*.pl) on PostgreSQL::Test::Cluster,
+# which postgresql-server-dev-15 ships; they need prove and IPC::Run
+# (libipc-run-perl).  `make prove_installcheck` runs them against the installed
+# extension, each with its own nodes.  PROVE_TESTS picks some; TESTDIR is where
+# tmp_check/ (logs, data directories) goes, the current directory by default.
+# Not part of `make installcheck`, which stays the pg_regress suites.
+PROVE_TESTS = $(sort $(wildcard test/t/*.pl))
+PROVE_FLAGS += -I test/perl
+TESTDIR ?= $(CURDIR)
+
+.PHONY: prove_installcheck
+prove_installcheck:
+	rm -rf '$(TESTDIR)'/tmp_check
+	$(MKDIR_P) '$(TESTDIR)'/tmp_check
+	TESTDIR='$(TESTDIR)' PATH="$(bindir):$$PATH" PGPORT='6$(DEF_PGPORT)' \
+	  PG_REGRESS='$(top_builddir)/src/test/regress/pg_regress' \
+	  $(PROVE) $(PG_PROVE_FLAGS) $(PROVE_FLAGS) $(PROVE_TESTS)
 
 # PGXS tracks no header dependencies: a changed struct must rebuild every user.
 $(OBJS): $(wildcard src/*.h src/*/*.h)

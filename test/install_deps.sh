@@ -4,7 +4,7 @@ set -euo pipefail
 
 packages=(build-essential pkg-config postgresql-15 postgresql-server-dev-15
 	postgresql-contrib libcurl4-openssl-dev libcjson-dev python3 python3-uvloop curl
-	clang-14 libclang-rt-14-dev postgresql-15-cron time)
+	clang-14 libclang-rt-14-dev postgresql-15-cron time libipc-run-perl)
 
 missing=()
 for p in "${packages[@]}"; do

@@ -3,8 +3,10 @@
 #   installs the build dependencies (as root, or through sudo), builds with
 #   warnings as errors, installs the extension, runs the unit tests of the
 #   pure core, starts a throwaway cluster (shared_preload_libraries =
-#   'llmext') and the fake provider, runs the pg_regress suites and the
-#   process-level tests, and stops everything it started.
+#   'llmext') and the fake provider, runs the pg_regress suites, the
+#   process-level TAP tests (test/t/*.pl, each with nodes of its own) and any
+#   bash process tests left under test/process, and stops everything it
+#   started.
 # The last line is "N passed, M failed"; the exit code is 0 only if M is 0.
 set -uo pipefail
 
@@ -67,7 +69,34 @@ grep -E '^(ok|not ok|test |     |\s+[a-z_]+ +\.\.\.)' /tmp/llmext-regress.log | 
 [ $rc = 0 ] || { [ -f regression.diffs ] && head -n 200 regression.diffs; }
 count "pg_regress suites" $rc
 
-echo "== process-level tests"
+echo "== process-level tests (TAP: test/t/*.pl)"
+# Each test starts its own nodes (PostgreSQL::Test::Cluster) and fake
+# provider.  PostgreSQL refuses to run as root, so as root prove runs as the
+# cluster's owner (llmext_pg), with its tmp_check/ in a directory of its own.
+tap_dir=$(mktemp -d /tmp/llmext-tap.XXXXXX)
+chmod 755 "$tap_dir"
+tap_failed=0
+if [ "$(id -u)" = 0 ]; then llm_ensure_owner; chown "$LLM_PG_USER" "$tap_dir"; fi
+for t in test/t/*.pl; do
+	[ -e "$t" ] || continue
+	name=$(basename "$t" .pl)
+	# one prove per file, so that each file counts once and keeps its logs
+	llm_as_owner make -s prove_installcheck PROVE_TESTS="$t" TESTDIR="$tap_dir/$name" \
+		>"$tap_dir/$name.out" 2>&1
+	rc=$?
+	grep -Ev '^(All tests successful|Result: PASS)' "$tap_dir/$name.out" | sed 's/^/  /'
+	if [ $rc != 0 ]; then
+		tap_failed=1
+		tail -n 40 "$tap_dir/$name/tmp_check/log/regress_log_$name" 2>/dev/null | sed 's/^/  | /'
+	fi
+	count "$name" $rc
+done
+if [ $tap_failed = 0 ]; then rm -rf "$tap_dir"; else echo "  (TAP logs kept in $tap_dir)"; fi
+
+# bash process tests not converted yet: they use the cluster and the fake
+# provider started above (PGHOST, PGPORT, LLM_FAKE_PORT)
+ls test/process/*.sh >/dev/null 2>&1 &&
+	echo "== process-level tests (bash: test/process/*.sh, until they become TAP tests)"
 for t in test/process/*.sh; do
 	[ -e "$t" ] || continue
 	bash "$t"

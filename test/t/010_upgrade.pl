@@ -1,4 +1,3 @@
-#!/usr/bin/env bash
 # An installation upgraded along the upgrade scripts equals a fresh one.
 # For every earlier version V (a frozen sql/versions/llmext--V.sql): one
 # database gets CREATE EXTENSION llmext VERSION 'V', some rows of every kind
@@ -10,24 +9,23 @@
 # A worker serves the upgraded database: it leaves the queue alone while the
 # installed version is older than the library, and serves the request queued
 # before the update once it is done.
-# Starts its own cluster and fake provider.
-set -uo pipefail
-cd "$(dirname "$0")/../.."
-. test/lib/cluster.sh
-fail() { echo "upgrade: $*" >&2; exit 1; }
+use strict;
+use warnings;
 
-LLM_PGPORT=$(llm_free_port $((LLM_PGPORT + 500)))
-LLM_FAKE_PORT=$(llm_free_port $((LLM_FAKE_PORT + 500)))
-trap llm_stop_all EXIT
-llm_start_cluster "llmext.databases = 'upgraded_0_1_0'" >/dev/null || fail "could not start a cluster"
-llm_start_fake >/dev/null || fail "could not start the fake provider"
+use LlmextTest;
+use PostgreSQL::Test::Utils;
+use Test::More;
 
-q() { psql -XAtq -v ON_ERROR_STOP=1 "$@"; }
-current=$(sed -n "s/^default_version = '\(.*\)'/\1/p" llmext.control)
+my $root = $LlmextTest::root;
+my ($current) = slurp_file("$root/llmext.control") =~ /^default_version = '(.*)'/m;
+my @versions = grep { $_ ne $current }
+  map { m{/llmext--([0-9.]+)\.sql$} ? $1 : () } glob("$root/sql/versions/llmext--*.sql");
+ok(@versions > 0, "earlier versions under sql/versions: @versions");
+
+my $node = LlmextTest::node('upgrade', conf => ["llmext.databases = 'upgraded_0_1_0'"]);
 
 # One line per property of every object that belongs to the extension.
-describe() {
-	q -d "$1" <<'SQL'
+my $describe = q{
 WITH ext AS (SELECT oid FROM pg_extension WHERE extname = 'llmext'),
 members AS (
 	SELECT d.classid, d.objid
@@ -81,24 +79,31 @@ lines AS (
 	  FROM pg_namespace n JOIN members m ON m.classid = 'pg_namespace'::regclass AND m.objid = n.oid
 )
 SELECT line FROM lines ORDER BY line;
-SQL
+};
+
+sub describe
+{
+	my ($db) = @_;
+	my $file = "$PostgreSQL::Test::Utils::tmp_check/$db.txt";
+	append_to_file($file, $node->safe_psql($db, $describe) . "\n");
+	return $file;
 }
 
-versions=$(ls sql/versions/llmext--*.sql | sed -n 's/.*llmext--\([0-9.]*\)\.sql$/\1/p' | grep -vx "$current")
-[ -n "$versions" ] || fail "no earlier version under sql/versions"
+$node->safe_psql('postgres', 'CREATE DATABASE fresh');
+$node->safe_psql('fresh', "SET client_min_messages = error; CREATE EXTENSION llmext");
+$node->safe_psql('postgres', 'CREATE ROLE alice LOGIN IN ROLE llm_user');
+my $fresh = describe('fresh');
+my $properties = () = slurp_file($fresh) =~ /\n/g;
+cmp_ok($properties, '>', 200, "a fresh $current has more than 200 properties ($properties)");
 
-createdb fresh || fail "createdb"
-q -d fresh -c "SET client_min_messages = error" -c "CREATE EXTENSION llmext" || fail "CREATE EXTENSION llmext (fresh $current)"
-q -c "CREATE ROLE alice LOGIN IN ROLE llm_user" || fail "CREATE ROLE alice"
-describe fresh >"$LLM_WORKDIR/fresh.txt" || fail "describe fresh"
-[ "$(wc -l <"$LLM_WORKDIR/fresh.txt")" -gt 200 ] || fail "the description of a fresh install is too short"
-
-for v in $versions; do
-	db="upgraded_${v//./_}"
-	createdb "$db" || fail "createdb $db"
-	q -d "$db" -c "CREATE EXTENSION llmext VERSION '$v'" || fail "CREATE EXTENSION llmext VERSION '$v'"
+for my $v (@versions)
+{
+	(my $db = "upgraded_$v") =~ tr/./_/;
+	$node->safe_psql('postgres', "CREATE DATABASE $db");
+	$node->safe_psql($db, "CREATE EXTENSION llmext VERSION '$v'");
 	# rows of every table the upgrade changes, written as 0.1.0 wrote them
-	q -d "$db" >/dev/null <<'SQL' || fail "rows for $v"
+	$node->safe_psql(
+		$db, q{
 SELECT llm_provider_create('p', current_setting('llmext_test.fake_url'), api_key => 'sk-test-upgrade');
 SELECT llm_model_create('m', 'p', 'echo');
 SET ROLE alice;
@@ -110,53 +115,62 @@ INSERT INTO llm.calls (entry_id, created_at, role, database, model, provider, ou
 VALUES ('e1', now(), 'alice', current_database(), 'm', 'p', 'ok', 0.25);
 INSERT INTO llm.spend_daily (day, role, cost_usd) VALUES (current_date, 'alice', 0.25);
 UPDATE llm.requests SET priority = 5000 WHERE tag = 'before-upgrade';
-SQL
-	if [ "$db" = upgraded_0_1_0 ]; then
+});
+	if ($db eq 'upgraded_0_1_0')
+	{
 		# the worker (back within 5 s of the database's creation) leaves it queued
-		for _ in $(seq 1 100); do
-			grep -q "llmext in database \"$db\" is version $v, the library is version $current" \
-				"$LLM_WORKDIR/postgres.log" && break
-			sleep 0.1
-		done
-		grep -q "is version $v, the library is version $current" "$LLM_WORKDIR/postgres.log" ||
-			fail "the worker did not say it waits for the update of $db"
-		sleep 1
-		state=$(q -d "$db" -c "SELECT state FROM llm.requests")
-		[ "$state" = queued ] || fail "the worker took a request before the update: $state"
-	fi
-	q -d "$db" -c "ALTER EXTENSION llmext UPDATE" || fail "ALTER EXTENSION llmext UPDATE from $v"
-	[ "$(q -d "$db" -c "SELECT extversion FROM pg_extension WHERE extname = 'llmext'")" = "$current" ] ||
-		fail "the update from $v did not reach $current"
-	describe "$db" >"$LLM_WORKDIR/$db.txt" || fail "describe $db"
-	if ! diff -u "$LLM_WORKDIR/fresh.txt" "$LLM_WORKDIR/$db.txt" >"$LLM_WORKDIR/$db.diff"; then
-		head -n 80 "$LLM_WORKDIR/$db.diff" >&2
-		fail "upgraded from $v differs from a fresh $current (- fresh, + upgraded)"
-	fi
+		ok( eval {
+				$node->wait_for_log(
+					qr/llmext in database "$db" is version \Q$v\E, the library is version \Q$current\E/);
+			},
+			"the worker says it waits for the update of $db");
+		sleep 1;
+		is($node->safe_psql($db, 'SELECT state FROM llm.requests'),
+			'queued', 'the worker takes no request before the update');
+	}
+	$node->safe_psql($db, 'ALTER EXTENSION llmext UPDATE');
+	is($node->safe_psql($db, "SELECT extversion FROM pg_extension WHERE extname = 'llmext'"),
+		$current, "the update from $v reaches $current");
+	my $upgraded = describe($db);
+	my $diff = `diff -u '$fresh' '$upgraded'`;
+	is($diff, '', "upgraded from $v equals a fresh $current, property by property")
+	  or diag join("\n", (split /\n/, $diff)[ 0 .. 79 ]);
 
 	# the carried rows, as their owner sees them (logged in: rows from before
 	# the update count as made by their own login)
-	got=$(q -d "$db" -U alice -c "
+	my @alice = (extra_params => [ '-U', 'alice' ]);
+	is( $node->safe_psql(
+			$db, q{
 		SELECT (SELECT count(*) FROM llm.calls WHERE entry_id = 'e1')
 			|| ' ' || (SELECT login_role FROM llm.calls WHERE entry_id = 'e1')
 			|| ' ' || (SELECT count(*) FROM llm.requests) || ' ' || (SELECT priority FROM llm.requests)
 			|| ' ' || (SELECT owner FROM llm.prompt_owners WHERE name = 'alice-summary')
-			|| ' ' || (SELECT max(version) FROM llm.prompts)")
-	[ "$got" = "1 alice 1 1000 alice 2" ] ||
-		fail "rows after the update from $v (calls, login, requests, priority, owner, versions): $got"
+			|| ' ' || (SELECT max(version) FROM llm.prompts)},
+			@alice),
+		'1 alice 1 1000 alice 2',
+		"rows carried from $v (calls, login, requests, priority, owner, versions)");
 	# and the new rules hold for them: alice adds a version, nobody else may
-	q -d "$db" -c "CREATE ROLE bob_$db LOGIN IN ROLE llm_user" >/dev/null
-	[ "$(q -d "$db" -U alice -c "SELECT llm_prompt_create('alice-summary', 'v3 {{text}}')")" = 3 ] ||
-		fail "alice could not add a version to her prompt after the update"
-	err=$(q -d "$db" -U "bob_$db" -c "SELECT llm_prompt_create('alice-summary', 'mine')" 2>&1)
-	case $err in
-	*"permission denied to add a version to prompt"*) ;;
-	*) fail "another role added a version to alice's prompt after the update: $err" ;;
-	esac
-	if [ "$db" = upgraded_0_1_0 ]; then
-		done=$(q -d "$db" -U alice -c "SELECT llm_wait_batch('before-upgrade', '20 seconds') ->> 'done'")
-		[ "$done" = 1 ] || fail "the request queued before the update was not served after it: $done"
-		answer=$(q -d "$db" -U alice -c "SELECT state || ' ' || login_role FROM llm.requests")
-		[ "$answer" = "done alice" ] || fail "the request queued before the update: $answer"
-	fi
-	echo "upgrade: $v -> $current equals a fresh $current ($(wc -l <"$LLM_WORKDIR/fresh.txt") properties); rows carried"
-done
+	$node->safe_psql($db, "CREATE ROLE bob_$db LOGIN IN ROLE llm_user");
+	is($node->safe_psql($db, "SELECT llm_prompt_create('alice-summary', 'v3 {{text}}')", @alice),
+		'3', 'alice adds a version to her prompt after the update');
+	my ($out, $err);
+	$node->psql(
+		$db, "SELECT llm_prompt_create('alice-summary', 'mine')",
+		extra_params => [ '-U', "bob_$db" ],
+		stdout => \$out,
+		stderr => \$err);
+	like($err, qr/permission denied to add a version to prompt/,
+		"another role may not add a version to alice's prompt after the update");
+	if ($db eq 'upgraded_0_1_0')
+	{
+		is( $node->safe_psql($db,
+				"SELECT llm_wait_batch('before-upgrade', '20 seconds') ->> 'done'", @alice),
+			'1',
+			'the request queued before the update is served after it');
+		is($node->safe_psql($db, "SELECT state || ' ' || login_role FROM llm.requests", @alice),
+			'done alice', "the request queued before the update is alice's, and done");
+	}
+}
+
+$node->stop;
+done_testing();
