@@ -256,6 +256,20 @@ llm_template_nodes(const LlmTemplate *tmpl)
 	return tmpl->nnodes;
 }
 
+/*
+ * The first "cc" at or after s, or NULL.  A loop rather than strstr: under
+ * AddressSanitizer strstr measures the whole rest of the string on every
+ * call, which made parsing a template of many tags quadratic there.
+ */
+static const char *
+find_pair(const char *s, char c)
+{
+	for (; *s != '\0'; s++)
+		if (s[0] == c && s[1] == c)
+			return s;
+	return NULL;
+}
+
 LlmTemplate *
 llm_template_parse_limited(const char *source, size_t max_bytes, size_t max_nodes,
 						   LlmTemplateError *kind, char *err, size_t errlen)
@@ -292,7 +306,7 @@ llm_template_parse_limited(const char *source, size_t max_bytes, size_t max_node
 
 	for (;;)
 	{
-		const char *found = strstr(text + pos, "{{");
+		const char *found = find_pair(text + pos, '{');
 		const char *close;
 		size_t		tag;
 		size_t		tag_end;
@@ -320,7 +334,7 @@ llm_template_parse_limited(const char *source, size_t max_bytes, size_t max_node
 			continue;
 		}
 
-		close = strstr(text + tag + 2, "}}");
+		close = find_pair(text + tag + 2, '}');
 		if (close == NULL)
 		{
 			parse_error(text, tag, err, errlen, "unclosed tag");
