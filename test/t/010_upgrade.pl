@@ -111,6 +111,9 @@ SELECT llm_prompt_create('alice-summary', 'Summarise {{text}}');
 SELECT llm_prompt_create('alice-summary', 'Summarise briefly {{text}}');
 SELECT llm_submit('hello', 'm', tag => 'before-upgrade');
 RESET ROLE;
+SELECT llm_prompt_deploy('alice-summary', 1, 'production', 'm');
+SELECT llm_prompt_split('alice-summary', 'canary', ARRAY[1, 2], ARRAY[0.5, 0.5]);
+SELECT llm_budget_set('alice', 'day', 10);
 INSERT INTO llm.calls (entry_id, created_at, role, database, model, provider, outcome, cost_usd)
 VALUES ('e1', now(), 'alice', current_database(), 'm', 'p', 'ok', 0.25);
 INSERT INTO llm.spend_daily (day, role, cost_usd) VALUES (current_date, 'alice', 0.25);
@@ -149,6 +152,22 @@ UPDATE llm.requests SET priority = 5000 WHERE tag = 'before-upgrade';
 			@alice),
 		'1 alice 1 1000 alice 2',
 		"rows carried from $v (calls, login, requests, priority, owner, versions)");
+	# labels, their history and budgets are carried, and work with the new functions
+	is( $node->safe_psql(
+			$db, q{
+		SELECT (SELECT count(*) FROM llm.prompt_labels WHERE name = 'alice-summary')
+			|| ' ' || (SELECT count(*) FROM llm.prompt_label_history WHERE name = 'alice-summary')
+			|| ' ' || (llm_render('alice-summary', '{"text": "x"}', label => 'production') ->> 'version')
+			|| ' ' || (SELECT limit_usd FROM llm_budget_status() WHERE role = 'alice')
+			|| ' ' || (SELECT spent_usd FROM llm_budget_status() WHERE role = 'alice')},
+			@alice),
+		'2 2 1 10 0.25',
+		"labels, label history and budgets carried from $v (labels, moves, production version, limit, spent)");
+	$node->safe_psql($db, "SELECT llm_prompt_deploy('alice-summary', 2)");
+	$node->safe_psql($db, "SELECT llm_prompt_rollback('alice-summary')");
+	is( $node->safe_psql($db,
+			"SELECT llm_render('alice-summary', '{\"text\": \"x\"}') ->> 'version'"),
+		'1', "deploy and rollback work on a label carried from $v");
 	# and the new rules hold for them: alice adds a version, nobody else may
 	$node->safe_psql($db, "CREATE ROLE bob_$db LOGIN IN ROLE llm_user");
 	is($node->safe_psql($db, "SELECT llm_prompt_create('alice-summary', 'v3 {{text}}')", @alice),
