@@ -5,7 +5,7 @@
 
 #include "call/failure.h"
 
-#include "core/secrets.h"
+#include "core/redact.h"
 
 #define ERROR_SNIPPET_BYTES 200
 

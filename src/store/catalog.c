@@ -9,7 +9,7 @@
 
 #include "store/catalog.h"
 
-#include "core/secrets.h"
+#include "core/allowlist.h"
 #include "store/owner_query.h"
 
 #include "catalog/namespace.h"

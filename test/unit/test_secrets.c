@@ -5,7 +5,9 @@
 #include <stdint.h>
 #include <stdlib.h>
 
-#include "core/secrets.h"
+#include "core/json_checks.h"
+#include "core/allowlist.h"
+#include "core/redact.h"
 
 #define KEY "sk-test-0123456789abcdef"
 
