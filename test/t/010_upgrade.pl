@@ -114,11 +114,23 @@ RESET ROLE;
 SELECT llm_prompt_deploy('alice-summary', 1, 'production', 'm');
 SELECT llm_prompt_split('alice-summary', 'canary', ARRAY[1, 2], ARRAY[0.5, 0.5]);
 SELECT llm_budget_set('alice', 'day', 10);
-INSERT INTO llm.calls (entry_id, created_at, role, database, model, provider, outcome, cost_usd)
-VALUES ('e1', now(), 'alice', current_database(), 'm', 'p', 'ok', 0.25);
-INSERT INTO llm.spend_daily (day, role, cost_usd) VALUES (current_date, 'alice', 0.25);
-UPDATE llm.requests SET priority = 5000 WHERE tag = 'before-upgrade';
 });
+	# 0.1.0 had no bound on priorities: the update clamps them
+	my $priority = '0';
+	if ($v eq '0.1.0')
+	{
+		$node->safe_psql($db, "UPDATE llm.requests SET priority = 5000 WHERE tag = 'before-upgrade'");
+		$priority = '1000';
+	}
+	# a ledger row and its daily spend, in the columns the version has
+	# (0.2.0 added login_role)
+	my $login = $node->safe_psql($db,
+		"SELECT count(*) FROM pg_attribute WHERE attrelid = 'llm.calls'::regclass AND attname = 'login_role'") ? ', login_role' : '';
+	my $login_value = $login ? ", 'alice'" : '';
+	$node->safe_psql($db,
+		"INSERT INTO llm.calls (entry_id, created_at, role, database, model, provider, outcome, cost_usd$login)
+		 VALUES ('e1', now(), 'alice', current_database(), 'm', 'p', 'ok', 0.25$login_value);
+		 INSERT INTO llm.spend_daily (day, role, cost_usd$login) VALUES (current_date, 'alice', 0.25$login_value);");
 	if ($db eq 'upgraded_0_1_0')
 	{
 		# the worker (back within 5 s of the database's creation) leaves it queued
@@ -150,7 +162,7 @@ UPDATE llm.requests SET priority = 5000 WHERE tag = 'before-upgrade';
 			|| ' ' || (SELECT owner FROM llm.prompt_owners WHERE name = 'alice-summary')
 			|| ' ' || (SELECT max(version) FROM llm.prompts)},
 			@alice),
-		'1 alice 1 1000 alice 2',
+		"1 alice 1 $priority alice 2",
 		"rows carried from $v (calls, login, requests, priority, owner, versions)");
 	# labels, their history and budgets are carried, and work with the new functions
 	is( $node->safe_psql(
