@@ -12,13 +12,31 @@ CREATE TABLE llm.models (
 	params				jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(params) = 'object'),
 	limits				jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(limits) = 'object'),
 	created_at			timestamptz NOT NULL DEFAULT now(),
+	-- added in 0.3.0 (last, so that an upgraded table equals a fresh one)
+	training_price		numeric CHECK (training_price >= 0),
+	tuned_input_price	numeric CHECK (tuned_input_price >= 0),
+	tuned_cached_input_price numeric CHECK (tuned_cached_input_price >= 0),
+	tuned_output_price	numeric CHECK (tuned_output_price >= 0),
+	training_set		text,
+	training_version	integer,
+	prompt_name			text,
+	prompt_version		integer,
+	finetune_job		bigint,
 	CHECK ((kind = 'fine_tuned') = (base_model IS NOT NULL)),
-	CHECK (base_model IS DISTINCT FROM name)
+	CHECK (base_model IS DISTINCT FROM name),
+	CHECK ((training_set IS NULL) = (training_version IS NULL))
 );
 CREATE INDEX ON llm.models (base_model);
 COMMENT ON TABLE llm.models IS 'models SQL can call: base and fine-tuned, with prices in USD per million tokens';
 COMMENT ON COLUMN llm.models.cached_input_price IS 'price of cached input tokens; NULL means the input price';
 COMMENT ON COLUMN llm.models.params IS 'default provider parameters, overridden by a call''s options';
+COMMENT ON COLUMN llm.models.training_price IS 'USD per million trained tokens for fine-tuning this model (NULL: not known)';
+COMMENT ON COLUMN llm.models.tuned_input_price IS 'input price of models tuned from this one; NULL means this model''s own';
+COMMENT ON COLUMN llm.models.tuned_cached_input_price IS 'cached input price of models tuned from this one; NULL means the tuned input price';
+COMMENT ON COLUMN llm.models.tuned_output_price IS 'output price of models tuned from this one; NULL means this model''s own';
+COMMENT ON COLUMN llm.models.training_set IS 'lineage of a fine-tuned model: the training set (with training_version) it was trained on';
+COMMENT ON COLUMN llm.models.prompt_name IS 'lineage: the stored prompt (with prompt_version) its training set was rendered through';
+COMMENT ON COLUMN llm.models.finetune_job IS 'lineage: the llm.finetune_jobs row that trained it (NULL when trained elsewhere)';
 COMMENT ON COLUMN llm.models.limits IS 'this model''s own max_concurrency, requests_per_minute and tokens_per_minute, on top of its provider''s';
 
 -- Checks a model's limits; unknown keys are refused.
