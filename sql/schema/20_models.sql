@@ -79,7 +79,13 @@ CREATE FUNCTION llm_model_create(
 	output_price numeric DEFAULT 0,
 	cached_input_price numeric DEFAULT NULL,
 	params jsonb DEFAULT '{}',
-	limits jsonb DEFAULT '{}')
+	limits jsonb DEFAULT '{}',
+	training_price numeric DEFAULT NULL,
+	tuned_input_price numeric DEFAULT NULL,
+	tuned_cached_input_price numeric DEFAULT NULL,
+	tuned_output_price numeric DEFAULT NULL,
+	training_set text DEFAULT NULL,
+	training_version integer DEFAULT NULL)
 RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -87,6 +93,8 @@ AS $$
 DECLARE
 	base_kind text;
 	bad_key text;
+	set_prompt text;
+	set_prompt_version integer;
 BEGIN
 	IF name IS NULL OR name !~ '^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}$' THEN
 		RAISE EXCEPTION 'invalid model name "%"', coalesce(name, 'NULL')
@@ -127,7 +135,8 @@ BEGIN
 					  HINT = 'Register the base model first.';
 		END IF;
 	END IF;
-	IF coalesce(input_price, 0) < 0 OR coalesce(output_price, 0) < 0 OR cached_input_price < 0 THEN
+	IF coalesce(input_price, 0) < 0 OR coalesce(output_price, 0) < 0 OR cached_input_price < 0
+	   OR training_price < 0 OR tuned_input_price < 0 OR tuned_cached_input_price < 0 OR tuned_output_price < 0 THEN
 		RAISE EXCEPTION 'prices must not be negative'
 			USING ERRCODE = 'invalid_parameter_value',
 				  HINT = 'Prices are in USD per million tokens.';
@@ -147,6 +156,30 @@ BEGIN
 	END IF;
 	limits := coalesce(limits, '{}');
 	PERFORM llm._check_model_limits(limits);
+	IF training_version IS NOT NULL AND training_set IS NULL THEN
+		RAISE EXCEPTION 'a training_version needs a training_set'
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	IF training_set IS NOT NULL THEN
+		-- lineage of a model trained elsewhere: the set (its latest version
+		-- when none is named) and the prompt it was rendered through
+		IF kind <> 'fine_tuned' THEN
+			RAISE EXCEPTION 'only a fine-tuned model has a training set'
+				USING ERRCODE = 'invalid_parameter_value',
+					  HINT = 'Pass kind => ''fine_tuned'' and its base_model.';
+		END IF;
+		SELECT s.version, s.prompt_name, s.prompt_version INTO training_version, set_prompt, set_prompt_version
+		  FROM llm.training_sets s
+		 WHERE s.name = llm_model_create.training_set
+		   AND (llm_model_create.training_version IS NULL OR s.version = llm_model_create.training_version)
+		 ORDER BY s.version DESC LIMIT 1;
+		IF NOT FOUND THEN
+			RAISE EXCEPTION 'training set "%" has no version %', training_set,
+							coalesce(llm_model_create.training_version::text, 'yet')
+				USING ERRCODE = 'undefined_object',
+					  HINT = 'SELECT name, version FROM llm.training_sets lists them.';
+		END IF;
+	END IF;
 	IF EXISTS (SELECT FROM llm.models m WHERE m.name = llm_model_create.name) THEN
 		RAISE EXCEPTION 'model "%" already exists', name
 			USING ERRCODE = 'duplicate_object',
@@ -154,13 +187,17 @@ BEGIN
 	END IF;
 
 	INSERT INTO llm.models (name, provider, remote_model, kind, base_model,
-							input_price, output_price, cached_input_price, params, limits)
+							input_price, output_price, cached_input_price, params, limits,
+							training_price, tuned_input_price, tuned_cached_input_price,
+							tuned_output_price, training_set, training_version, prompt_name,
+							prompt_version)
 	VALUES (name, provider, remote_model, kind, base_model,
 			coalesce(input_price, 0), coalesce(output_price, 0), cached_input_price, params,
-			limits);
+			limits, training_price, tuned_input_price, tuned_cached_input_price,
+			tuned_output_price, training_set, training_version, set_prompt, set_prompt_version);
 END
 $$;
-COMMENT ON FUNCTION llm_model_create(text, text, text, text, text, numeric, numeric, numeric, jsonb, jsonb) IS
+COMMENT ON FUNCTION llm_model_create(text, text, text, text, text, numeric, numeric, numeric, jsonb, jsonb, numeric, numeric, numeric, numeric, text, integer) IS
 	'register a base or fine-tuned model under a name SQL can use';
 
 CREATE FUNCTION llm_model_set_limits(name text, limits jsonb)
@@ -209,11 +246,11 @@ END
 $$;
 COMMENT ON FUNCTION llm_model_drop(text) IS 'remove a registered model';
 
-REVOKE ALL ON FUNCTION llm_model_create(text, text, text, text, text, numeric, numeric, numeric, jsonb, jsonb) FROM PUBLIC;
+REVOKE ALL ON FUNCTION llm_model_create(text, text, text, text, text, numeric, numeric, numeric, jsonb, jsonb, numeric, numeric, numeric, numeric, text, integer) FROM PUBLIC;
 REVOKE ALL ON FUNCTION llm_model_drop(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION llm_model_set_limits(text, jsonb) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION llm_model_set_limits(text, jsonb) TO llm_admin;
-GRANT EXECUTE ON FUNCTION llm_model_create(text, text, text, text, text, numeric, numeric, numeric, jsonb, jsonb) TO llm_admin;
+GRANT EXECUTE ON FUNCTION llm_model_create(text, text, text, text, text, numeric, numeric, numeric, jsonb, jsonb, numeric, numeric, numeric, numeric, text, integer) TO llm_admin;
 GRANT EXECUTE ON FUNCTION llm_model_drop(text) TO llm_admin;
 
 -- Backends keep copies of models and providers; a change to either table
