@@ -95,6 +95,7 @@ DECLARE
 	bad_key text;
 	set_prompt text;
 	set_prompt_version integer;
+	requested_version integer := training_version;
 BEGIN
 	IF name IS NULL OR name !~ '^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}$' THEN
 		RAISE EXCEPTION 'invalid model name "%"', coalesce(name, 'NULL')
@@ -171,11 +172,11 @@ BEGIN
 		SELECT s.version, s.prompt_name, s.prompt_version INTO training_version, set_prompt, set_prompt_version
 		  FROM llm.training_sets s
 		 WHERE s.name = llm_model_create.training_set
-		   AND (llm_model_create.training_version IS NULL OR s.version = llm_model_create.training_version)
+		   AND (requested_version IS NULL OR s.version = requested_version)
 		 ORDER BY s.version DESC LIMIT 1;
 		IF NOT FOUND THEN
 			RAISE EXCEPTION 'training set "%" has no version %', training_set,
-							coalesce(llm_model_create.training_version::text, 'yet')
+							coalesce(requested_version::text, 'at all')
 				USING ERRCODE = 'undefined_object',
 					  HINT = 'SELECT name, version FROM llm.training_sets lists them.';
 		END IF;

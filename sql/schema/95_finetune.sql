@@ -124,7 +124,7 @@ CREATE VIEW llm.finetunes WITH (security_invoker = true) AS
 SELECT j.id, j.name, j.submitted_by, j.base_model, j.training_set, j.training_version, j.method,
 	   j.state, j.provider_status,
 	   CASE WHEN j.state = 'succeeded' THEN 1::numeric
-			ELSE round(least(p.step::numeric / nullif(p.total_steps, 0), 1), 4) END AS progress,
+			WHEN p.total_steps > 0 THEN round(least(p.step::numeric / p.total_steps, 1), 4) END AS progress,
 	   p.step, p.total_steps,
 	   e.message AS last_event, e.created_at AS last_event_at,
 	   j.estimated_tokens, j.estimated_cost_usd, j.trained_tokens, j.cost_usd,
@@ -262,7 +262,8 @@ BEGIN
 		RAISE EXCEPTION 'training set "%" does not exist', training_set
 			USING ERRCODE = 'undefined_object',
 				  DETAIL = CASE WHEN requested_version IS NOT NULL
-								THEN format('No version %s of it that you can read.', requested_version) END,
+								THEN format('No version %s of it that you can read.', requested_version)
+								ELSE 'No version of it that you can read.' END,
 				  HINT = 'SELECT name, version FROM llm.training_sets lists the sets you can read.';
 	END IF;
 	SELECT * INTO set_row FROM llm.training_sets s

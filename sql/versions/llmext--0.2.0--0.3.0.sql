@@ -56,6 +56,7 @@ DECLARE
 	bad_key text;
 	set_prompt text;
 	set_prompt_version integer;
+	requested_version integer := training_version;
 BEGIN
 	IF name IS NULL OR name !~ '^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}$' THEN
 		RAISE EXCEPTION 'invalid model name "%"', coalesce(name, 'NULL')
@@ -132,11 +133,11 @@ BEGIN
 		SELECT s.version, s.prompt_name, s.prompt_version INTO training_version, set_prompt, set_prompt_version
 		  FROM llm.training_sets s
 		 WHERE s.name = llm_model_create.training_set
-		   AND (llm_model_create.training_version IS NULL OR s.version = llm_model_create.training_version)
+		   AND (requested_version IS NULL OR s.version = requested_version)
 		 ORDER BY s.version DESC LIMIT 1;
 		IF NOT FOUND THEN
 			RAISE EXCEPTION 'training set "%" has no version %', training_set,
-							coalesce(llm_model_create.training_version::text, 'yet')
+							coalesce(requested_version::text, 'at all')
 				USING ERRCODE = 'undefined_object',
 					  HINT = 'SELECT name, version FROM llm.training_sets lists them.';
 		END IF;
@@ -426,7 +427,7 @@ LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-	xact xid8 := pg_current_xact_id();
+	cur_xact xid8 := pg_current_xact_id();
 	owner name;
 	new_version integer;
 	total integer;
@@ -479,7 +480,7 @@ BEGIN
 	WITH r AS (
 		SELECT t.line, llm._training_held_out(t.example_key, holdout) AS held_out
 		  FROM llm.training_staging t
-		 WHERE t.xact = _training_record.xact AND t.caller = _training_record.caller)
+		 WHERE t.xact = cur_xact AND t.caller = _training_record.caller)
 	SELECT count(*), count(*) FILTER (WHERE NOT r.held_out), count(*) - count(DISTINCT r.line)
 	  INTO total, kept, dups FROM r;
 	IF kept < llm._training_limit('min_examples') THEN
@@ -490,7 +491,7 @@ BEGIN
 				  HINT = 'Add examples, or hold out a smaller share.';
 	END IF;
 	SELECT t.ord, llm._training_tokens(t.line) AS tokens INTO big FROM llm.training_staging t
-	 WHERE t.xact = _training_record.xact AND t.caller = _training_record.caller
+	 WHERE t.xact = cur_xact AND t.caller = _training_record.caller
 	   AND llm._training_tokens(t.line) > llm._training_limit('max_example_tokens')
 	 ORDER BY t.ord LIMIT 1;
 	IF FOUND THEN
@@ -510,7 +511,7 @@ BEGIN
 		   encode(sha256(convert_to(coalesce(string_agg(t.line || E'\n', '' ORDER BY t.ord), ''), 'UTF8')),
 				  'hex') AS sha
 	  INTO agg FROM llm.training_staging t
-	 WHERE t.xact = _training_record.xact AND t.caller = _training_record.caller
+	 WHERE t.xact = cur_xact AND t.caller = _training_record.caller
 	   AND NOT llm._training_held_out(t.example_key, holdout);
 	SELECT coalesce(max(s.version), 0) + 1 INTO new_version
 	  FROM llm.training_sets s WHERE s.name = _training_record.name;
@@ -523,9 +524,9 @@ BEGIN
 	SELECT name, new_version, t.ord, t.example_key, llm._training_held_out(t.example_key, holdout), t.line,
 		   llm._training_tokens(t.line)
 	  FROM llm.training_staging t
-	 WHERE t.xact = _training_record.xact AND t.caller = _training_record.caller
+	 WHERE t.xact = cur_xact AND t.caller = _training_record.caller
 	 ORDER BY t.ord;
-	DELETE FROM llm.training_staging t WHERE t.xact = _training_record.xact AND t.caller = _training_record.caller;
+	DELETE FROM llm.training_staging t WHERE t.xact = cur_xact AND t.caller = _training_record.caller;
 	RETURN new_version;
 END
 $$;
@@ -579,7 +580,7 @@ BEGIN
 			USING ERRCODE = 'invalid_parameter_value',
 				  HINT = 'It returns one row per example: vars jsonb (with a prompt) or input text, and output text.';
 	END IF;
-	holdout := pg_catalog.coalesce(holdout, 0);
+	holdout := coalesce(holdout, 0);
 	IF holdout < 0 OR holdout >= 1 THEN
 		RAISE EXCEPTION 'holdout must be at least 0 and below 1, not %', holdout
 			USING ERRCODE = 'invalid_parameter_value',
@@ -608,7 +609,7 @@ BEGIN
 	FOR rec IN EXECUTE query LOOP
 		n := n + 1;
 		j := pg_catalog.to_jsonb(rec);
-		row_name := 'row ' || n || pg_catalog.coalesce(' (id ' || pg_catalog.quote_literal(j ->> 'id') || ')', '');
+		row_name := 'row ' || n || coalesce(' (id ' || pg_catalog.quote_literal(j ->> 'id') || ')', '');
 		IF n = 1 THEN
 			IF NOT j ? 'output' THEN
 				RAISE EXCEPTION 'the query of training set "%" returns no column "output"', name
@@ -675,7 +676,7 @@ BEGIN
 					  HINT = 'Shorten or leave out the row.';
 		END IF;
 		ords := ords || n;
-		keys := keys || pg_catalog.coalesce(j ->> 'id',
+		keys := keys || coalesce(j ->> 'id',
 											pg_catalog.encode(pg_catalog.sha256(pg_catalog.convert_to(line, 'UTF8')), 'hex'));
 		lines := lines || line;
 		IF pg_catalog.cardinality(ords) >= batch THEN
@@ -918,7 +919,7 @@ CREATE VIEW llm.finetunes WITH (security_invoker = true) AS
 SELECT j.id, j.name, j.submitted_by, j.base_model, j.training_set, j.training_version, j.method,
 	   j.state, j.provider_status,
 	   CASE WHEN j.state = 'succeeded' THEN 1::numeric
-			ELSE round(least(p.step::numeric / nullif(p.total_steps, 0), 1), 4) END AS progress,
+			WHEN p.total_steps > 0 THEN round(least(p.step::numeric / p.total_steps, 1), 4) END AS progress,
 	   p.step, p.total_steps,
 	   e.message AS last_event, e.created_at AS last_event_at,
 	   j.estimated_tokens, j.estimated_cost_usd, j.trained_tokens, j.cost_usd,
@@ -1056,7 +1057,8 @@ BEGIN
 		RAISE EXCEPTION 'training set "%" does not exist', training_set
 			USING ERRCODE = 'undefined_object',
 				  DETAIL = CASE WHEN requested_version IS NOT NULL
-								THEN format('No version %s of it that you can read.', requested_version) END,
+								THEN format('No version %s of it that you can read.', requested_version)
+								ELSE 'No version of it that you can read.' END,
 				  HINT = 'SELECT name, version FROM llm.training_sets lists the sets you can read.';
 	END IF;
 	SELECT * INTO set_row FROM llm.training_sets s
