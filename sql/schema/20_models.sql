@@ -12,13 +12,31 @@ CREATE TABLE llm.models (
 	params				jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(params) = 'object'),
 	limits				jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(limits) = 'object'),
 	created_at			timestamptz NOT NULL DEFAULT now(),
+	-- added in 0.3.0 (last, so that an upgraded table equals a fresh one)
+	training_price		numeric CHECK (training_price >= 0),
+	tuned_input_price	numeric CHECK (tuned_input_price >= 0),
+	tuned_cached_input_price numeric CHECK (tuned_cached_input_price >= 0),
+	tuned_output_price	numeric CHECK (tuned_output_price >= 0),
+	training_set		text,
+	training_version	integer,
+	prompt_name			text,
+	prompt_version		integer,
+	finetune_job		bigint,
 	CHECK ((kind = 'fine_tuned') = (base_model IS NOT NULL)),
-	CHECK (base_model IS DISTINCT FROM name)
+	CHECK (base_model IS DISTINCT FROM name),
+	CHECK ((training_set IS NULL) = (training_version IS NULL))
 );
 CREATE INDEX ON llm.models (base_model);
 COMMENT ON TABLE llm.models IS 'models SQL can call: base and fine-tuned, with prices in USD per million tokens';
 COMMENT ON COLUMN llm.models.cached_input_price IS 'price of cached input tokens; NULL means the input price';
 COMMENT ON COLUMN llm.models.params IS 'default provider parameters, overridden by a call''s options';
+COMMENT ON COLUMN llm.models.training_price IS 'USD per million trained tokens for fine-tuning this model (NULL: not known)';
+COMMENT ON COLUMN llm.models.tuned_input_price IS 'input price of models tuned from this one; NULL means this model''s own';
+COMMENT ON COLUMN llm.models.tuned_cached_input_price IS 'cached input price of models tuned from this one; NULL means the tuned input price';
+COMMENT ON COLUMN llm.models.tuned_output_price IS 'output price of models tuned from this one; NULL means this model''s own';
+COMMENT ON COLUMN llm.models.training_set IS 'lineage of a fine-tuned model: the training set (with training_version) it was trained on';
+COMMENT ON COLUMN llm.models.prompt_name IS 'lineage: the stored prompt (with prompt_version) its training set was rendered through';
+COMMENT ON COLUMN llm.models.finetune_job IS 'lineage: the llm.finetune_jobs row that trained it (NULL when trained elsewhere)';
 COMMENT ON COLUMN llm.models.limits IS 'this model''s own max_concurrency, requests_per_minute and tokens_per_minute, on top of its provider''s';
 
 -- Checks a model's limits; unknown keys are refused.
@@ -61,7 +79,13 @@ CREATE FUNCTION llm_model_create(
 	output_price numeric DEFAULT 0,
 	cached_input_price numeric DEFAULT NULL,
 	params jsonb DEFAULT '{}',
-	limits jsonb DEFAULT '{}')
+	limits jsonb DEFAULT '{}',
+	training_price numeric DEFAULT NULL,
+	tuned_input_price numeric DEFAULT NULL,
+	tuned_cached_input_price numeric DEFAULT NULL,
+	tuned_output_price numeric DEFAULT NULL,
+	training_set text DEFAULT NULL,
+	training_version integer DEFAULT NULL)
 RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -69,6 +93,9 @@ AS $$
 DECLARE
 	base_kind text;
 	bad_key text;
+	set_prompt text;
+	set_prompt_version integer;
+	requested_version integer := training_version;
 BEGIN
 	IF name IS NULL OR name !~ '^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}$' THEN
 		RAISE EXCEPTION 'invalid model name "%"', coalesce(name, 'NULL')
@@ -109,7 +136,8 @@ BEGIN
 					  HINT = 'Register the base model first.';
 		END IF;
 	END IF;
-	IF coalesce(input_price, 0) < 0 OR coalesce(output_price, 0) < 0 OR cached_input_price < 0 THEN
+	IF coalesce(input_price, 0) < 0 OR coalesce(output_price, 0) < 0 OR cached_input_price < 0
+	   OR training_price < 0 OR tuned_input_price < 0 OR tuned_cached_input_price < 0 OR tuned_output_price < 0 THEN
 		RAISE EXCEPTION 'prices must not be negative'
 			USING ERRCODE = 'invalid_parameter_value',
 				  HINT = 'Prices are in USD per million tokens.';
@@ -129,6 +157,30 @@ BEGIN
 	END IF;
 	limits := coalesce(limits, '{}');
 	PERFORM llm._check_model_limits(limits);
+	IF training_version IS NOT NULL AND training_set IS NULL THEN
+		RAISE EXCEPTION 'a training_version needs a training_set'
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	IF training_set IS NOT NULL THEN
+		-- lineage of a model trained elsewhere: the set (its latest version
+		-- when none is named) and the prompt it was rendered through
+		IF kind <> 'fine_tuned' THEN
+			RAISE EXCEPTION 'only a fine-tuned model has a training set'
+				USING ERRCODE = 'invalid_parameter_value',
+					  HINT = 'Pass kind => ''fine_tuned'' and its base_model.';
+		END IF;
+		SELECT s.version, s.prompt_name, s.prompt_version INTO training_version, set_prompt, set_prompt_version
+		  FROM llm.training_sets s
+		 WHERE s.name = llm_model_create.training_set
+		   AND (requested_version IS NULL OR s.version = requested_version)
+		 ORDER BY s.version DESC LIMIT 1;
+		IF NOT FOUND THEN
+			RAISE EXCEPTION 'training set "%" has no version %', training_set,
+							coalesce(requested_version::text, 'at all')
+				USING ERRCODE = 'undefined_object',
+					  HINT = 'SELECT name, version FROM llm.training_sets lists them.';
+		END IF;
+	END IF;
 	IF EXISTS (SELECT FROM llm.models m WHERE m.name = llm_model_create.name) THEN
 		RAISE EXCEPTION 'model "%" already exists', name
 			USING ERRCODE = 'duplicate_object',
@@ -136,13 +188,17 @@ BEGIN
 	END IF;
 
 	INSERT INTO llm.models (name, provider, remote_model, kind, base_model,
-							input_price, output_price, cached_input_price, params, limits)
+							input_price, output_price, cached_input_price, params, limits,
+							training_price, tuned_input_price, tuned_cached_input_price,
+							tuned_output_price, training_set, training_version, prompt_name,
+							prompt_version)
 	VALUES (name, provider, remote_model, kind, base_model,
 			coalesce(input_price, 0), coalesce(output_price, 0), cached_input_price, params,
-			limits);
+			limits, training_price, tuned_input_price, tuned_cached_input_price,
+			tuned_output_price, training_set, training_version, set_prompt, set_prompt_version);
 END
 $$;
-COMMENT ON FUNCTION llm_model_create(text, text, text, text, text, numeric, numeric, numeric, jsonb, jsonb) IS
+COMMENT ON FUNCTION llm_model_create(text, text, text, text, text, numeric, numeric, numeric, jsonb, jsonb, numeric, numeric, numeric, numeric, text, integer) IS
 	'register a base or fine-tuned model under a name SQL can use';
 
 CREATE FUNCTION llm_model_set_limits(name text, limits jsonb)
@@ -191,11 +247,11 @@ END
 $$;
 COMMENT ON FUNCTION llm_model_drop(text) IS 'remove a registered model';
 
-REVOKE ALL ON FUNCTION llm_model_create(text, text, text, text, text, numeric, numeric, numeric, jsonb, jsonb) FROM PUBLIC;
+REVOKE ALL ON FUNCTION llm_model_create(text, text, text, text, text, numeric, numeric, numeric, jsonb, jsonb, numeric, numeric, numeric, numeric, text, integer) FROM PUBLIC;
 REVOKE ALL ON FUNCTION llm_model_drop(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION llm_model_set_limits(text, jsonb) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION llm_model_set_limits(text, jsonb) TO llm_admin;
-GRANT EXECUTE ON FUNCTION llm_model_create(text, text, text, text, text, numeric, numeric, numeric, jsonb, jsonb) TO llm_admin;
+GRANT EXECUTE ON FUNCTION llm_model_create(text, text, text, text, text, numeric, numeric, numeric, jsonb, jsonb, numeric, numeric, numeric, numeric, text, integer) TO llm_admin;
 GRANT EXECUTE ON FUNCTION llm_model_drop(text) TO llm_admin;
 
 -- Backends keep copies of models and providers; a change to either table

@@ -1,0 +1,628 @@
+-- Training sets: immutable, versioned snapshots of chat examples rendered
+-- from a user's query (through a stored prompt version, or as plain user
+-- messages), the exact JSONL lines a fine-tuning job uploads.
+
+CREATE TABLE llm.training_sets (
+	name				text NOT NULL CHECK (name ~ '^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$'),
+	version				integer NOT NULL CHECK (version > 0),
+	query				text NOT NULL,
+	prompt_name			text,
+	prompt_version		integer,	-- the version the examples were rendered with
+	prompt_label		text,		-- the label that chose it, if any
+	holdout				numeric NOT NULL DEFAULT 0 CHECK (holdout >= 0 AND holdout < 1),
+	examples			integer NOT NULL,	-- lines of the training file
+	held_out			integer NOT NULL,	-- examples kept out of it
+	duplicates			integer NOT NULL DEFAULT 0,
+	estimated_tokens	bigint NOT NULL,	-- of the training file (see docs/fine-tuning.md)
+	bytes				bigint NOT NULL,	-- of the training file, newlines included
+	sha256				text NOT NULL,		-- hex SHA-256 of the training file's exact bytes
+	created_by			name NOT NULL,
+	login_role			name NOT NULL,
+	created_at			timestamptz NOT NULL DEFAULT now(),
+	note				text,
+	PRIMARY KEY (name, version),
+	CHECK ((prompt_name IS NULL) = (prompt_version IS NULL))
+);
+COMMENT ON TABLE llm.training_sets IS 'immutable snapshots of fine-tuning examples: one row per version';
+
+-- One row per example, in the query's order.  The training file is the
+-- lines of the rows not held out, in ord order, each followed by "\n".
+CREATE TABLE llm.training_examples (
+	set_name			text NOT NULL,
+	set_version			integer NOT NULL,
+	ord					integer NOT NULL,	-- 1-based, the query's order
+	example_key			text NOT NULL,		-- the row's id, or a hash of its line
+	held_out			boolean NOT NULL,
+	line				text NOT NULL,		-- {"messages": [...]}, no newline
+	tokens				integer NOT NULL,	-- estimated
+	PRIMARY KEY (set_name, set_version, ord),
+	FOREIGN KEY (set_name, set_version) REFERENCES llm.training_sets (name, version) ON DELETE CASCADE
+);
+COMMENT ON TABLE llm.training_examples IS 'the examples of each training set version, as JSONL lines; held-out rows are kept out of the training file';
+
+-- A lineage on llm.models names a training set version that exists.
+ALTER TABLE llm.models ADD CONSTRAINT models_training_set_fkey
+	FOREIGN KEY (training_set, training_version) REFERENCES llm.training_sets (name, version);
+
+COMMENT ON COLUMN llm.training_sets.query IS 'the query the examples were read from, run with its creator''s rights';
+COMMENT ON COLUMN llm.training_sets.examples IS 'lines of the training file (held-out examples excluded)';
+COMMENT ON COLUMN llm.training_sets.estimated_tokens IS 'estimated tokens of the training file: per line, ceil(bytes / 4)';
+COMMENT ON COLUMN llm.training_sets.sha256 IS 'hex SHA-256 of the training file: the lines not held out, in ord order, each followed by a newline';
+COMMENT ON COLUMN llm.training_examples.example_key IS 'the row''s id, or the hex SHA-256 of its line; held-out examples are chosen by its hash';
+
+-- Versions are immutable, like prompt versions: a job, a model's lineage
+-- and an evaluation must be able to trust that a version is what it was.
+-- (Deleting a whole version is left to its table's owner, for data that
+-- must go: the foreign keys of jobs and models still protect the ones used.)
+CREATE FUNCTION llm._training_sets_are_immutable()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	RAISE EXCEPTION 'training set versions cannot be changed'
+		USING ERRCODE = 'object_not_in_prerequisite_state',
+			  DETAIL = 'A version, once created, is kept exactly as it was so that every job and model can be traced to its examples.',
+			  HINT = 'Create a new version with llm_training_set_create.';
+END
+$$;
+CREATE TRIGGER training_sets_immutable BEFORE UPDATE ON llm.training_sets
+	FOR EACH ROW EXECUTE FUNCTION llm._training_sets_are_immutable();
+CREATE TRIGGER training_examples_immutable BEFORE UPDATE ON llm.training_examples
+	FOR EACH ROW EXECUTE FUNCTION llm._training_sets_are_immutable();
+
+SELECT pg_catalog.pg_extension_config_dump('llm.training_sets', '');
+SELECT pg_catalog.pg_extension_config_dump('llm.training_examples', '');
+
+-- Training data is often sensitive (customer tickets, answers written by
+-- staff): each role sees its own sets, by the ledger's rule (made as your
+-- current role, from your login or while logged in as that role), and
+-- llm_admin sees all.  Unlike prompts, sets are not readable by every user.
+ALTER TABLE llm.training_sets ENABLE ROW LEVEL SECURITY;
+CREATE POLICY training_sets_own_rows ON llm.training_sets FOR SELECT
+	USING ((created_by = current_user
+			AND (login_role = (SELECT llm._login()) OR current_user = (SELECT llm._login())))
+		   OR pg_catalog.pg_has_role(current_user, 'llm_admin', 'MEMBER'));
+ALTER TABLE llm.training_examples ENABLE ROW LEVEL SECURITY;
+CREATE POLICY training_examples_own_rows ON llm.training_examples FOR SELECT
+	USING (EXISTS (SELECT FROM llm.training_sets s
+					WHERE s.name = set_name AND s.version = set_version));
+GRANT SELECT ON llm.training_sets, llm.training_examples TO llm_user;
+
+-- Rows of the training set being created, between llm_training_set_create's
+-- batches and its final step, within one transaction.  Nobody but the
+-- internal steps reads or writes it; rows of an aborted transaction are
+-- never seen again, and the final step deletes its own.
+CREATE UNLOGGED TABLE llm.training_staging (
+	xact				xid8 NOT NULL DEFAULT pg_current_xact_id(),
+	caller				name NOT NULL,
+	ord					integer NOT NULL,
+	example_key			text NOT NULL,
+	line				text NOT NULL,
+	PRIMARY KEY (xact, caller, ord)
+);
+COMMENT ON TABLE llm.training_staging IS 'internal: examples of a training set under creation, until its transaction records them';
+
+-- The limits every example and set is held to (see docs/fine-tuning.md).
+CREATE FUNCTION llm._training_limit(what text)
+RETURNS bigint
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT CASE what
+		WHEN 'min_examples' THEN 10				-- OpenAI's minimum of training examples
+		WHEN 'max_example_tokens' THEN 65536	-- estimated tokens of one example
+		WHEN 'default_epochs' THEN 3			-- epochs of an estimate that names none
+		WHEN 'batch_rows' THEN 1000				-- rows handed to the internal step at once
+	END
+$$;
+REVOKE ALL ON FUNCTION llm._training_limit(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION llm._training_limit(text) TO llm_user;
+
+-- The estimated tokens of a line: bytes / 4, rounded up, as the rate
+-- limiter estimates a request.
+CREATE FUNCTION llm._training_tokens(line text)
+RETURNS integer
+LANGUAGE sql IMMUTABLE STRICT
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT ((octet_length(line) + 3) / 4)::integer
+$$;
+REVOKE ALL ON FUNCTION llm._training_tokens(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION llm._training_tokens(text) TO llm_user;
+
+-- Whether an example with this key is held out at this share: the first 60
+-- bits of SHA-256 of the key, as a fraction of 1, below the share.  The
+-- same key is held out in every set and version with the same share.
+CREATE FUNCTION llm._training_held_out(example_key text, holdout numeric)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE STRICT
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT holdout > 0
+	   AND ('x' || left(encode(sha256(convert_to('llmext holdout/' || example_key, 'UTF8')), 'hex'), 15))::bit(60)::bigint
+		   / 1152921504606846976.0 < holdout
+$$;
+REVOKE ALL ON FUNCTION llm._training_held_out(text, numeric) FROM PUBLIC;
+
+-- Checks one line: {"messages": [...]} whose messages are objects with a
+-- role and a string content, the last one the assistant's, non-empty, with
+-- an optional weight of 0 or 1.  Returns NULL when it is well formed, else
+-- what is wrong.
+CREATE FUNCTION llm._training_line_problem(line text)
+RETURNS text
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	j jsonb;
+	last jsonb;
+BEGIN
+	BEGIN
+		j := line::jsonb;
+	EXCEPTION WHEN invalid_text_representation THEN
+		RETURN 'it is not JSON';
+	END;
+	IF jsonb_typeof(j) <> 'object' OR jsonb_typeof(j -> 'messages') IS DISTINCT FROM 'array'
+	   OR jsonb_array_length(j -> 'messages') < 1 THEN
+		RETURN 'it has no "messages" array';
+	END IF;
+	IF EXISTS (SELECT FROM jsonb_array_elements(j -> 'messages') m
+				WHERE jsonb_typeof(m) <> 'object'
+				   OR m ->> 'role' IS NULL OR m ->> 'role' NOT IN ('system', 'developer', 'user', 'assistant')
+				   OR jsonb_typeof(m -> 'content') IS DISTINCT FROM 'string') THEN
+		RETURN 'a message has no role or no text content';
+	END IF;
+	last := j -> 'messages' -> -1;
+	IF last ->> 'role' <> 'assistant' OR btrim(last ->> 'content') = '' THEN
+		RETURN 'it does not end with a non-empty assistant message';
+	END IF;
+	IF last ? 'weight' AND last -> 'weight' NOT IN ('0', '1') THEN
+		RETURN 'the weight is not 0 or 1';
+	END IF;
+	RETURN NULL;
+END
+$$;
+REVOKE ALL ON FUNCTION llm._training_line_problem(text) FROM PUBLIC;
+
+-- Whether role who, logged in as login, may read training set version
+-- (name, version): the rule of the row level security policy.
+CREATE FUNCTION llm._training_set_readable(who name, login name, name text, version integer)
+RETURNS boolean
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT EXISTS (SELECT FROM llm.training_sets s
+					WHERE s.name = _training_set_readable.name AND s.version = _training_set_readable.version
+					  AND ((s.created_by = who AND (s.login_role = login OR who = login))
+						   OR pg_has_role(who, 'llm_admin', 'MEMBER')))
+$$;
+REVOKE ALL ON FUNCTION llm._training_set_readable(name, name, text, integer) FROM PUBLIC;
+
+-- The internal steps of llm_training_set_create, gates (llm_gate) so that
+-- the roles they record come from llmext, never from their arguments.
+-- They are executable by llm_user (llm_training_set_create runs as its
+-- caller and calls them) and harmless: they record only well-formed
+-- examples, for the caller, under a set name the caller owns, and compute
+-- every derived value themselves.
+CREATE FUNCTION llm.llm_training_stage(ords integer[], keys text[], lines text[])
+RETURNS void
+AS 'MODULE_PATHNAME', 'llm_gate'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION llm.llm_training_stage(integer[], text[], text[]) IS
+	'internal: a batch of examples of the training set llm_training_set_create is making';
+
+CREATE FUNCTION llm._training_stage(caller name, login name, ords integer[], keys text[], lines text[])
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	bad record;
+BEGIN
+	IF cardinality(ords) IS DISTINCT FROM cardinality(keys) OR cardinality(ords) IS DISTINCT FROM cardinality(lines) THEN
+		RAISE EXCEPTION 'give one key and one line per example'
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	SELECT x.ord, x.example_key, llm._training_line_problem(x.line) AS problem INTO bad
+	  FROM unnest(ords, keys, lines) AS x(ord, example_key, line)
+	 WHERE x.ord IS NULL OR x.ord < 1 OR x.example_key IS NULL OR x.example_key = '' OR x.line IS NULL
+		OR llm._training_line_problem(x.line) IS NOT NULL
+	 LIMIT 1;
+	IF FOUND THEN
+		RAISE EXCEPTION 'example % is not a chat example', coalesce(bad.ord::text, 'NULL')
+			USING ERRCODE = 'invalid_parameter_value',
+				  DETAIL = coalesce(initcap(left(bad.problem, 1)) || substr(bad.problem, 2) || '.',
+									'It has no position, key or line.');
+	END IF;
+	-- a batch that starts a set starts afresh (after a retry in a subtransaction)
+	IF 1 = ANY (ords) THEN
+		DELETE FROM llm.training_staging t WHERE t.xact = pg_current_xact_id() AND t.caller = _training_stage.caller;
+	END IF;
+	INSERT INTO llm.training_staging (caller, ord, example_key, line)
+	SELECT caller, x.ord, x.example_key, x.line
+	  FROM unnest(ords, keys, lines) AS x(ord, example_key, line);
+END
+$$;
+REVOKE ALL ON FUNCTION llm._training_stage(name, name, integer[], text[], text[]) FROM PUBLIC;
+
+CREATE FUNCTION llm.llm_training_record(name text, query text, prompt_name text, prompt_version integer,
+										 prompt_label text, holdout numeric, note text)
+RETURNS integer
+AS 'MODULE_PATHNAME', 'llm_gate'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION llm.llm_training_record(text, text, text, integer, text, numeric, text) IS
+	'internal: record the examples staged in this transaction as a new version of a training set';
+
+CREATE FUNCTION llm._training_record(caller name, login name, name text, query text, prompt_name text,
+									 prompt_version integer, prompt_label text, holdout numeric, note text)
+RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	cur_xact xid8 := pg_current_xact_id();
+	owner name;
+	new_version integer;
+	total integer;
+	kept integer;
+	dups integer;
+	big record;
+	agg record;
+BEGIN
+	IF name IS NULL OR name !~ '^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$' THEN
+		RAISE EXCEPTION 'invalid training set name "%"', coalesce(name, 'NULL')
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Use up to 63 letters, digits, "_", "." or "-", starting with a letter or digit.';
+	END IF;
+	IF query IS NULL OR btrim(query) = '' THEN
+		RAISE EXCEPTION 'the query of training set "%" must not be empty', name
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	holdout := coalesce(holdout, 0);
+	IF holdout < 0 OR holdout >= 1 THEN
+		RAISE EXCEPTION 'holdout must be at least 0 and below 1, not %', holdout
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'It is the share of examples kept out of the training file, such as 0.1.';
+	END IF;
+	IF (prompt_name IS NULL) <> (prompt_version IS NULL)
+	   OR (prompt_name IS NOT NULL AND NOT EXISTS (SELECT FROM llm.prompts p
+													WHERE p.name = _training_record.prompt_name
+													  AND p.version = _training_record.prompt_version)) THEN
+		RAISE EXCEPTION 'prompt "%" has no version %', coalesce(prompt_name, 'NULL'), coalesce(prompt_version::text, 'NULL')
+			USING ERRCODE = 'undefined_object';
+	END IF;
+	IF prompt_label IS NOT NULL AND prompt_name IS NULL THEN
+		RAISE EXCEPTION 'a prompt label needs a prompt'
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+
+	-- versions are numbered per name; a name belongs to the creator of its
+	-- first version (and the members of that role), and to llm_admin
+	PERFORM pg_advisory_xact_lock(hashtext('llmext training set ' || name));
+	SELECT s.created_by INTO owner FROM llm.training_sets s
+	 WHERE s.name = _training_record.name ORDER BY s.version LIMIT 1;
+	IF FOUND AND NOT llm._counts_for(caller, owner) AND NOT pg_has_role(caller, 'llm_admin', 'MEMBER') THEN
+		RAISE EXCEPTION 'permission denied to add a version to training set "%"', name
+			USING ERRCODE = 'insufficient_privilege',
+				  DETAIL = format('Training set "%s" belongs to role "%s".', name, owner),
+				  HINT = 'Choose another name.';
+	END IF;
+
+	-- (no temporary table: one of the caller's own, with its triggers, could
+	-- stand in for it)
+	WITH r AS (
+		SELECT t.line, llm._training_held_out(t.example_key, holdout) AS held_out
+		  FROM llm.training_staging t
+		 WHERE t.xact = cur_xact AND t.caller = _training_record.caller)
+	SELECT count(*), count(*) FILTER (WHERE NOT r.held_out), count(*) - count(DISTINCT r.line)
+	  INTO total, kept, dups FROM r;
+	IF kept < llm._training_limit('min_examples') THEN
+		RAISE EXCEPTION 'training set "%" has % training examples; fine-tuning needs at least %',
+						name, kept, llm._training_limit('min_examples')
+			USING ERRCODE = 'invalid_parameter_value',
+				  DETAIL = format('The query returned %s rows, %s of them held out.', total, total - kept),
+				  HINT = 'Add examples, or hold out a smaller share.';
+	END IF;
+	SELECT t.ord, llm._training_tokens(t.line) AS tokens INTO big FROM llm.training_staging t
+	 WHERE t.xact = cur_xact AND t.caller = _training_record.caller
+	   AND llm._training_tokens(t.line) > llm._training_limit('max_example_tokens')
+	 ORDER BY t.ord LIMIT 1;
+	IF FOUND THEN
+		RAISE EXCEPTION 'row % of the query is too long for a training example', big.ord
+			USING ERRCODE = 'program_limit_exceeded',
+				  DETAIL = format('It has about %s tokens; the limit is %s.', big.tokens, llm._training_limit('max_example_tokens')),
+				  HINT = 'Shorten or leave out the row.';
+	END IF;
+	IF dups > 0 THEN
+		RAISE WARNING 'training set "%": % examples repeat an earlier one', name, dups
+			USING DETAIL = 'Identical examples weigh more in training; they are kept as given.',
+				  HINT = 'Add DISTINCT to the query to leave them out.';
+	END IF;
+
+	SELECT coalesce(sum(llm._training_tokens(t.line)), 0) AS tokens,
+		   coalesce(sum(octet_length(t.line) + 1), 0) AS bytes,
+		   encode(sha256(convert_to(coalesce(string_agg(t.line || E'\n', '' ORDER BY t.ord), ''), 'UTF8')),
+				  'hex') AS sha
+	  INTO agg FROM llm.training_staging t
+	 WHERE t.xact = cur_xact AND t.caller = _training_record.caller
+	   AND NOT llm._training_held_out(t.example_key, holdout);
+	SELECT coalesce(max(s.version), 0) + 1 INTO new_version
+	  FROM llm.training_sets s WHERE s.name = _training_record.name;
+	INSERT INTO llm.training_sets (name, version, query, prompt_name, prompt_version, prompt_label,
+								   holdout, examples, held_out, duplicates, estimated_tokens, bytes,
+								   sha256, created_by, login_role, note)
+	VALUES (name, new_version, query, prompt_name, prompt_version, prompt_label,
+			holdout, kept, total - kept, dups, agg.tokens, agg.bytes, agg.sha, caller, login, note);
+	INSERT INTO llm.training_examples (set_name, set_version, ord, example_key, held_out, line, tokens)
+	SELECT name, new_version, t.ord, t.example_key, llm._training_held_out(t.example_key, holdout), t.line,
+		   llm._training_tokens(t.line)
+	  FROM llm.training_staging t
+	 WHERE t.xact = cur_xact AND t.caller = _training_record.caller
+	 ORDER BY t.ord;
+	DELETE FROM llm.training_staging t WHERE t.xact = cur_xact AND t.caller = _training_record.caller;
+	RETURN new_version;
+END
+$$;
+REVOKE ALL ON FUNCTION llm._training_record(name, name, text, text, text, integer, text, numeric, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION llm.llm_training_stage(integer[], text[], text[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION llm.llm_training_record(text, text, text, integer, text, numeric, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION llm.llm_training_stage(integer[], text[], text[]) TO llm_user;
+GRANT EXECUTE ON FUNCTION llm.llm_training_record(text, text, text, integer, text, numeric, text) TO llm_user;
+
+-- llm_training_set_create runs as its caller (SECURITY INVOKER, and no SET
+-- search_path, so the query sees the caller's own): the query reads only
+-- what the caller may read, and the templates render as in a call of the
+-- caller's.  It checks and renders each row, then hands the lines in
+-- batches to the internal steps above, which record them for the caller.
+-- Every name it uses is schema-qualified.
+CREATE FUNCTION llm_training_set_create(name text, query text, prompt text DEFAULT NULL,
+										version integer DEFAULT NULL, label text DEFAULT NULL,
+										holdout numeric DEFAULT 0, note text DEFAULT NULL)
+RETURNS integer
+LANGUAGE plpgsql VOLATILE SECURITY INVOKER
+AS $$
+DECLARE
+	chosen_version integer;
+	chosen_label text;
+	variants jsonb;
+	rec record;
+	j jsonb;
+	n integer := 0;
+	row_name text;
+	output text;
+	messages jsonb;
+	assistant jsonb;
+	line text;
+	ords integer[] := '{}';
+	keys text[] := '{}';
+	lines text[] := '{}';
+	batch integer := llm._training_limit('batch_rows')::integer;
+	max_tokens bigint := llm._training_limit('max_example_tokens');
+	e_state text;
+	e_message text;
+	e_detail text;
+	e_hint text;
+BEGIN
+	IF name IS NULL OR name !~ '^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$' THEN
+		RAISE EXCEPTION 'invalid training set name "%"', coalesce(name, 'NULL')
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Use up to 63 letters, digits, "_", "." or "-", starting with a letter or digit.';
+	END IF;
+	IF query IS NULL OR pg_catalog.btrim(query) = '' THEN
+		RAISE EXCEPTION 'the query of training set "%" must not be empty', name
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'It returns one row per example: vars jsonb (with a prompt) or input text, and output text.';
+	END IF;
+	holdout := coalesce(holdout, 0);
+	IF holdout < 0 OR holdout >= 1 THEN
+		RAISE EXCEPTION 'holdout must be at least 0 and below 1, not %', holdout
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'It is the share of examples kept out of the training file, such as 0.1.';
+	END IF;
+	IF prompt IS NULL AND (version IS NOT NULL OR label IS NOT NULL) THEN
+		RAISE EXCEPTION 'a version or label needs a prompt'
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	IF prompt IS NOT NULL THEN
+		-- the version a call would use, except that a split is refused:
+		-- every example is rendered through one version
+		SELECT c.chosen_version, c.chosen_label INTO chosen_version, chosen_label
+		  FROM llm._prompt_choose(prompt, version, label, NULL) c;
+		IF chosen_label IS NOT NULL THEN
+			SELECT l.variants INTO variants FROM llm.prompt_labels l
+			 WHERE l.name = prompt AND l.label = chosen_label;
+			IF pg_catalog.jsonb_array_length(variants) > 1 THEN
+				RAISE EXCEPTION 'label "%" of prompt "%" splits its traffic between variants', chosen_label, prompt
+					USING ERRCODE = 'invalid_parameter_value',
+						  HINT = 'Name the version to render the examples with.';
+			END IF;
+		END IF;
+	END IF;
+
+	FOR rec IN EXECUTE query LOOP
+		n := n + 1;
+		j := pg_catalog.to_jsonb(rec);
+		row_name := 'row ' || n || coalesce(' (id ' || pg_catalog.quote_literal(j ->> 'id') || ')', '');
+		IF n = 1 THEN
+			IF NOT j ? 'output' THEN
+				RAISE EXCEPTION 'the query of training set "%" returns no column "output"', name
+					USING ERRCODE = 'invalid_parameter_value',
+						  HINT = 'Return the ideal answer of each example as output.';
+			END IF;
+			IF prompt IS NOT NULL AND NOT j ? 'vars' THEN
+				RAISE EXCEPTION 'the query of training set "%" returns no column "vars"', name
+					USING ERRCODE = 'invalid_parameter_value',
+						  HINT = 'With a prompt, return each example''s template variables as vars jsonb.';
+			END IF;
+			IF prompt IS NULL AND NOT j ? 'input' THEN
+				RAISE EXCEPTION 'the query of training set "%" returns no column "input"', name
+					USING ERRCODE = 'invalid_parameter_value',
+						  HINT = 'Without a prompt, return each example''s user message as input text'
+								 || CASE WHEN j ? 'vars' THEN ', or pass the prompt that renders vars.' ELSE '.' END;
+			END IF;
+		END IF;
+		output := j ->> 'output';
+		IF output IS NULL OR pg_catalog.btrim(output) = '' THEN
+			RAISE EXCEPTION '% of the query has % output', row_name,
+							CASE WHEN output IS NULL THEN 'a NULL' ELSE 'an empty' END
+				USING ERRCODE = 'invalid_parameter_value',
+					  HINT = 'Every example needs the answer the model should learn; leave such rows out of the query.';
+		END IF;
+		IF prompt IS NOT NULL THEN
+			IF pg_catalog.jsonb_typeof(j -> 'vars') IS DISTINCT FROM 'object' THEN
+				RAISE EXCEPTION '% of the query has vars that are not a JSON object', row_name
+					USING ERRCODE = 'invalid_parameter_value',
+						  HINT = 'For example jsonb_build_object(''ticket'', body) AS vars.';
+			END IF;
+			BEGIN
+				messages := @extschema@.llm_render(prompt, j -> 'vars', chosen_version) -> 'messages';
+			EXCEPTION WHEN OTHERS THEN
+				GET STACKED DIAGNOSTICS e_state = RETURNED_SQLSTATE, e_message = MESSAGE_TEXT,
+					e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
+				RAISE EXCEPTION '% of the query: %', row_name, e_message
+					USING ERRCODE = e_state, DETAIL = e_detail, HINT = e_hint;
+			END;
+		ELSE
+			IF j ->> 'input' IS NULL OR pg_catalog.btrim(j ->> 'input') = '' THEN
+				RAISE EXCEPTION '% of the query has % input', row_name,
+								CASE WHEN j ->> 'input' IS NULL THEN 'a NULL' ELSE 'an empty' END
+					USING ERRCODE = 'invalid_parameter_value',
+						  HINT = 'Every example needs the user message it answers.';
+			END IF;
+			messages := pg_catalog.jsonb_build_array(
+				pg_catalog.jsonb_build_object('role', 'user', 'content', j ->> 'input'));
+		END IF;
+		assistant := pg_catalog.jsonb_build_object('role', 'assistant', 'content', output);
+		IF j ? 'weight' AND j -> 'weight' <> 'null' THEN
+			IF j -> 'weight' NOT IN ('0', '1') THEN
+				RAISE EXCEPTION '% of the query has weight %, not 0 or 1', row_name, j -> 'weight'
+					USING ERRCODE = 'invalid_parameter_value',
+						  HINT = 'A weight of 0 keeps the answer in the example without training on it.';
+			END IF;
+			assistant := assistant || pg_catalog.jsonb_build_object('weight', (j ->> 'weight')::numeric::integer);
+		END IF;
+		line := pg_catalog.jsonb_build_object('messages', messages || assistant)::text;
+		IF llm._training_tokens(line) > max_tokens THEN
+			RAISE EXCEPTION '% of the query is too long for a training example', row_name
+				USING ERRCODE = 'program_limit_exceeded',
+					  DETAIL = pg_catalog.format('It has about %s tokens; the limit is %s.', llm._training_tokens(line), max_tokens),
+					  HINT = 'Shorten or leave out the row.';
+		END IF;
+		ords := ords || n;
+		keys := keys || coalesce(j ->> 'id',
+											pg_catalog.encode(pg_catalog.sha256(pg_catalog.convert_to(line, 'UTF8')), 'hex'));
+		lines := lines || line;
+		IF pg_catalog.cardinality(ords) >= batch THEN
+			PERFORM llm.llm_training_stage(ords, keys, lines);
+			ords := '{}';
+			keys := '{}';
+			lines := '{}';
+		END IF;
+	END LOOP;
+	IF pg_catalog.cardinality(ords) > 0 THEN
+		PERFORM llm.llm_training_stage(ords, keys, lines);
+	END IF;
+	RETURN llm.llm_training_record(name, query, prompt, chosen_version, chosen_label, holdout, note);
+END
+$$;
+COMMENT ON FUNCTION llm_training_set_create(text, text, text, integer, text, numeric, text) IS
+	'snapshot the examples a query returns (rendered through a stored prompt, or as user messages) as a new version of a training set';
+REVOKE ALL ON FUNCTION llm_training_set_create(text, text, text, integer, text, numeric, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION llm_training_set_create(text, text, text, integer, text, numeric, text) TO llm_user;
+
+-- The latest version of a training set the caller can see, or the version
+-- asked for; raises when there is none.
+CREATE FUNCTION llm._training_version(name text, version integer)
+RETURNS integer
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	found_version integer;
+BEGIN
+	SELECT max(s.version) INTO found_version FROM llm.training_sets s
+	 WHERE s.name = _training_version.name
+	   AND (_training_version.version IS NULL OR s.version = _training_version.version);
+	IF found_version IS NULL THEN
+		IF version IS NULL THEN
+			RAISE EXCEPTION 'training set "%" does not exist', coalesce(name, 'NULL')
+				USING ERRCODE = 'undefined_object',
+					  HINT = 'Create it with llm_training_set_create; SELECT name, version FROM llm.training_sets lists yours.';
+		END IF;
+		RAISE EXCEPTION 'training set "%" has no version %', name, version
+			USING ERRCODE = 'undefined_object',
+				  HINT = format('List them with SELECT version FROM llm.training_sets WHERE name = %L.', name);
+	END IF;
+	RETURN found_version;
+END
+$$;
+REVOKE ALL ON FUNCTION llm._training_version(text, integer) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION llm._training_version(text, integer) TO llm_user;
+
+-- The training file, line by line (row level security applies: the
+-- caller's own sets, or all for llm_admin).
+CREATE FUNCTION llm_training_jsonl(name text, version integer DEFAULT NULL)
+RETURNS SETOF text
+LANGUAGE plpgsql STABLE SECURITY INVOKER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	version := llm._training_version(name, version);
+	RETURN QUERY
+	SELECT e.line FROM llm.training_examples e
+	 WHERE e.set_name = llm_training_jsonl.name AND e.set_version = llm_training_jsonl.version
+	   AND NOT e.held_out
+	 ORDER BY e.ord;
+END
+$$;
+COMMENT ON FUNCTION llm_training_jsonl(text, integer) IS
+	'the lines of a training set''s training file (held-out examples excluded), in order: COPY them out for offline training';
+REVOKE ALL ON FUNCTION llm_training_jsonl(text, integer) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION llm_training_jsonl(text, integer) TO llm_user;
+
+-- Trained tokens and cost of training base_model on a set: the file's
+-- estimated tokens times the epochs, at the base model's training price.
+CREATE FUNCTION llm._training_cost(tokens bigint, epochs integer, training_price numeric,
+								   OUT trained_tokens bigint, OUT cost_usd numeric)
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT tokens * epochs, trim_scale(round(tokens * epochs * training_price / 1000000, 10))
+$$;
+REVOKE ALL ON FUNCTION llm._training_cost(bigint, integer, numeric) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION llm._training_cost(bigint, integer, numeric) TO llm_user;
+
+CREATE FUNCTION llm_training_estimate(name text, version integer, base_model text, epochs integer DEFAULT NULL)
+RETURNS jsonb
+LANGUAGE plpgsql STABLE SECURITY INVOKER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	s record;
+	m record;
+	c record;
+BEGIN
+	version := llm._training_version(name, version);
+	SELECT * INTO s FROM llm.training_sets t WHERE t.name = llm_training_estimate.name AND t.version = llm_training_estimate.version;
+	SELECT * INTO m FROM llm.models x WHERE x.name = llm_training_estimate.base_model;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'model "%" does not exist', coalesce(llm_training_estimate.base_model, 'NULL')
+			USING ERRCODE = 'undefined_object',
+				  HINT = 'List the models with SELECT name FROM llm.models.';
+	END IF;
+	epochs := coalesce(llm_training_estimate.epochs, llm._training_limit('default_epochs')::integer);
+	IF epochs < 1 THEN
+		RAISE EXCEPTION 'epochs must be at least 1'
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	c := llm._training_cost(s.estimated_tokens, epochs, m.training_price);
+	RETURN jsonb_build_object('training_set', s.name, 'training_version', s.version, 'base_model', m.name,
+							  'examples', s.examples, 'epochs', epochs, 'estimated_tokens', c.trained_tokens,
+							  'training_price', m.training_price, 'estimated_cost_usd', c.cost_usd);
+END
+$$;
+COMMENT ON FUNCTION llm_training_estimate(text, integer, text, integer) IS
+	'estimated trained tokens and cost of fine-tuning a model on a training set (cost NULL when the model has no training price)';
+REVOKE ALL ON FUNCTION llm_training_estimate(text, integer, text, integer) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION llm_training_estimate(text, integer, text, integer) TO llm_user;
