@@ -93,21 +93,25 @@ import argparse
 import asyncio
 import http.client
 import json
+import math
 import os
 import queue
+import random
 import re
 import signal
 import socket
 import sys
 import threading
 import time
+from fractions import Fraction
 from http import HTTPStatus
+from urllib.parse import parse_qsl, unquote
 
 JSON_TYPE = "application/json"
 MAX_HEAD = 64 * 1024
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 MODEL_NAMES = ["echo", "usage-details", "stats", "slow-1000", "fail-429",
-               "flaky-2-demo", "nullcontent"]
+               "flaky-2-demo", "nullcontent", "learner"]
 SLOW, HUGE = re.compile(r"slow-(\d+)"), re.compile(r"huge-(\d+)")
 LEAK = re.compile(r"leak-(\d+)")
 FAIL, FLAKY = re.compile(r"fail-(\d{3})(?:-(\d+))?"), re.compile(r"flaky-(\d+)-(.+)", re.S)
@@ -276,8 +280,8 @@ def completion(n, model, content, prompt, completion_tokens, finish="stop",
                       "completion_tokens_details": {"reasoning_tokens": reasoning}}}
 
 
-def normal_answer(n, model, req):
-    content = echo_content(req)
+def normal_answer(n, model, req, learned=None):
+    content = echo_content(req) if learned is None else learned
     if model == "badjson" and json_mode(req):
         content = "{not json"
     finish, tokens, limit = "stop", words(content), token_limit(req)
@@ -328,13 +332,566 @@ def bearer_token(headers):
     return value or "none"
 
 
+# ---------------------------------------------------------------- learning rule
+WORD = re.compile(r"\w+")
+FLIP_MARGIN = Fraction(1, 10)
+
+
+def word_set(text):
+    return frozenset(WORD.findall(text.lower()))
+
+
+class Example:
+    """One (input, ideal answer) pair a model answers from."""
+    __slots__ = ("input", "words", "answer")
+
+    def __init__(self, text, answer):
+        self.input, self.answer = text.strip(), answer
+        self.words = word_set(self.input)
+
+
+def overlap(a, b):
+    """Jaccard similarity as (shared words, words in either)."""
+    union = len(a | b)
+    return (len(a & b), union) if union else (0, 1)
+
+
+def nearest(examples, text):
+    """(answer, runner-up answer or None) by the rule in the header; None if no overlap."""
+    query = text.strip()
+    for ex in examples:
+        if ex.input == query:
+            return ex.answer, None
+    words_ = word_set(query)
+    best = second = None  # (similarity as a float, (shared, union), example)
+    for ex in examples:
+        shared, union = overlap(words_, ex.words)
+        entry = (shared / union, (shared, union), ex)
+        if best is None or entry[0] > best[0]:
+            best, second = entry, best
+        elif second is None or entry[0] > second[0]:
+            second = entry
+    if best is None or best[0] == 0:
+        return None
+    if second is None or second[0] == 0 or \
+            Fraction(*best[1]) - Fraction(*second[1]) > FLIP_MARGIN:
+        return best[2].answer, None
+    return best[2].answer, second[2].answer
+
+
+def few_shot_pairs(messages):
+    """(user, assistant) pairs before the last user message, as Examples."""
+    last = max((i for i, m in enumerate(messages) if m["role"] == "user"), default=0)
+    return [Example(text_of(messages[i].get("content")), text_of(messages[i + 1].get("content")))
+            for i in range(last - 1) if messages[i]["role"] == "user"
+            and messages[i + 1]["role"] == "assistant"]
+
+
+def example_of_line(obj):
+    """The Example of one training line (chat, DPO or legacy prompt/completion)."""
+    if "messages" in obj:
+        msgs = obj["messages"]
+        return Example(last_user_text(msgs[:-1]), text_of(msgs[-1].get("content")))
+    if "input" in obj:
+        return Example(last_user_text(obj["input"]["messages"]),
+                       text_of(obj["preferred_completion"][0].get("content")))
+    return Example(obj["prompt"], obj["completion"])
+
+
+def line_error(obj):
+    """Why a training line is invalid, or None."""
+    if not isinstance(obj, dict):
+        return "not a JSON object"
+    if "messages" in obj:
+        msgs = obj["messages"]
+        if not isinstance(msgs, list) or not msgs:
+            return "'messages' must be a non-empty array"
+        if not all(isinstance(m, dict) and isinstance(m.get("role"), str) for m in msgs):
+            return "every message must be an object with a string 'role'"
+        if msgs[-1]["role"] != "assistant":
+            return "the last message must have role 'assistant'"
+        return None
+    if "input" in obj:
+        inp, pref = obj.get("input"), obj.get("preferred_completion")
+        if not isinstance(inp, dict) or not isinstance(inp.get("messages"), list) \
+                or not all(isinstance(m, dict) and isinstance(m.get("role"), str)
+                           for m in inp["messages"]):
+            return "'input.messages' must be an array of messages"
+        for key in ("preferred_completion", "non_preferred_completion"):
+            value = obj.get(key)
+            if not isinstance(value, list) or not value or not isinstance(value[0], dict) \
+                    or value[0].get("role") != "assistant":
+                return f"'{key}' must be an array starting with an assistant message"
+        return None if pref else "missing 'preferred_completion'"
+    if isinstance(obj.get("prompt"), str) and isinstance(obj.get("completion"), str):
+        return None
+    return "no 'messages' (nor DPO 'input', nor 'prompt'/'completion')"
+
+
+def jsonl_lines(data):
+    """(line number, bytes) of the non-blank lines of a file's bytes."""
+    start, end, number = 0, len(data), 0
+    while start < end:
+        nl = data.find(b"\n", start)
+        stop = end if nl < 0 else nl
+        number += 1
+        line = data[start:stop]
+        if line.strip():
+            yield number, line
+        start = stop + 1
+
+
+def scan_training_file(data):
+    """(examples, estimated tokens) of a fine-tune file, or raise ValueError(reason)."""
+    examples = tokens = 0
+    for number, line in jsonl_lines(data):
+        try:
+            obj = json.loads(line)
+        except (ValueError, RecursionError):
+            raise ValueError(f"line {number} is not valid JSON") from None
+        reason = line_error(obj)
+        if reason:
+            raise ValueError(f"line {number}: {reason}")
+        examples += 1
+        tokens += -(-len(line.rstrip(b"\r")) // 4)
+    if not examples:
+        raise ValueError("the file has no examples")
+    return examples, tokens
+
+
+def training_examples(data):
+    return [example_of_line(json.loads(line)) for _, line in jsonl_lines(data)]
+
+
+# ---------------------------------------------------------------- files and fine-tuning
+PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")
+STEPS = ("validating_files", "queued", "running", "succeeded")
+FINAL = ("succeeded", "failed", "cancelled")
+DISPOSITION = re.compile(r';\s*([\w*-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;]*)')
+FILE_PATH = re.compile(r"/v1/files/([^/]+)(/content)?")
+JOB_PATH = re.compile(r"/v1/fine_tuning/jobs/([^/]+)(?:/(cancel|events|checkpoints))?")
+CREATE_FAIL = re.compile(r"create-(\d{3})")
+FILE_FAIL, FILE_FLAKY = re.compile(r"fail-(\d{3})"), re.compile(r"flaky-(\d+)")
+
+
+def multipart(content_type, body):
+    """{field name: (filename or None, bytes)} of a multipart/form-data body."""
+    kind, _, params = content_type.partition(";")
+    if kind.strip().lower() != "multipart/form-data":
+        raise ValueError("expected a multipart/form-data body")
+    boundary = dict((k.lower(), v.strip('"')) for k, v in DISPOSITION.findall(";" + params)) \
+        .get("boundary")
+    if not boundary:
+        raise ValueError("the multipart/form-data Content-Type has no boundary")
+    delim = b"--" + boundary.encode("latin-1")
+    pos = body.find(delim)
+    fields = {}
+    while pos >= 0:
+        pos += len(delim)
+        if body[pos:pos + 2] == b"--":
+            return fields
+        head_end = body.find(b"\r\n\r\n", pos)
+        if body[pos:pos + 2] != b"\r\n" or head_end < 0:
+            break
+        headers = {}
+        for line in body[pos + 2:head_end].decode("utf-8", "replace").split("\r\n"):
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value
+        end = body.find(b"\r\n" + delim, head_end + 4)
+        if end < 0:
+            break
+        params = {k.lower(): v[1:-1].replace('\\"', '"') if v.startswith('"') else v.strip()
+                  for k, v in DISPOSITION.findall(headers.get("content-disposition", ""))}
+        if "filename*" in params and "''" in params["filename*"]:
+            params["filename"] = unquote(params["filename*"].split("''", 1)[1])
+        if "name" in params:
+            fields[params["name"]] = (params.get("filename"), body[head_end + 4:end])
+        pos = end + 2
+    raise ValueError("malformed multipart/form-data body (no closing boundary)")
+
+
+def query_args(query):
+    """(plain {key: value}, metadata filter {k: v} or None, or "null")."""
+    args, meta = {}, None
+    for key, value in parse_qsl(query, keep_blank_values=True):
+        if key.startswith("metadata[") and key.endswith("]"):
+            meta = (meta if isinstance(meta, dict) else {}) | {key[9:-1]: value}
+        elif key == "metadata":
+            parsed = json.loads(value) if value not in ("", "null") else None
+            meta = parsed if isinstance(parsed, dict) else "null"
+        else:
+            args[key] = value
+    return args, meta
+
+
+def page(items, args, default_limit):
+    """OpenAI cursor paging of a newest-first list: after=<id>, limit=<n>."""
+    after = args.get("after")
+    if after:
+        ids = [item["id"] for item in items]
+        items = items[ids.index(after) + 1:] if after in ids else []
+    limit = int(args["limit"]) if args.get("limit", "").isdigit() else default_limit
+    limit = max(1, limit)
+    return items[:limit], len(items) > limit
+
+
+def n_epochs_of(req):
+    method = req.get("method")
+    for spec in ([method.get(method.get("type"))] if isinstance(method, dict) else []) \
+            + [{"hyperparameters": req.get("hyperparameters")}]:
+        hyper = spec.get("hyperparameters") if isinstance(spec, dict) else None
+        if isinstance(hyper, dict) and "n_epochs" in hyper:
+            return hyper["n_epochs"]
+    return "auto"
+
+
+class Job:
+    """One fine-tuning job; step = index into STEPS reached so far."""
+
+    def __init__(self, n, req, training, validation, now):
+        self.n, self.req, self.training, self.validation = n, req, training, validation
+        self.id, self.short = f"ftjob-fake{n:06d}", f"job{n:05d}"
+        triggers = req["model"] + " " + (req.get("suffix") or "")
+        self.never, self.fails = "never" in triggers, "fail" in triggers
+        self.invalid = "invalid" in triggers
+        self.step, self.status, self.created_at, self.finished_at = 0, STEPS[0], now, None
+        self.error = self.fine_tuned_model = self.trained_tokens = None
+        epochs = n_epochs_of(req)
+        self.n_epochs = 3 if epochs == "auto" else epochs
+        self.events, self.checkpoints, self.result_files = [], [], []
+        self.examples = self.valid_accuracy = None
+        self.steps_per_epoch = training["examples"]  # batch_size 1
+
+    def learned(self):
+        if self.examples is None:
+            self.examples = training_examples(self.training["data"])
+        return self.examples
+
+    def model_name(self):
+        return f"ft:{self.req['model']}:llmext-fake:{self.req.get('suffix') or 'ft'}:{self.short}"
+
+    def metrics(self, epoch):
+        n = self.training["examples"]
+        loss = round(2 / (1 + epoch * math.log(1 + n)), 4)
+        out = {"step": epoch * self.steps_per_epoch, "train_loss": loss,
+               "train_mean_token_accuracy": round(1 - loss / 2.5, 4),
+               "valid_loss": None, "valid_mean_token_accuracy": None,
+               "full_valid_loss": None, "full_valid_mean_token_accuracy": None}
+        if self.validation is not None:
+            if self.valid_accuracy is None:
+                held = training_examples(self.validation["data"])
+                hits = sum((nearest(self.learned(), ex.input) or (None,))[0] == ex.answer
+                           for ex in held)
+                self.valid_accuracy = round(hits / len(held), 4)
+            valid = round(loss + 1 - self.valid_accuracy, 4)
+            out.update(valid_loss=valid, valid_mean_token_accuracy=self.valid_accuracy,
+                       full_valid_loss=valid, full_valid_mean_token_accuracy=self.valid_accuracy)
+        return out
+
+    def public(self):
+        hyper = {"batch_size": 1, "learning_rate_multiplier": 1.8, "n_epochs": self.n_epochs}
+        method = self.req.get("method")
+        kind = method.get("type") if isinstance(method, dict) else "supervised"
+        return {"object": "fine_tuning.job", "id": self.id, "created_at": self.created_at,
+                "error": self.error, "fine_tuned_model": self.fine_tuned_model,
+                "finished_at": self.finished_at, "hyperparameters": hyper,
+                "model": self.req["model"], "organization_id": "org-llmext-fake",
+                "result_files": self.result_files, "status": self.status,
+                "trained_tokens": self.trained_tokens,
+                "training_file": self.req["training_file"],
+                "validation_file": self.req.get("validation_file"),
+                "seed": self.req.get("seed", self.n), "estimated_finish": None,
+                "integrations": [], "user_provided_suffix": self.req.get("suffix"),
+                "metadata": self.req.get("metadata"),
+                "method": {"type": kind, kind: {"hyperparameters": hyper}}}
+
+
+class Tuning:
+    """Files, fine-tuning jobs and the models they made (kept until the fake exits)."""
+
+    def __init__(self, step_ms=0.0):
+        self.step = step_ms / 1000
+        self.files, self.jobs, self.models = {}, {}, {}
+        self.file_seq = self.job_seq = self.event_seq = self.ckpt_seq = 0
+        self.flaky = {}
+        self.reset()
+
+    def reset(self):
+        self.files_uploaded = self.upload_requests = self.upload_bytes = 0
+        self.jobs_created = self.job_create_requests = self.cancel_requests = 0
+        self.flaky = {}
+
+    def stats(self):
+        return {"files_uploaded": self.files_uploaded, "upload_requests": self.upload_requests,
+                "upload_bytes": self.upload_bytes, "jobs_created": self.jobs_created,
+                "job_create_requests": self.job_create_requests,
+                "cancel_requests": self.cancel_requests,
+                "files": len(self.files), "jobs": len(self.jobs)}
+
+    # -- files
+    def new_file(self, filename, purpose, data, examples=None):
+        self.file_seq += 1
+        fid = f"file-fake{self.file_seq:06d}"
+        self.files[fid] = {"id": fid, "object": "file", "bytes": len(data),
+                           "created_at": int(time.time()), "expires_at": None,
+                           "filename": filename, "purpose": purpose, "status": "processed",
+                           "status_details": None, "data": data, "examples": examples}
+        return self.files[fid]
+
+    @staticmethod
+    def public_file(f):
+        return {k: v for k, v in f.items() if k not in ("data", "examples", "tokens")}
+
+    def upload(self, headers, body):
+        self.upload_requests += 1
+        self.upload_bytes += len(body)
+        try:
+            fields = multipart(headers.get("content-type", ""), body)
+        except ValueError as exc:
+            return invalid(str(exc))
+        filename, data = fields.get("file", (None, None))
+        if data is None or filename is None:
+            return invalid("Missing required parameter: 'file'.", "file",
+                           "missing_required_parameter")
+        purpose = fields.get("purpose", (None, b""))[1].decode("utf-8", "replace").strip()
+        if purpose not in PURPOSES:
+            return invalid(f"Invalid value for 'purpose': {purpose!r}.", "purpose")
+        if "reject" in filename:
+            return invalid("upload rejected", "file", "upload_rejected")
+        if (m := FILE_FAIL.search(filename)) and int(m.group(1)) in FAILS:
+            return fail_response(int(m.group(1)), "files")
+        if m := FILE_FLAKY.search(filename):
+            seen = self.flaky.get(filename, 0)
+            self.flaky[filename] = seen + 1
+            if seen < int(m.group(1)):
+                return fail_response(503, "files", retry_secs=0, retry_ms=10)
+        examples = tokens = None
+        if purpose == "fine-tune":
+            try:
+                examples, tokens = scan_training_file(data)
+            except (ValueError, UnicodeDecodeError) as exc:
+                return invalid(f"Invalid file format for fine-tuning: {exc}.", "file",
+                               "invalid_file_format")
+        f = self.new_file(filename, purpose, data, examples)
+        f["tokens"] = tokens
+        self.files_uploaded += 1
+        return json_response(200, self.public_file(f))
+
+    def file_request(self, method, path, query):
+        if path == "/v1/files":
+            if method != "GET":
+                return None
+            args, _ = query_args(query)
+            files = sorted(self.files.values(), key=lambda f: f["id"],
+                           reverse=args.get("order", "desc") != "asc")
+            files = [f for f in files if args.get("purpose") in (None, "", f["purpose"])]
+            data, more = page([self.public_file(f) for f in files], args, 10000)
+            return json_response(200, {"object": "list", "data": data,
+                                       "first_id": data[0]["id"] if data else None,
+                                       "last_id": data[-1]["id"] if data else None,
+                                       "has_more": more})
+        m = FILE_PATH.fullmatch(path)
+        if not m or (method, bool(m.group(2))) not in (("GET", False), ("GET", True),
+                                                       ("DELETE", False)):
+            return None
+        f = self.files.get(m.group(1))
+        if f is None:
+            return error_response(404, f"No such File object: {m.group(1)}",
+                                  "invalid_request_error", "id")
+        if method == "DELETE":
+            del self.files[f["id"]]
+            return json_response(200, {"id": f["id"], "object": "file", "deleted": True})
+        if m.group(2):
+            return Response(200, f["data"], "application/octet-stream")
+        return json_response(200, self.public_file(f))
+
+    # -- jobs
+    def event(self, job, message, level="info", kind="message", data=None):
+        self.event_seq += 1
+        job.events.append({"object": "fine_tuning.job.event", "id": f"ftevent-fake{self.event_seq:06d}",
+                           "created_at": int(time.time()), "level": level, "message": message,
+                           "type": kind, "data": data or {}})
+
+    def checkpoint(self, job, epoch):
+        self.ckpt_seq += 1
+        metrics = job.metrics(epoch)
+        model = f"{job.model_name()}:ckpt-step-{metrics['step']}"
+        job.checkpoints.append({"object": "fine_tuning.job.checkpoint",
+                                "id": f"ftckpt-fake{self.ckpt_seq:06d}",
+                                "created_at": int(time.time()), "fine_tuned_model_checkpoint": model,
+                                "step_number": metrics["step"], "fine_tuning_job_id": job.id,
+                                "metrics": metrics})
+        self.models[model] = job
+        total = job.n_epochs * job.steps_per_epoch
+        self.event(job, f"Step {metrics['step']}/{total}: training loss={metrics['train_loss']}",
+                   kind="metrics", data=dict(metrics, total_steps=total))
+        self.event(job, f"Checkpoint created at step {metrics['step']}")
+
+    def finish(self, job, status, error=None):
+        job.status, job.finished_at, job.error = status, int(time.time()), error
+        if error:
+            self.event(job, error["message"], level="error")
+
+    def advance(self, job):
+        """One step along validating_files -> queued -> running -> succeeded."""
+        if job.status in FINAL:
+            return
+        if job.status == "validating_files":
+            if job.invalid:
+                return self.finish(job, "failed", {
+                    "code": "invalid_training_file", "param": "training_file",
+                    "message": "The job failed validation: the training file was refused by "
+                               "the fake provider (suffix or model contains \"invalid\")."})
+            job.step, job.status = 1, "queued"
+            return self.event(job, "Files validated, moving job to queued state")
+        if job.status == "queued":
+            job.step, job.status = 2, "running"
+            self.event(job, "Fine-tuning job started")
+            return self.checkpoint(job, 1)
+        if job.never:
+            return
+        if job.fails:
+            return self.finish(job, "failed", {
+                "code": "training_failed", "param": None,
+                "message": "Fine-tuning failed at the fake provider "
+                           "(suffix or model contains \"fail\")."})
+        for epoch in range(2, job.n_epochs + 1):
+            self.checkpoint(job, epoch)
+        job.step = 3
+        job.trained_tokens = job.training["tokens"] * job.n_epochs
+        job.fine_tuned_model = job.model_name()
+        self.models[job.fine_tuned_model] = job
+        csv = "step,train_loss,train_mean_token_accuracy,valid_loss,valid_mean_token_accuracy\n" \
+            + "".join(",".join("" if c["metrics"][k] is None else str(c["metrics"][k]) for k in (
+                "step", "train_loss", "train_mean_token_accuracy", "valid_loss",
+                "valid_mean_token_accuracy")) + "\n" for c in job.checkpoints)
+        job.result_files = [self.new_file("step_metrics.csv", "fine-tune-results",
+                                          csv.encode())["id"]]
+        self.event(job, f"New fine-tuned model created: {job.fine_tuned_model}")
+        self.finish(job, "succeeded")
+        self.event(job, "The job has successfully completed")
+
+    def catch_up(self, job):
+        """With --finetune-step-ms, the steps that time has made due."""
+        if self.step > 0:
+            due = int((time.monotonic() - job.started) / self.step)
+            while job.status not in FINAL and job.ticks < due:
+                job.ticks += 1
+                self.advance(job)
+        return job
+
+    def create_job(self, body):
+        self.job_create_requests += 1
+        try:
+            req = json.loads(body)
+        except (ValueError, RecursionError):
+            return invalid(BAD_JSON)
+        if not isinstance(req, dict):
+            return invalid("The request body must be a JSON object.")
+        if not isinstance(req.get("model"), str) or not req["model"]:
+            return invalid("Missing required parameter: 'model'.", "model",
+                           "missing_required_parameter")
+        files = {}
+        for key in ("training_file", "validation_file"):
+            fid = req.get(key)
+            if fid is None and key == "validation_file":
+                continue
+            f = self.files.get(fid) if isinstance(fid, str) else None
+            if f is None or f["purpose"] != "fine-tune":
+                return invalid(f"invalid {key}: {fid}", key, "invalid_file")
+            files[key] = f
+        suffix, seed, meta = req.get("suffix"), req.get("seed"), req.get("metadata")
+        if suffix is not None and not (isinstance(suffix, str) and 1 <= len(suffix) <= 64):
+            return invalid("'suffix' must be a string of 1 to 64 characters.", "suffix")
+        if seed is not None and not (type(seed) is int and 0 <= seed <= 2147483647):
+            return invalid("'seed' must be an integer from 0 to 2147483647.", "seed")
+        if meta is not None and not (isinstance(meta, dict) and len(meta) <= 16 and all(
+                isinstance(v, str) and len(k) <= 64 and len(v) <= 512 for k, v in meta.items())):
+            return invalid("'metadata' must be an object of at most 16 string values.",
+                           "metadata")
+        epochs = n_epochs_of(req)
+        if epochs != "auto" and not (type(epochs) is int and 1 <= epochs <= 50):
+            return invalid("'n_epochs' must be \"auto\" or an integer from 1 to 50.",
+                           "hyperparameters.n_epochs")
+        triggers = req["model"] + " " + (suffix or "")
+        if (m := CREATE_FAIL.search(triggers)) and int(m.group(1)) in FAILS:
+            return fail_response(int(m.group(1)), req["model"])
+        self.job_seq += 1
+        job = Job(self.job_seq, req, files["training_file"], files.get("validation_file"),
+                  int(time.time()))
+        job.started, job.ticks = time.monotonic(), 0
+        self.jobs[job.id] = job
+        self.jobs_created += 1
+        self.event(job, f"Created fine-tuning job: {job.id}")
+        self.event(job, f"Validating training file: {req['training_file']}"
+                   + (f" and validation file: {req['validation_file']}"
+                      if req.get("validation_file") else ""))
+        if "lost" in triggers:
+            return fail_response(500, req["model"])
+        return json_response(200, job.public())
+
+    def job_request(self, method, path, query, body):
+        if path == "/v1/fine_tuning/jobs":
+            if method == "POST":
+                return self.create_job(body)
+            if method != "GET":
+                return None
+            args, meta = query_args(query)
+            jobs = [self.catch_up(j) for j in reversed(self.jobs.values())]
+            if meta == "null":
+                jobs = [j for j in jobs if not j.req.get("metadata")]
+            elif meta:
+                jobs = [j for j in jobs if isinstance(j.req.get("metadata"), dict)
+                        and all(j.req["metadata"].get(k) == v for k, v in meta.items())]
+            data, more = page([j.public() for j in jobs], args, 20)
+            return json_response(200, {"object": "list", "data": data, "has_more": more})
+        m = JOB_PATH.fullmatch(path)
+        action = m.group(2) if m else None
+        if not m or method != ("POST" if action == "cancel" else "GET"):
+            return None
+        job = self.jobs.get(m.group(1))
+        if job is None:
+            return error_response(404, f"Could not find fine-tuning job: {m.group(1)}",
+                                  "invalid_request_error", "id", "not_found")
+        self.catch_up(job)
+        if action is None:
+            if self.step <= 0:
+                self.advance(job)
+            return json_response(200, job.public())
+        if action == "cancel":
+            self.cancel_requests += 1
+            if job.status in ("succeeded", "failed"):
+                return invalid(f"Cannot cancel a job that has already {job.status}.", "id")
+            if job.status != "cancelled":
+                self.finish(job, "cancelled")
+                self.event(job, "Fine-tuning job cancelled")
+            return json_response(200, job.public())
+        args, _ = query_args(query)
+        items = list(reversed(job.events if action == "events" else job.checkpoints))
+        data, more = page(items, args, 20 if action == "events" else 10)
+        out = {"object": "list", "data": data, "has_more": more}
+        if action == "checkpoints":
+            out.update(first_id=data[0]["id"] if data else None,
+                       last_id=data[-1]["id"] if data else None)
+        return json_response(200, out)
+
+    def tuned(self, model):
+        """The job whose fine-tuned model (or checkpoint) is `model`, after catching up."""
+        for job in self.jobs.values():
+            if job.status not in FINAL:
+                self.catch_up(job)
+        return self.models.get(model)
+
+
 # ---------------------------------------------------------------- provider state
 class Provider:
     """Configuration, counters and request handling shared by all connections."""
 
-    def __init__(self, latency_ms=0.0, api_key=None):
+    def __init__(self, latency_ms=0.0, api_key=None, finetune_step_ms=0.0):
         self.latency = latency_ms / 1000
         self.api_key = api_key
+        self.tuning = Tuning(finetune_step_ms)
+        self.rng = random.Random()
         self.answers = 0
         self.in_flight = 0
         self.connections = set()
@@ -342,25 +899,42 @@ class Provider:
 
     def reset(self):
         self.requests_total = self.chat_requests = self.aborted = 0
-        self.connections_accepted = 0
+        self.connections_accepted = self.bytes_received = 0
         self.max_in_flight = self.in_flight
         self.by_model, self.flaky, self.last_request = {}, {}, None
+        if hasattr(self, "tuning"):
+            self.tuning.reset()
 
     def stats(self):
         return {"requests_total": self.requests_total, "chat_requests": self.chat_requests,
                 "by_model": self.by_model, "aborted": self.aborted,
                 "connections": self.connections_accepted,
                 "in_flight": self.in_flight, "max_in_flight": self.max_in_flight,
-                "last_request": self.last_request}
+                "last_request": self.last_request,
+                "bytes_received": self.bytes_received} | self.tuning.stats()
 
-    def handle(self, method, path, headers, body):
+    def handle(self, method, path, headers, body, query=""):
         """Return (delay in seconds, Response); delayed chat answers are in_flight."""
         if method == "POST" and path == "/v1/chat/completions":
             return self.chat(headers, body)
         self.requests_total += 1
+        self.bytes_received += len(body)
+        if method == "POST" and path == "/v1/files":
+            return 0, self.tuning.upload(headers, body)
+        if path.startswith("/v1/files"):
+            response = self.tuning.file_request(method, path, query)
+        elif path.startswith("/v1/fine_tuning/jobs"):
+            response = self.tuning.job_request(method, path, query, body)
+        else:
+            response = None
+        if response is not None:
+            return 0, response
         if method == "GET" and path == "/v1/models":
             data = [{"id": m, "object": "model", "created": 0, "owned_by": "fake"}
                     for m in MODEL_NAMES]
+            data += [{"id": m, "object": "model", "created": job.created_at,
+                      "owned_by": "llmext-fake"} for m, job in self.tuning.models.items()
+                     if m == job.fine_tuned_model]
             return 0, json_response(200, {"object": "list", "data": data})
         if method == "GET" and path == "/_stats":
             return 0, json_response(200, self.stats())
@@ -377,7 +951,7 @@ class Provider:
             response = self.stats_answer(n, req)
             delay = 0
         else:
-            self.count_chat(req, headers)
+            self.count_chat(req, headers, len(body))
             response, delay = error or self.answer(n, req, headers), self.latency
             if error is None and (m := SLOW.fullmatch(req["model"])):
                 delay += int(m.group(1)) / 1000
@@ -389,9 +963,10 @@ class Provider:
             response.headers.append(("x-request-id", f"req_fake_{n}"))
         return delay, response
 
-    def count_chat(self, req, headers):
+    def count_chat(self, req, headers, size):
         self.requests_total += 1
         self.chat_requests += 1
+        self.bytes_received += size
         if isinstance(req, dict):
             self.last_request = dict(req, authorization="present" if "authorization"
                                      in headers else "absent")
@@ -429,7 +1004,16 @@ class Provider:
         if m := LEAK.fullmatch(model):
             body = "x" * int(m.group(1)) + bearer_token(headers) + " end"
             return Response(500, body.encode(), "text/plain")
-        answer = normal_answer(n, model, req)
+        learned = None
+        if model.startswith(("ft:", "learn")):
+            examples = few_shot_pairs(req["messages"])
+            if model.startswith("ft:"):
+                job = self.tuning.tuned(model)
+                if job is None:
+                    return fail_response(404, model)
+                examples = job.learned() + examples
+            learned = self.learned_answer(model, req, examples)
+        answer = normal_answer(n, model, req, learned)
         if model in ("leak-ids", "leak-long-id"):
             token = bearer_token(headers)
             request_id = "req-" + token if model == "leak-ids" else "r" * 110 + token
@@ -448,6 +1032,21 @@ class Provider:
             answer["choices"][0].update(finish_reason="content_filter", message={
                 "role": "assistant", "content": None, "refusal": "I can't help with that."})
         return json_response(200, answer)
+
+
+    def learned_answer(self, model, req, examples):
+        """The learning rule's answer, or None to echo (see the header)."""
+        text = last_user_text(req["messages"])
+        found = nearest(examples, text)
+        if found is None:
+            return None
+        answer, runner_up = found
+        temperature, seed = req.get("temperature"), req.get("seed")
+        if runner_up is not None and type(temperature) in (int, float) and temperature > 0:
+            rng = random.Random(f"{seed}|{model}|{text}") if type(seed) is int else self.rng
+            if rng.random() < 0.5:
+                return runner_up
+        return answer
 
 
 # ---------------------------------------------------------------- HTTP/1.1
@@ -485,13 +1084,14 @@ class HttpProtocol(asyncio.Protocol):
         while not self.closing and self.pending is None:
             if self.head is None and not self.read_head():
                 return
-            method, path, headers, length, keep_alive = self.head
+            method, path, query, headers, length, keep_alive = self.head
             if len(self.buf) < length:
                 return
-            body = bytes(self.buf[:length])
+            with memoryview(self.buf) as view:  # one copy, even of a 300 MB upload
+                body = bytes(view[:length])
             del self.buf[:length]
             self.head = None
-            delay, response = self.provider.handle(method, path, headers, body)
+            delay, response = self.provider.handle(method, path, headers, body, query)
             if delay > 0:
                 loop = asyncio.get_running_loop()
                 self.pending = loop.call_later(delay, self.delayed, response, keep_alive)
@@ -510,7 +1110,7 @@ class HttpProtocol(asyncio.Protocol):
             self.reject(400, f"Malformed HTTP request: {exc}")
             return False
         del self.buf[:end + 4]
-        if self.head[2].get("expect", "").lower() == "100-continue":
+        if self.head[3].get("expect", "").lower() == "100-continue":
             self.transport.write(CONTINUE)
         return True
 
@@ -556,7 +1156,8 @@ def parse_head(raw):
     connection = headers.get("connection", "").lower()
     keep_alive = ("close" not in connection if version == "HTTP/1.1"
                   else "keep-alive" in connection)
-    return method, target.split("?", 1)[0], headers, int(length), keep_alive
+    path, _, query = target.partition("?")
+    return method, path, query, headers, int(length), keep_alive
 
 
 # ---------------------------------------------------------------- server
@@ -575,7 +1176,7 @@ async def serve(provider, host, port, on_ready):
 
 
 def run_cli(args):
-    provider = Provider(args.latency_ms, args.api_key)
+    provider = Provider(args.latency_ms, args.api_key, args.finetune_step_ms)
 
     def ready(port, stop):
         loop = asyncio.get_running_loop()
@@ -829,6 +1430,7 @@ def main(argv=None):
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--latency-ms", type=float, default=0.0)
     parser.add_argument("--api-key")
+    parser.add_argument("--finetune-step-ms", type=float, default=0.0)
     parser.add_argument("--pidfile")
     parser.add_argument("--self-test", action="store_true")
     args = parser.parse_args(argv)
