@@ -105,7 +105,7 @@ import threading
 import time
 from fractions import Fraction
 from http import HTTPStatus
-from urllib.parse import parse_qsl, unquote
+from urllib.parse import parse_qsl, quote, unquote
 
 JSON_TYPE = "application/json"
 MAX_HEAD = 64 * 1024
@@ -1336,6 +1336,309 @@ PARTS = [{"role": "system", "content": "be brief"}, {"role": "assistant", "conte
 JSON_OBJECT = {"type": "json_object"}
 
 
+def multipart_body(fields, boundary="llmextFakeBoundary7MA4YWxk"):
+    """(Content-Type, body) of a multipart/form-data upload; fields: name -> str | (filename, bytes)."""
+    parts = []
+    for name, value in fields.items():
+        if isinstance(value, tuple):
+            head = (f'Content-Disposition: form-data; name="{name}"; filename="{value[0]}"\r\n'
+                    "Content-Type: application/octet-stream")
+            data = value[1]
+        else:
+            head, data = f'Content-Disposition: form-data; name="{name}"', value.encode()
+        parts.append(b"--" + boundary.encode() + b"\r\n" + head.encode() + b"\r\n\r\n" + data
+                     + b"\r\n")
+    return (f"multipart/form-data; boundary={boundary}",
+            b"".join(parts) + b"--" + boundary.encode() + b"--\r\n")
+
+
+def jsonl(pairs, system=None):
+    """A chat training file: one line per (user, assistant) pair."""
+    lines = []
+    for user, answer in pairs:
+        msgs = ([{"role": "system", "content": system}] if system else []) + [
+            {"role": "user", "content": user}, {"role": "assistant", "content": answer}]
+        lines.append(json.dumps({"messages": msgs}))
+    return ("\n".join(lines) + "\n").encode()
+
+
+TRAIN = [("the invoice was charged twice", "billing"),
+         ("my password reset link expired", "account"),
+         ("the app crashes when I open settings", "bug"),
+         ("please refund my last payment", "billing"),
+         ("I cannot log in to my account", "account"),
+         ("the export button does nothing", "bug")]
+VALID = [("I was charged twice this month", "billing"), ("the app crashes on start", "bug"),
+         ("change the email of my account", "account")]
+# "red blue" is equally close (1/3) to both examples: an uncertain answer
+TIE = [("red green", "A"), ("blue yellow", "B")]
+
+
+class FtClient(Client):
+    """Client plus files and fine-tuning helpers."""
+
+    def upload(self, filename, data, purpose="fine-tune"):
+        ctype, body = multipart_body({"purpose": purpose, "file": (filename, data)})
+        status, _, out = self.request("POST", "/v1/files", body, {"Content-Type": ctype})
+        return status, json.loads(out)
+
+    def post_multipart(self, fields):
+        ctype, body = multipart_body(fields)
+        return self.request("POST", "/v1/files", body, {"Content-Type": ctype})
+
+    def post_json(self, path, obj):
+        status, _, out = self.request("POST", path, json.dumps(obj),
+                                      {"Content-Type": JSON_TYPE})
+        return status, json.loads(out)
+
+    def job(self, training_file, **fields):
+        return self.post_json("/v1/fine_tuning/jobs", dict(
+            fields, model=fields.get("model", "learner"), training_file=training_file))
+
+    def poll(self, job_id, times=1):
+        for _ in range(times):
+            job = self.json("GET", f"/v1/fine_tuning/jobs/{job_id}")
+        return job
+
+    def tuned_model(self, pairs, suffix="t", **fields):
+        fid = self.upload("train.jsonl", jsonl(pairs))[1]["id"]
+        return self.poll(self.job(fid, suffix=suffix, **fields)[1]["id"], 3)
+
+    def answers(self, model, text, n, messages=None, **fields):
+        msgs = (messages or []) + [{"role": "user", "content": text}]
+        return [self.content(model, messages=msgs, **fields) for _ in range(n)]
+
+
+def shots(pairs):
+    return [m for user, answer in pairs for m in ({"role": "user", "content": user},
+                                                  {"role": "assistant", "content": answer})]
+
+
+def check_files(c):
+    data = jsonl(TRAIN)
+    status, f = c.upload("train.jsonl", data)
+    listed = c.json("GET", "/v1/files")
+    by_purpose = c.json("GET", "/v1/files?purpose=batch")["data"]
+    got = c.json("GET", f"/v1/files/{f['id']}")
+    content = c.request("GET", f"/v1/files/{f['id']}/content")
+    deleted = c.json("DELETE", f"/v1/files/{f['id']}")
+    gone = error_of(c.request("GET", f"/v1/files/{f['id']}"))
+    return status == 200 and f["id"].startswith("file-") and (
+        f["object"], f["bytes"], f["filename"], f["purpose"], f["status"]) == (
+        "file", len(data), "train.jsonl", "fine-tune", "processed") \
+        and listed["object"] == "list" and listed["data"][0] == f == got \
+        and all(x["purpose"] == "batch" for x in by_purpose) \
+        and (content[0], content[1]["content-type"], content[2]) == (
+            200, "application/octet-stream", data) \
+        and deleted == {"id": f["id"], "object": "file", "deleted": True} \
+        and gone[0] == 404 and f["id"] not in [x["id"] for x in c.json("GET", "/v1/files")["data"]]
+
+
+def check_invalid_files(c):
+    bad_role = jsonl(TRAIN[:1]) + b'{"messages":[{"role":"user","content":"x"}]}\n'
+    results = [c.upload("a.jsonl", bad_role), c.upload("b.jsonl", b"{nope\n"),
+               c.upload("c.jsonl", b"\n\n"), c.upload("d.jsonl", b'{"x":1}\n')]
+    bad_multipart = c.request("POST", "/v1/files", b"--zz\r\n",
+                              {"Content-Type": "multipart/form-data; boundary=zz"})
+    no_purpose = c.post_multipart({"file": ("x.jsonl", b"x")})
+    return [s for s, _ in results] == [400] * 4 \
+        and all(e["error"]["code"] == "invalid_file_format" for _, e in results) \
+        and "line 2: the last message must have role 'assistant'" in \
+        results[0][1]["error"]["message"] \
+        and error_of(bad_multipart)[0] == 400 and error_of(no_purpose)[1]["param"] == "purpose"
+
+
+def check_upload_faults(c):
+    data = jsonl(TRAIN)
+    before = c.json("GET", "/_stats")
+    rejected = c.upload("set-reject-v1.jsonl", data)
+    limited = c.post_multipart({"purpose": "fine-tune", "file": ("x-fail-429.jsonl", data)})
+    server = c.upload("x-fail-500.jsonl", data)[0]
+    flaky = [c.upload("y-flaky-1.jsonl", data)[0] for _ in range(2)]
+    after = c.json("GET", "/_stats")
+    return rejected == (400, {"error": {"message": "upload rejected",
+                                        "type": "invalid_request_error", "param": "file",
+                                        "code": "upload_rejected"}}) \
+        and limited[0] == 429 and limited[1]["retry-after"] == "1" and server == 500 \
+        and flaky == [503, 200] \
+        and after["files_uploaded"] - before["files_uploaded"] == 1 \
+        and after["upload_requests"] - before["upload_requests"] == 5
+
+
+def check_big_upload(c):
+    data = b'{"messages":[{"role":"user","content":"' + b"w " * 200 + \
+        b'"},{"role":"assistant","content":"ok"}]}\n'
+    data *= (8 << 20) // len(data)
+    start = time.monotonic()
+    status, f = c.upload("big.jsonl", data)
+    same = c.request("GET", f"/v1/files/{f['id']}/content")[2] == data
+    c.request("DELETE", f"/v1/files/{f['id']}")
+    return status == 200 and f["bytes"] == len(data) and same and time.monotonic() - start < 5
+
+
+def check_progression(c):
+    data = jsonl(TRAIN)
+    fid = c.upload("train.jsonl", data)[1]["id"]
+    before = c.json("GET", "/_stats")["jobs_created"]
+    status, job = c.job(fid, suffix="support", method={
+        "type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 2}}})
+    seen = [job["status"]] + [c.poll(job["id"])["status"] for _ in range(4)]
+    done = c.poll(job["id"])
+    tokens = sum(-(-len(line) // 4) for line in data.split(b"\n") if line)
+    return status == 200 and job["id"].startswith("ftjob-") and job["object"] == \
+        "fine_tuning.job" and seen == ["validating_files", "queued", "running", "succeeded",
+                                       "succeeded"] \
+        and done["fine_tuned_model"] == f"ft:learner:llmext-fake:support:job{job['id'][-5:]}" \
+        and done["trained_tokens"] == tokens * 2 and done["hyperparameters"]["n_epochs"] == 2 \
+        and done["error"] is None and done["finished_at"] and len(done["result_files"]) == 1 \
+        and c.json("GET", "/_stats")["jobs_created"] == before + 1 \
+        and done["fine_tuned_model"] in [m["id"] for m in c.json("GET", "/v1/models")["data"]]
+
+
+def check_metadata_filter(c):
+    fid = c.upload("train.jsonl", jsonl(TRAIN))[1]["id"]
+    mine = c.job(fid, metadata={"llmext_job": "4242", "db": "x"})[1]
+    c.job(fid, metadata={"llmext_job": "4243"})
+    plain = c.job(fid)[1]
+    by_key = c.json("GET", "/v1/fine_tuning/jobs?metadata[llmext_job]=4242")["data"]
+    encoded = c.json("GET", "/v1/fine_tuning/jobs?metadata%5Bllmext_job%5D=4242&"
+                     "metadata%5Bdb%5D=x")["data"]
+    as_json = c.json("GET", "/v1/fine_tuning/jobs?metadata=" + quote('{"llmext_job":"4242"}'))
+    none = c.json("GET", "/v1/fine_tuning/jobs?metadata=null&limit=1")
+    paged = c.json("GET", f"/v1/fine_tuning/jobs?limit=1&after={plain['id']}")["data"]
+    return [j["id"] for j in by_key] == [j["id"] for j in encoded] == \
+        [j["id"] for j in as_json["data"]] == [mine["id"]] \
+        and by_key[0]["status"] == "validating_files" \
+        and none["data"][0]["id"] == plain["id"] and none["has_more"] \
+        and [j["metadata"]["llmext_job"] for j in paged] == ["4243"]
+
+
+def check_cancel(c):
+    fid = c.upload("train.jsonl", jsonl(TRAIN))[1]["id"]
+    job = c.job(fid)[1]
+    c.poll(job["id"], 2)
+    first = c.post_json(f"/v1/fine_tuning/jobs/{job['id']}/cancel", {})
+    again = c.post_json(f"/v1/fine_tuning/jobs/{job['id']}/cancel", {})
+    after = c.poll(job["id"], 3)
+    done = c.tuned_model(TRAIN)
+    late = c.post_json(f"/v1/fine_tuning/jobs/{done['id']}/cancel", {})
+    return (first[0], first[1]["status"], again[1]["status"], after["status"],
+            after["fine_tuned_model"], late[0]) == (200, "cancelled", "cancelled",
+                                                    "cancelled", None, 400) \
+        and error_of(c.request("GET", "/v1/fine_tuning/jobs/ftjob-nope"))[0] == 404
+
+
+def check_job_faults(c):
+    fid = c.upload("train.jsonl", jsonl(TRAIN))[1]["id"]
+    failed = c.poll(c.job(fid, suffix="will-fail")[1]["id"], 3)
+    invalid_ = c.poll(c.job(fid, suffix="invalid")[1]["id"], 1)
+    never = c.poll(c.job(fid, suffix="never-ends")[1]["id"], 10)
+    before = c.json("GET", "/_stats")["jobs_created"]
+    refused = c.job(fid, suffix="create-503")
+    lost = c.job(fid, suffix="lost", metadata={"llmext_job": "lost-1"})
+    found = c.json("GET", "/v1/fine_tuning/jobs?metadata[llmext_job]=lost-1")["data"]
+    no_file = c.job("file-nope")
+    return (failed["status"], failed["error"]["code"], failed["fine_tuned_model"]) == \
+        ("failed", "training_failed", None) \
+        and (invalid_["status"], invalid_["error"]["code"]) == ("failed", "invalid_training_file") \
+        and (never["status"], never["finished_at"]) == ("running", None) \
+        and refused[0] == 503 and lost[0] == 500 and len(found) == 1 \
+        and c.json("GET", "/_stats")["jobs_created"] == before + 1 \
+        and (no_file[0], no_file[1]["error"]["param"]) == (400, "training_file")
+
+
+def check_events_checkpoints(c):
+    vid = c.upload("valid.jsonl", jsonl(VALID))[1]["id"]
+    job = c.tuned_model(TRAIN, validation_file=vid)
+    small = c.tuned_model(TRAIN[:2])
+    base = f"/v1/fine_tuning/jobs/{job['id']}"
+    events = c.json("GET", base + "/events")["data"]
+    two = c.json("GET", base + "/events?limit=2")
+    rest = c.json("GET", base + f"/events?after={two['data'][1]['id']}")["data"]
+    ckpts = c.json("GET", base + "/checkpoints")
+    small_ckpts = c.json("GET", f"/v1/fine_tuning/jobs/{small['id']}/checkpoints")["data"]
+    losses = [k["metrics"]["train_loss"] for k in reversed(ckpts["data"])]
+    valid = ckpts["data"][0]["metrics"]
+    return events[0]["message"] == "The job has successfully completed" \
+        and events[-1]["message"].startswith("Created fine-tuning job") \
+        and two["has_more"] and events[2:] == rest \
+        and any(e["type"] == "metrics" for e in events) \
+        and len(ckpts["data"]) == 3 and losses == sorted(losses, reverse=True) \
+        and ckpts["first_id"] == ckpts["data"][0]["id"] \
+        and [k["step_number"] for k in ckpts["data"]] == [18, 12, 6] \
+        and ckpts["data"][0]["fine_tuned_model_checkpoint"] == job["fine_tuned_model"] \
+        + ":ckpt-step-18" \
+        and small_ckpts[0]["metrics"]["train_loss"] > ckpts["data"][0]["metrics"]["train_loss"] \
+        and small_ckpts[0]["metrics"]["valid_loss"] is None \
+        and valid["valid_mean_token_accuracy"] == 1.0 and valid["valid_loss"] is not None
+
+
+def check_learning(c):
+    model = c.tuned_model(TRAIN)["fine_tuned_model"]
+    trained = c.content(model, text="my password reset link expired")
+    unseen = c.content(model, text="a refund of the payment please")
+    unrelated = c.content(model, text="zzz")
+    base = c.content("learner", text="a refund of the payment please")
+    few = c.answers("learner", "a refund of the payment please", 1,
+                    messages=shots(TRAIN[2:4]))[0]
+    ckpt = c.content(model + ":ckpt-step-6", text="the export button does nothing")
+    pending = c.job(c.upload("t.jsonl", jsonl(TRAIN))[1]["id"])[1]
+    early = error_of(c.chat(f"ft:learner:llmext-fake:ft:job{pending['id'][-5:]}"))
+    usage = json.loads(c.chat(model, text="my password reset link expired")[2])["usage"]
+    return (trained, unseen, unrelated, base, few, ckpt, early[0], early[1]["code"]) == (
+        "account", "billing", "echo: zzz", "echo: a refund of the payment please", "billing",
+        "bug", 404, "model_not_found") and usage["completion_tokens"] == 1
+
+
+def check_flips(c):
+    tie = shots(TIE)
+    cold = set(c.answers("learner", "red blue", 20, messages=tie, temperature=0))
+    seeded = [set(c.answers("learner", "red blue", 5, messages=tie, temperature=0.7, seed=s))
+              for s in range(16)]
+    hot = c.answers("learner", "red blue", 100, messages=tie, temperature=1)
+    clear = set(c.answers("learner", "red green blue", 30, messages=tie, temperature=1))
+    return cold == {"A"} and all(len(s) == 1 for s in seeded) \
+        and set().union(*seeded) == {"A", "B"} and set(hot) == {"A", "B"} and clear == {"A"}
+
+
+def check_consistency(c):
+    """The same uncertain question: a few-shot base flips, a model trained on more does not."""
+    more = TIE + [("red blue purple", "B")]
+    tuned = c.tuned_model(more)["fine_tuned_model"]
+    base = c.answers("learner", "red blue", 60, messages=shots(TIE), temperature=1)
+    ft = c.answers(tuned, "red blue", 60, temperature=1)
+    agree = lambda xs: max(xs.count(x) for x in set(xs)) / len(xs)  # noqa: E731
+    return agree(base) < 0.9 and agree(ft) == 1.0
+
+
+def check_step_time():
+    t = Tuning(step_ms=30)
+    ctype, body = multipart_body({"purpose": "fine-tune", "file": ("t.jsonl", jsonl(TRAIN))})
+    fid = json.loads(t.upload({"content-type": ctype}, body).body)["id"]
+    jid = json.loads(t.create_job(json.dumps({"model": "m", "training_file": fid})).body)["id"]
+    get = lambda: json.loads(t.job_request("GET", f"/v1/fine_tuning/jobs/{jid}", "", b"").body)  # noqa: E731
+    first, second = get()["status"], get()["status"]
+    time.sleep(0.1)
+    return (first, second, get()["status"]) == ("validating_files", "validating_files",
+                                                "succeeded")
+
+
+def check_tuning_counters(c):
+    c.request("POST", "/_reset")
+    ctype, body = multipart_body({"purpose": "fine-tune", "file": ("t.jsonl", jsonl(TRAIN))})
+    c.request("POST", "/v1/files", body, {"Content-Type": ctype})
+    c.upload("reject.jsonl", b"x")
+    fid = c.json("GET", "/v1/files")["data"][0]["id"]
+    create = json.dumps({"model": "learner", "training_file": fid})
+    c.request("POST", "/v1/fine_tuning/jobs", create)
+    s = c.json("GET", "/_stats")
+    return (s["files_uploaded"], s["upload_requests"], s["jobs_created"],
+            s["job_create_requests"], s["bytes_received"]) == (
+        1, 2, 1, 1, len(body) + len(multipart_body(
+            {"purpose": "fine-tune", "file": ("reject.jsonl", b"x")})[1]) + len(create)) \
+        and s["jobs"] >= 1 and s["files"] >= 1
+
+
 def self_checks(c):
     """(name, check) pairs, run in order against a server started with --api-key sk-good."""
     usage = lambda model: json.loads(c.chat(model)[2])["usage"]  # noqa: E731
@@ -1400,6 +1703,20 @@ def self_checks(c):
         ("Expect: 100-continue", lambda: check_expect_continue(c)),
         ("pipelining, Connection: close", lambda: check_pipelining(c)),
         ("concurrent slow requests, aborted", lambda: check_abort_and_concurrency(c)),
+        ("files: upload, list, retrieve, content, delete", lambda: check_files(c)),
+        ("files: invalid training files, bad multipart", lambda: check_invalid_files(c)),
+        ("files: reject, fail-<status>, flaky-<n> uploads", lambda: check_upload_faults(c)),
+        ("files: 8 MB upload", lambda: check_big_upload(c)),
+        ("jobs: validating_files -> queued -> running -> succeeded", lambda: check_progression(c)),
+        ("jobs: metadata filter, paging", lambda: check_metadata_filter(c)),
+        ("jobs: cancel", lambda: check_cancel(c)),
+        ("jobs: fail, invalid, never, create-<status>, lost", lambda: check_job_faults(c)),
+        ("jobs: events, checkpoints, metrics", lambda: check_events_checkpoints(c)),
+        ("jobs: --finetune-step-ms", check_step_time),
+        ("learning: tuned and few-shot answers", lambda: check_learning(c)),
+        ("learning: temperature, seed, flips", lambda: check_flips(c)),
+        ("learning: more examples, more consistent", lambda: check_consistency(c)),
+        ("counters: files, jobs, bytes", lambda: check_tuning_counters(c)),
     ]
 
 
@@ -1411,7 +1728,7 @@ def self_test():
     thread.start()
     port, stop = started.get(timeout=10)
     passed = failed = 0
-    for name, check in self_checks(Client(port)):
+    for name, check in self_checks(FtClient(port)):
         try:
             ok, detail = bool(check()), ""
         except Exception as exc:  # a crashing check is a failed check
