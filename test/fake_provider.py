@@ -7,6 +7,7 @@ hand-rolled HTTP/1.1 (Content-Length bodies, keep-alive, pipelining,
 
     python3 test/fake_provider.py --port N [--host 127.0.0.1] [--latency-ms 0]
                                   [--api-key KEY] [--pidfile FILE]
+                                  [--finetune-step-ms 0]
     python3 test/fake_provider.py --self-test
 
 --port 0 picks a free port.  When ready it prints exactly
@@ -15,9 +16,11 @@ SIGTERM / SIGINT stop it with exit code 0.
 
 Endpoints
     POST /v1/chat/completions  behaviour chosen by the body's "model" (below)
-    GET  /v1/models            {"object":"list","data":[{"id":"echo",...},...]}
+    GET  /v1/models            {"object":"list","data":[{"id":"echo",...},...]},
+                               then every succeeded job's fine_tuned_model
     GET  /_stats               counters as JSON (see "Counters")
     POST /_reset               zero the counters -> {"reset":true}
+    /v1/files..., /v1/fine_tuning/jobs...   see "Files and fine-tuning"
     anything else              404
 Every error body is exactly
     {"error":{"message":"...","type":"...","param":null|"...","code":null|"..."}}
@@ -72,6 +75,7 @@ Special models
     leak-long-id     a normal answer whose x-request-id is 110 "r" then the
                      token (a client keeping 127 bytes cuts inside the token)
     nul              content "bad\u0000tail" (a NUL character, JSON-escaped)
+    learn<any>, ft:<...>  the learning rule (see "Learning rule")
 Body validation (400, type invalid_request_error): body not JSON; "model"
 missing or empty (param "model"); "messages" missing, not a list or empty
 (param "messages"); a message that is not an object with a string "role".
@@ -86,8 +90,174 @@ Counters (GET /_stats)
     in_flight       chat requests waiting for their answer; max_in_flight
     last_request    the last chat body (a JSON object) plus a field
                     "authorization": "present"|"absent" (the value never shown)
+    bytes_received  request body bytes, every request counted in requests_total
+    files_uploaded  files stored by POST /v1/files
+    upload_requests POST /v1/files requests, refused ones included
+    upload_bytes    their body bytes
+    jobs_created    fine-tuning jobs created (a "lost" create counts: the job
+                    exists), never the refused ones: a test proves that a paid
+                    job is created once
+    job_create_requests  POST /v1/fine_tuning/jobs requests, refused included
+    cancel_requests POSTs to .../cancel of an existing job
+    files, jobs     files stored and jobs existing now (gauges; never reset)
 Requests for the "stats" models are left out of every counter.  A reset keeps
-in_flight (a gauge) and sets max_in_flight to it.
+in_flight (a gauge) and sets max_in_flight to it.  A reset never deletes files,
+jobs or tuned models; they live until the fake exits (in memory only).
+
+Files and fine-tuning (OpenAI wire format; ids are unique per fake process)
+    POST   /v1/files            multipart/form-data (Content-Length body, any
+           size; boundary from Content-Type), fields "purpose" (assistants,
+           batch, fine-tune, vision, user_data or evals) and "file" (with a
+           filename).  -> 200 file object {"id":"file-fake000001","object":
+           "file","bytes","created_at","expires_at":null,"filename","purpose",
+           "status":"processed","status_details":null}.
+           A fine-tune file is checked: every non-blank line (blank lines are
+           skipped; at least one line) must be a JSON object that is either
+           chat {"messages":[...]} (non-empty, each an object with a string
+           "role", the last one "assistant"), DPO {"input":{"messages":[...]},
+           "preferred_completion":[{assistant}],"non_preferred_completion":
+           [{assistant}]} or legacy {"prompt":"...","completion":"..."}; else
+           400 code "invalid_file_format", param "file", message "Invalid file
+           format for fine-tuning: line N: <reason>.".  Bad multipart, no file
+           -> 400; purpose missing or unknown -> 400 param "purpose".
+           Faults, by the filename (checked in this order, after the fields):
+             contains "reject"       400 {"message":"upload rejected","type":
+                                     "invalid_request_error","param":"file",
+                                     "code":"upload_rejected"}
+             contains "fail-<status>" that status as for the chat model
+                                     fail-<status> (429: Retry-After: 1)
+             contains "flaky-<n>"    the first <n> uploads of this exact
+                                     filename get 503 (Retry-After: 0), later
+                                     ones are stored; /_reset forgets the count
+           A refused upload stores nothing.
+    GET    /v1/files            ?purpose=&order=asc|desc(default)&after=<id>
+           &limit=(10000) -> {"object":"list","data","first_id","last_id",
+           "has_more"}, newest first
+    GET    /v1/files/<id>       the file object; unknown -> 404 "No such File
+           object: <id>" (param "id")
+    GET    /v1/files/<id>/content   the exact bytes, application/octet-stream
+    DELETE /v1/files/<id>       {"id","object":"file","deleted":true}; a job
+           that used the file keeps what it learned
+    POST   /v1/fine_tuning/jobs {model, training_file, validation_file?,
+           suffix? (1-64 chars), seed? (0..2147483647), metadata? (<= 16
+           string values), method? {"type":"supervised"|"dpo", <type>:
+           {"hyperparameters":{...}}}, hyperparameters? {n_epochs,...}}
+           -> 200 job object, status "validating_files".  training_file and
+           validation_file must name stored fine-tune files (else 400, param
+           the field, code "invalid_file").  n_epochs: method's, else the
+           top-level hyperparameters', "auto" or absent -> 3 (1..50, else 400).
+           Job object: {"object":"fine_tuning.job","id":"ftjob-fake000001",
+           created_at, error, fine_tuned_model, finished_at, hyperparameters
+           {"batch_size":1,"learning_rate_multiplier":1.8,"n_epochs"}, model,
+           "organization_id":"org-llmext-fake", result_files, status,
+           trained_tokens, training_file, validation_file, seed (the job's
+           number when none was given), "estimated_finish":null,
+           "integrations":[], user_provided_suffix, metadata, method}.
+    GET    /v1/fine_tuning/jobs ?after=<job id>&limit=(20)&metadata[<k>]=<v>
+           (repeatable, all must match; brackets may be %5B %5D) or
+           metadata=<JSON object> or metadata=null (jobs without metadata)
+           -> {"object":"list","data","has_more"}, newest first.  Listing
+           never advances a job: it is how llmext finds, after a crash, the
+           job it created (metadata {"llmext_job": "<its id>"}).
+    GET    /v1/fine_tuning/jobs/<id>            the job (see Progression)
+    POST   /v1/fine_tuning/jobs/<id>/cancel     -> the job, status "cancelled"
+           (finished_at set); cancelling a cancelled job returns it unchanged;
+           a succeeded or failed one -> 400
+    GET    /v1/fine_tuning/jobs/<id>/events     ?after=<event id>&limit=(20)
+           -> {"object":"list","data","has_more"}, newest first; an event is
+           {"object":"fine_tuning.job.event","id":"ftevent-fake...",created_at,
+           level info|error, message, type message|metrics, data}
+    GET    /v1/fine_tuning/jobs/<id>/checkpoints  ?after=&limit=(10) ->
+           {"object":"list","data","first_id","last_id","has_more"}, newest
+           first
+    Unknown job id -> 404 "Could not find fine-tuning job: <id>" (code
+    "not_found").  Every error body is the OpenAI shape above.
+
+Progression
+    A job steps validating_files -> queued -> running -> succeeded.  By default
+    each GET /v1/fine_tuning/jobs/<id> first advances the job one step, then
+    returns it: a new job answers "queued", "running", "succeeded" to its first
+    three GETs.  With --finetune-step-ms N > 0, GETs advance nothing: a job
+    takes one step every N ms after its creation (applied on any read).
+    Entering running: event "Fine-tuning job started" and epoch 1's
+    checkpoint.  Entering succeeded: the other epochs' checkpoints,
+    trained_tokens, fine_tuned_model, finished_at, one result file
+    (purpose fine-tune-results, step_metrics.csv), events "New fine-tuned
+    model created: <model>" and "The job has successfully completed".
+    fine_tuned_model = "ft:<model>:llmext-fake:<suffix or ft>:job<nnnnn>",
+        nnnnn the last 5 digits of the job id (ftjob-fake000007 -> job00007).
+    trained_tokens = n_epochs x sum over the training file's non-blank lines
+        of ceil(bytes of the line without its newline / 4).
+    Checkpoint of epoch e (1..n_epochs), n = training examples (lines):
+        {"object":"fine_tuning.job.checkpoint","id":"ftckpt-fake...",
+         created_at, "fine_tuned_model_checkpoint": fine_tuned_model +
+         ":ckpt-step-<step>", "step_number": step, fine_tuning_job_id,
+         metrics {step = e*n (batch size 1), train_loss = round(2 / (1 + e *
+         ln(1 + n)), 4) (falls with epochs and with examples),
+         train_mean_token_accuracy = round(1 - train_loss / 2.5, 4),
+         valid_loss, valid_mean_token_accuracy, full_valid_loss,
+         full_valid_mean_token_accuracy}}; the valid_* and full_valid_* are
+        null without a validation file; with one, valid accuracy a = the
+        share of validation examples that the tuned model answers with their
+        own ideal answer (the rule below, no flips) rounded to 4 places, and
+        valid_loss = round(train_loss + 1 - a, 4); full_* = the same.
+        Each checkpoint also adds a "metrics" event (data = metrics plus
+        total_steps) and a "Checkpoint created at step <step>" event.
+    A checkpoint's model id answers from the job's examples as soon as the
+    checkpoint exists; the job's model once it succeeded.
+    Job faults, by a word in the job's model or suffix:
+        "create-<status>"  that status (as fail-<status>), no job created
+        "lost"             the job IS created (and counted) but the answer is
+                           500: the caller must find it by its metadata
+        "invalid"          validating_files -> failed, error {"code":
+                           "invalid_training_file","param":"training_file",...}
+        "never"            stays running forever (until cancelled)
+        "fail"             running -> failed, error {"code":"training_failed",
+                           "param":null,"message":...}; finished_at set,
+                           fine_tuned_model null; its checkpoint stays
+        ("never" wins over "fail"; the others combine.)
+
+Learning rule (chat models "learn<any>", e.g. "learner", and "ft:<...>")
+    An example is (input, answer).  A training line's input is its last "user"
+    message before the final assistant message (DPO: the last user message of
+    input.messages; legacy: prompt), its answer the final assistant content
+    (DPO: preferred_completion[0]; legacy: completion).  A request's few-shot
+    examples are the (user, assistant) pairs of adjacent messages before its
+    last user message (system messages and lone turns are ignored).
+        learn<any>   examples = the request's few-shot pairs only
+        ft:<model>   examples = the job's training lines, in file order, then
+                     the request's few-shot pairs.  An ft: id that names no
+                     succeeded job (nor an existing checkpoint) -> 404
+                     model_not_found, like fail-404.
+    The query is the last user message's text (stripped).
+    1. An example whose input (stripped) equals the query exactly -> its
+       answer, always (a certain answer, never flipped).
+    2. Else similarity = Jaccard of lower-cased word sets (words: \w+ runs),
+       |A & B| / |A | B|.  The nearest example is the most similar, the
+       earlier one on ties; the runner-up the most similar of the rest.  If
+       no example shares a word (best similarity 0, or no examples at all)
+       -> the normal echo answer.  Else -> the nearest example's answer.
+    3. Flip: when the request's temperature is a number > 0 (absent counts as
+       0, unlike OpenAI's default 1, so tests are deterministic unless they
+       ask), the runner-up exists with similarity > 0, and best - runner-up
+       <= 0.1 (exact fractions), the answer is the runner-up's with
+       probability 0.5.  The coin is random.Random("<seed>|<model>|<query>")
+       when the request has an integer "seed" (the same seed, model and query
+       always give the same answer), else a fresh draw per request.
+    The answer replaces the echo content whatever the response_format; then
+    max_tokens / max_completion_tokens cut it as usual; usage as for echo
+    (prompt_tokens from all messages, completion_tokens = words(answer)).
+    Why a model that has seen more examples is measurably more consistent:
+    repeats of a question at temperature > 0 disagree only when its nearest
+    and runner-up examples are within 0.1 of each other and answer
+    differently.  Training inputs are answered with certainty (rule 1), and
+    the more examples a model has, the likelier one of them is much closer
+    to a new question than the rest, so fewer questions are uncertain: a
+    few-shot base model flips on "red blue" between ("red green" -> A) and
+    ("blue yellow" -> B), a model also trained on ("red blue purple" -> B)
+    answers B every time (the self-test checks this).  Train on examples like
+    the evaluation's questions and consistency (the share of repeats that
+    agree) rises; train on unrelated ones and it does not.
 """
 import argparse
 import asyncio
@@ -708,9 +878,10 @@ class Tuning:
     # -- jobs
     def event(self, job, message, level="info", kind="message", data=None):
         self.event_seq += 1
-        job.events.append({"object": "fine_tuning.job.event", "id": f"ftevent-fake{self.event_seq:06d}",
-                           "created_at": int(time.time()), "level": level, "message": message,
-                           "type": kind, "data": data or {}})
+        job.events.append({"object": "fine_tuning.job.event",
+                           "id": f"ftevent-fake{self.event_seq:06d}",
+                           "created_at": int(time.time()), "level": level,
+                           "message": message, "type": kind, "data": data or {}})
 
     def checkpoint(self, job, epoch):
         self.ckpt_seq += 1
@@ -718,7 +889,8 @@ class Tuning:
         model = f"{job.model_name()}:ckpt-step-{metrics['step']}"
         job.checkpoints.append({"object": "fine_tuning.job.checkpoint",
                                 "id": f"ftckpt-fake{self.ckpt_seq:06d}",
-                                "created_at": int(time.time()), "fine_tuned_model_checkpoint": model,
+                                "created_at": int(time.time()),
+                                "fine_tuned_model_checkpoint": model,
                                 "step_number": metrics["step"], "fine_tuning_job_id": job.id,
                                 "metrics": metrics})
         self.models[model] = job
@@ -1337,7 +1509,9 @@ JSON_OBJECT = {"type": "json_object"}
 
 
 def multipart_body(fields, boundary="llmextFakeBoundary7MA4YWxk"):
-    """(Content-Type, body) of a multipart/form-data upload; fields: name -> str | (filename, bytes)."""
+    """(Content-Type, body) of a multipart/form-data upload.
+
+    fields: name -> str, or (filename, bytes) for a file."""
     parts = []
     for name, value in fields.items():
         if isinstance(value, tuple):
@@ -1616,7 +1790,8 @@ def check_step_time():
     ctype, body = multipart_body({"purpose": "fine-tune", "file": ("t.jsonl", jsonl(TRAIN))})
     fid = json.loads(t.upload({"content-type": ctype}, body).body)["id"]
     jid = json.loads(t.create_job(json.dumps({"model": "m", "training_file": fid})).body)["id"]
-    get = lambda: json.loads(t.job_request("GET", f"/v1/fine_tuning/jobs/{jid}", "", b"").body)  # noqa: E731
+    path = f"/v1/fine_tuning/jobs/{jid}"
+    get = lambda: json.loads(t.job_request("GET", path, "", b"").body)  # noqa: E731
     first, second = get()["status"], get()["status"]
     time.sleep(0.1)
     return (first, second, get()["status"]) == ("validating_files", "validating_files",
