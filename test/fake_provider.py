@@ -171,7 +171,8 @@ Files and fine-tuning (OpenAI wire format; ids are unique per fake process)
            {"object":"list","data","first_id","last_id","has_more"}, newest
            first
     Unknown job id -> 404 "Could not find fine-tuning job: <id>" (code
-    "not_found").  Every error body is the OpenAI shape above.
+    "not_found"); a metadata query that is not JSON -> 400.  Every error body
+    is the OpenAI shape above.
 
 Progression
     A job steps validating_files -> queued -> running -> succeeded.  By default
@@ -688,6 +689,8 @@ def query_args(query):
             meta = (meta if isinstance(meta, dict) else {}) | {key[9:-1]: value}
         elif key == "metadata":
             parsed = json.loads(value) if value not in ("", "null") else None
+            if parsed is not None and not isinstance(parsed, dict):
+                raise ValueError("metadata must be a JSON object or null")
             meta = parsed if isinstance(parsed, dict) else "null"
         else:
             args[key] = value
@@ -1091,14 +1094,19 @@ class Provider:
             return self.chat(headers, body)
         self.requests_total += 1
         self.bytes_received += len(body)
-        if method == "POST" and path == "/v1/files":
-            return 0, self.tuning.upload(headers, body)
-        if path.startswith("/v1/files"):
-            response = self.tuning.file_request(method, path, query)
-        elif path.startswith("/v1/fine_tuning/jobs"):
-            response = self.tuning.job_request(method, path, query, body)
-        else:
-            response = None
+        try:
+            if method == "POST" and path == "/v1/files":
+                response = self.tuning.upload(headers, body)
+            elif path.startswith("/v1/files"):
+                response = self.tuning.file_request(method, path, query)
+            elif path.startswith("/v1/fine_tuning/jobs"):
+                response = self.tuning.job_request(method, path, query, body)
+            else:
+                response = None
+        except ValueError as exc:  # a bad query string
+            response = invalid(f"Invalid query: {exc}")
+        except Exception as exc:  # a bug of the fake: say so, keep serving
+            response = error_response(500, f"fake_provider error: {exc!r}", "server_error")
         if response is not None:
             return 0, response
         if method == "GET" and path == "/v1/models":
@@ -1679,11 +1687,12 @@ def check_metadata_filter(c):
                      "metadata%5Bdb%5D=x")["data"]
     as_json = c.json("GET", "/v1/fine_tuning/jobs?metadata=" + quote('{"llmext_job":"4242"}'))
     none = c.json("GET", "/v1/fine_tuning/jobs?metadata=null&limit=1")
+    bad = error_of(c.request("GET", "/v1/fine_tuning/jobs?metadata=%7Bnope"))
     paged = c.json("GET", f"/v1/fine_tuning/jobs?limit=1&after={plain['id']}")["data"]
     return [j["id"] for j in by_key] == [j["id"] for j in encoded] == \
         [j["id"] for j in as_json["data"]] == [mine["id"]] \
         and by_key[0]["status"] == "validating_files" \
-        and none["data"][0]["id"] == plain["id"] and none["has_more"] \
+        and none["data"][0]["id"] == plain["id"] and none["has_more"] and bad[0] == 400 \
         and [j["metadata"]["llmext_job"] for j in paged] == ["4243"]
 
 
