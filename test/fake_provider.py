@@ -7,6 +7,7 @@ hand-rolled HTTP/1.1 (Content-Length bodies, keep-alive, pipelining,
 
     python3 test/fake_provider.py --port N [--host 127.0.0.1] [--latency-ms 0]
                                   [--api-key KEY] [--pidfile FILE]
+                                  [--finetune-step-ms 0]
     python3 test/fake_provider.py --self-test
 
 --port 0 picks a free port.  When ready it prints exactly
@@ -15,9 +16,11 @@ SIGTERM / SIGINT stop it with exit code 0.
 
 Endpoints
     POST /v1/chat/completions  behaviour chosen by the body's "model" (below)
-    GET  /v1/models            {"object":"list","data":[{"id":"echo",...},...]}
+    GET  /v1/models            {"object":"list","data":[{"id":"echo",...},...]},
+                               then every succeeded job's fine_tuned_model
     GET  /_stats               counters as JSON (see "Counters")
     POST /_reset               zero the counters -> {"reset":true}
+    /v1/files..., /v1/fine_tuning/jobs...   see "Files and fine-tuning"
     anything else              404
 Every error body is exactly
     {"error":{"message":"...","type":"...","param":null|"...","code":null|"..."}}
@@ -72,6 +75,7 @@ Special models
     leak-long-id     a normal answer whose x-request-id is 110 "r" then the
                      token (a client keeping 127 bytes cuts inside the token)
     nul              content "bad\u0000tail" (a NUL character, JSON-escaped)
+    learn<any>, ft:<...>  the learning rule (see "Learning rule")
 Body validation (400, type invalid_request_error): body not JSON; "model"
 missing or empty (param "model"); "messages" missing, not a list or empty
 (param "messages"); a message that is not an object with a string "role".
@@ -86,28 +90,199 @@ Counters (GET /_stats)
     in_flight       chat requests waiting for their answer; max_in_flight
     last_request    the last chat body (a JSON object) plus a field
                     "authorization": "present"|"absent" (the value never shown)
+    bytes_received  request body bytes, every request counted in requests_total
+    files_uploaded  files stored by POST /v1/files
+    upload_requests POST /v1/files requests, refused ones included
+    upload_bytes    their body bytes
+    jobs_created    fine-tuning jobs created (a "lost" create counts: the job
+                    exists), never the refused ones: a test proves that a paid
+                    job is created once
+    job_create_requests  POST /v1/fine_tuning/jobs requests, refused included
+    cancel_requests POSTs to .../cancel of an existing job
+    files, jobs     files stored and jobs existing now (gauges; never reset)
 Requests for the "stats" models are left out of every counter.  A reset keeps
-in_flight (a gauge) and sets max_in_flight to it.
+in_flight (a gauge) and sets max_in_flight to it.  A reset never deletes files,
+jobs or tuned models; they live until the fake exits (in memory only).
+
+Files and fine-tuning (OpenAI wire format; ids are unique per fake process)
+    POST   /v1/files            multipart/form-data (Content-Length body, any
+           size; boundary from Content-Type), fields "purpose" (assistants,
+           batch, fine-tune, vision, user_data or evals) and "file" (with a
+           filename).  -> 200 file object {"id":"file-fake000001","object":
+           "file","bytes","created_at","expires_at":null,"filename","purpose",
+           "status":"processed","status_details":null}.
+           A fine-tune file is checked: every non-blank line (blank lines are
+           skipped; at least one line) must be a JSON object that is either
+           chat {"messages":[...]} (non-empty, each an object with a string
+           "role", the last one "assistant"), DPO {"input":{"messages":[...]},
+           "preferred_completion":[{assistant}],"non_preferred_completion":
+           [{assistant}]} or legacy {"prompt":"...","completion":"..."}; else
+           400 code "invalid_file_format", param "file", message "Invalid file
+           format for fine-tuning: line N: <reason>.".  Bad multipart, no file
+           -> 400; purpose missing or unknown -> 400 param "purpose".
+           Faults, by the filename (checked in this order, after the fields):
+             contains "reject"       400 {"message":"upload rejected","type":
+                                     "invalid_request_error","param":"file",
+                                     "code":"upload_rejected"}
+             contains "fail-<status>" that status as for the chat model
+                                     fail-<status> (429: Retry-After: 1)
+             contains "flaky-<n>"    the first <n> uploads of this exact
+                                     filename get 503 (Retry-After: 0), later
+                                     ones are stored; /_reset forgets the count
+           A refused upload stores nothing.
+    GET    /v1/files            ?purpose=&order=asc|desc(default)&after=<id>
+           &limit=(10000) -> {"object":"list","data","first_id","last_id",
+           "has_more"}, newest first
+    GET    /v1/files/<id>       the file object; unknown -> 404 "No such File
+           object: <id>" (param "id")
+    GET    /v1/files/<id>/content   the exact bytes, application/octet-stream
+    DELETE /v1/files/<id>       {"id","object":"file","deleted":true}; a job
+           that used the file keeps what it learned
+    POST   /v1/fine_tuning/jobs {model, training_file, validation_file?,
+           suffix? (1-64 chars), seed? (0..2147483647), metadata? (<= 16
+           string values), method? {"type":"supervised"|"dpo", <type>:
+           {"hyperparameters":{...}}}, hyperparameters? {n_epochs,...}}
+           -> 200 job object, status "validating_files".  training_file and
+           validation_file must name stored fine-tune files (else 400, param
+           the field, code "invalid_file").  n_epochs: method's, else the
+           top-level hyperparameters', "auto" or absent -> 3 (1..50, else 400).
+           Job object: {"object":"fine_tuning.job","id":"ftjob-fake000001",
+           created_at, error, fine_tuned_model, finished_at, hyperparameters
+           {"batch_size":1,"learning_rate_multiplier":1.8,"n_epochs"}, model,
+           "organization_id":"org-llmext-fake", result_files, status,
+           trained_tokens, training_file, validation_file, seed (the job's
+           number when none was given), "estimated_finish":null,
+           "integrations":[], user_provided_suffix, metadata, method}.
+    GET    /v1/fine_tuning/jobs ?after=<job id>&limit=(20)&metadata[<k>]=<v>
+           (repeatable, all must match; brackets may be %5B %5D) or
+           metadata=<JSON object> or metadata=null (jobs without metadata)
+           -> {"object":"list","data","has_more"}, newest first.  Listing
+           never advances a job: it is how llmext finds, after a crash, the
+           job it created (metadata {"llmext_job": "<its id>"}).
+    GET    /v1/fine_tuning/jobs/<id>            the job (see Progression)
+    POST   /v1/fine_tuning/jobs/<id>/cancel     -> the job, status "cancelled"
+           (finished_at set); cancelling a cancelled job returns it unchanged;
+           a succeeded or failed one -> 400
+    GET    /v1/fine_tuning/jobs/<id>/events     ?after=<event id>&limit=(20)
+           -> {"object":"list","data","has_more"}, newest first; an event is
+           {"object":"fine_tuning.job.event","id":"ftevent-fake...",created_at,
+           level info|error, message, type message|metrics, data}
+    GET    /v1/fine_tuning/jobs/<id>/checkpoints  ?after=&limit=(10) ->
+           {"object":"list","data","first_id","last_id","has_more"}, newest
+           first
+    Unknown job id -> 404 "Could not find fine-tuning job: <id>" (code
+    "not_found"); a metadata query that is not JSON -> 400.  Every error body
+    is the OpenAI shape above.
+
+Progression
+    A job steps validating_files -> queued -> running -> succeeded.  By default
+    each GET /v1/fine_tuning/jobs/<id> first advances the job one step, then
+    returns it: a new job answers "queued", "running", "succeeded" to its first
+    three GETs.  With --finetune-step-ms N > 0, GETs advance nothing: a job
+    takes one step every N ms after its creation (applied on any read).
+    Entering running: event "Fine-tuning job started" and epoch 1's
+    checkpoint.  Entering succeeded: the other epochs' checkpoints,
+    trained_tokens, fine_tuned_model, finished_at, one result file
+    (purpose fine-tune-results, step_metrics.csv), events "New fine-tuned
+    model created: <model>" and "The job has successfully completed".
+    fine_tuned_model = "ft:<model>:llmext-fake:<suffix or ft>:job<nnnnn>",
+        nnnnn the last 5 digits of the job id (ftjob-fake000007 -> job00007).
+    trained_tokens = n_epochs x sum over the training file's non-blank lines
+        of ceil(bytes of the line without its newline / 4).
+    Checkpoint of epoch e (1..n_epochs), n = training examples (lines):
+        {"object":"fine_tuning.job.checkpoint","id":"ftckpt-fake...",
+         created_at, "fine_tuned_model_checkpoint": fine_tuned_model +
+         ":ckpt-step-<step>", "step_number": step, fine_tuning_job_id,
+         metrics {step = e*n (batch size 1), train_loss = round(2 / (1 + e *
+         ln(1 + n)), 4) (falls with epochs and with examples),
+         train_mean_token_accuracy = round(1 - train_loss / 2.5, 4),
+         valid_loss, valid_mean_token_accuracy, full_valid_loss,
+         full_valid_mean_token_accuracy}}; the valid_* and full_valid_* are
+        null without a validation file; with one, valid accuracy a = the
+        share of validation examples that the tuned model answers with their
+        own ideal answer (the rule below, no flips) rounded to 4 places, and
+        valid_loss = round(train_loss + 1 - a, 4); full_* = the same.
+        Each checkpoint also adds a "metrics" event (data = metrics plus
+        total_steps) and a "Checkpoint created at step <step>" event.
+    A checkpoint's model id answers from the job's examples as soon as the
+    checkpoint exists; the job's model once it succeeded.
+    Job faults, by a word in the job's model or suffix:
+        "create-<status>"  that status (as fail-<status>), no job created
+        "lost"             the job IS created (and counted) but the answer is
+                           500: the caller must find it by its metadata
+        "invalid"          validating_files -> failed, error {"code":
+                           "invalid_training_file","param":"training_file",...}
+        "never"            stays running forever (until cancelled)
+        "fail"             running -> failed, error {"code":"training_failed",
+                           "param":null,"message":...}; finished_at set,
+                           fine_tuned_model null; its checkpoint stays
+        ("never" wins over "fail"; the others combine.)
+
+Learning rule (chat models "learn<any>", e.g. "learner", and "ft:<...>")
+    An example is (input, answer).  A training line's input is its last "user"
+    message before the final assistant message (DPO: the last user message of
+    input.messages; legacy: prompt), its answer the final assistant content
+    (DPO: preferred_completion[0]; legacy: completion).  A request's few-shot
+    examples are the (user, assistant) pairs of adjacent messages before its
+    last user message (system messages and lone turns are ignored).
+        learn<any>   examples = the request's few-shot pairs only
+        ft:<model>   examples = the job's training lines, in file order, then
+                     the request's few-shot pairs.  An ft: id that names no
+                     succeeded job (nor an existing checkpoint) -> 404
+                     model_not_found, like fail-404.
+    The query is the last user message's text (stripped).
+    1. An example whose input (stripped) equals the query exactly -> its
+       answer, always (a certain answer, never flipped).
+    2. Else similarity = Jaccard of lower-cased word sets (words: \w+ runs),
+       |A & B| / |A | B|.  The nearest example is the most similar, the
+       earlier one on ties; the runner-up the most similar of the rest.  If
+       no example shares a word (best similarity 0, or no examples at all)
+       -> the normal echo answer.  Else -> the nearest example's answer.
+    3. Flip: when the request's temperature is a number > 0 (absent counts as
+       0, unlike OpenAI's default 1, so tests are deterministic unless they
+       ask), the runner-up exists with similarity > 0, and best - runner-up
+       <= 0.1 (exact fractions), the answer is the runner-up's with
+       probability 0.5.  The coin is random.Random("<seed>|<model>|<query>")
+       when the request has an integer "seed" (the same seed, model and query
+       always give the same answer), else a fresh draw per request.
+    The answer replaces the echo content whatever the response_format; then
+    max_tokens / max_completion_tokens cut it as usual; usage as for echo
+    (prompt_tokens from all messages, completion_tokens = words(answer)).
+    Why a model that has seen more examples is measurably more consistent:
+    repeats of a question at temperature > 0 disagree only when its nearest
+    and runner-up examples are within 0.1 of each other and answer
+    differently.  Training inputs are answered with certainty (rule 1), and
+    the more examples a model has, the likelier one of them is much closer
+    to a new question than the rest, so fewer questions are uncertain: a
+    few-shot base model flips on "red blue" between ("red green" -> A) and
+    ("blue yellow" -> B), a model also trained on ("red blue purple" -> B)
+    answers B every time (the self-test checks this).  Train on examples like
+    the evaluation's questions and consistency (the share of repeats that
+    agree) rises; train on unrelated ones and it does not.
 """
 import argparse
 import asyncio
 import http.client
 import json
+import math
 import os
 import queue
+import random
 import re
 import signal
 import socket
 import sys
 import threading
 import time
+from fractions import Fraction
 from http import HTTPStatus
+from urllib.parse import parse_qsl, quote, unquote
 
 JSON_TYPE = "application/json"
 MAX_HEAD = 64 * 1024
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 MODEL_NAMES = ["echo", "usage-details", "stats", "slow-1000", "fail-429",
-               "flaky-2-demo", "nullcontent"]
+               "flaky-2-demo", "nullcontent", "learner"]
 SLOW, HUGE = re.compile(r"slow-(\d+)"), re.compile(r"huge-(\d+)")
 LEAK = re.compile(r"leak-(\d+)")
 FAIL, FLAKY = re.compile(r"fail-(\d{3})(?:-(\d+))?"), re.compile(r"flaky-(\d+)-(.+)", re.S)
@@ -276,8 +451,8 @@ def completion(n, model, content, prompt, completion_tokens, finish="stop",
                       "completion_tokens_details": {"reasoning_tokens": reasoning}}}
 
 
-def normal_answer(n, model, req):
-    content = echo_content(req)
+def normal_answer(n, model, req, learned=None):
+    content = echo_content(req) if learned is None else learned
     if model == "badjson" and json_mode(req):
         content = "{not json"
     finish, tokens, limit = "stop", words(content), token_limit(req)
@@ -328,13 +503,570 @@ def bearer_token(headers):
     return value or "none"
 
 
+# ---------------------------------------------------------------- learning rule
+WORD = re.compile(r"\w+")
+FLIP_MARGIN = Fraction(1, 10)
+
+
+def word_set(text):
+    return frozenset(WORD.findall(text.lower()))
+
+
+class Example:
+    """One (input, ideal answer) pair a model answers from."""
+    __slots__ = ("input", "words", "answer")
+
+    def __init__(self, text, answer):
+        self.input, self.answer = text.strip(), answer
+        self.words = word_set(self.input)
+
+
+def overlap(a, b):
+    """Jaccard similarity as (shared words, words in either)."""
+    union = len(a | b)
+    return (len(a & b), union) if union else (0, 1)
+
+
+def nearest(examples, text):
+    """(answer, runner-up answer or None) by the rule in the header; None if no overlap."""
+    query = text.strip()
+    for ex in examples:
+        if ex.input == query:
+            return ex.answer, None
+    words_ = word_set(query)
+    best = second = None  # (similarity as a float, (shared, union), example)
+    for ex in examples:
+        shared, union = overlap(words_, ex.words)
+        entry = (shared / union, (shared, union), ex)
+        if best is None or entry[0] > best[0]:
+            best, second = entry, best
+        elif second is None or entry[0] > second[0]:
+            second = entry
+    if best is None or best[0] == 0:
+        return None
+    if second is None or second[0] == 0 or \
+            Fraction(*best[1]) - Fraction(*second[1]) > FLIP_MARGIN:
+        return best[2].answer, None
+    return best[2].answer, second[2].answer
+
+
+def few_shot_pairs(messages):
+    """(user, assistant) pairs before the last user message, as Examples."""
+    last = max((i for i, m in enumerate(messages) if m["role"] == "user"), default=0)
+    return [Example(text_of(messages[i].get("content")), text_of(messages[i + 1].get("content")))
+            for i in range(last - 1) if messages[i]["role"] == "user"
+            and messages[i + 1]["role"] == "assistant"]
+
+
+def example_of_line(obj):
+    """The Example of one training line (chat, DPO or legacy prompt/completion)."""
+    if "messages" in obj:
+        msgs = obj["messages"]
+        return Example(last_user_text(msgs[:-1]), text_of(msgs[-1].get("content")))
+    if "input" in obj:
+        return Example(last_user_text(obj["input"]["messages"]),
+                       text_of(obj["preferred_completion"][0].get("content")))
+    return Example(obj["prompt"], obj["completion"])
+
+
+def line_error(obj):
+    """Why a training line is invalid, or None."""
+    if not isinstance(obj, dict):
+        return "not a JSON object"
+    if "messages" in obj:
+        msgs = obj["messages"]
+        if not isinstance(msgs, list) or not msgs:
+            return "'messages' must be a non-empty array"
+        if not all(isinstance(m, dict) and isinstance(m.get("role"), str) for m in msgs):
+            return "every message must be an object with a string 'role'"
+        if msgs[-1]["role"] != "assistant":
+            return "the last message must have role 'assistant'"
+        return None
+    if "input" in obj:
+        inp, pref = obj.get("input"), obj.get("preferred_completion")
+        if not isinstance(inp, dict) or not isinstance(inp.get("messages"), list) \
+                or not all(isinstance(m, dict) and isinstance(m.get("role"), str)
+                           for m in inp["messages"]):
+            return "'input.messages' must be an array of messages"
+        for key in ("preferred_completion", "non_preferred_completion"):
+            value = obj.get(key)
+            if not isinstance(value, list) or not value or not isinstance(value[0], dict) \
+                    or value[0].get("role") != "assistant":
+                return f"'{key}' must be an array starting with an assistant message"
+        return None if pref else "missing 'preferred_completion'"
+    if isinstance(obj.get("prompt"), str) and isinstance(obj.get("completion"), str):
+        return None
+    return "no 'messages' (nor DPO 'input', nor 'prompt'/'completion')"
+
+
+def jsonl_lines(data):
+    """(line number, bytes) of the non-blank lines of a file's bytes."""
+    start, end, number = 0, len(data), 0
+    while start < end:
+        nl = data.find(b"\n", start)
+        stop = end if nl < 0 else nl
+        number += 1
+        line = data[start:stop]
+        if line.strip():
+            yield number, line
+        start = stop + 1
+
+
+def scan_training_file(data):
+    """(examples, estimated tokens) of a fine-tune file, or raise ValueError(reason)."""
+    examples = tokens = 0
+    for number, line in jsonl_lines(data):
+        try:
+            obj = json.loads(line)
+        except (ValueError, RecursionError):
+            raise ValueError(f"line {number} is not valid JSON") from None
+        reason = line_error(obj)
+        if reason:
+            raise ValueError(f"line {number}: {reason}")
+        examples += 1
+        tokens += -(-len(line.rstrip(b"\r")) // 4)
+    if not examples:
+        raise ValueError("the file has no examples")
+    return examples, tokens
+
+
+def training_examples(data):
+    return [example_of_line(json.loads(line)) for _, line in jsonl_lines(data)]
+
+
+# ---------------------------------------------------------------- files and fine-tuning
+PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")
+STEPS = ("validating_files", "queued", "running", "succeeded")
+FINAL = ("succeeded", "failed", "cancelled")
+DISPOSITION = re.compile(r';\s*([\w*-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;]*)')
+FILE_PATH = re.compile(r"/v1/files/([^/]+)(/content)?")
+JOB_PATH = re.compile(r"/v1/fine_tuning/jobs/([^/]+)(?:/(cancel|events|checkpoints))?")
+CREATE_FAIL = re.compile(r"create-(\d{3})")
+FILE_FAIL, FILE_FLAKY = re.compile(r"fail-(\d{3})"), re.compile(r"flaky-(\d+)")
+
+
+def multipart(content_type, body):
+    """{field name: (filename or None, bytes)} of a multipart/form-data body."""
+    kind, _, params = content_type.partition(";")
+    if kind.strip().lower() != "multipart/form-data":
+        raise ValueError("expected a multipart/form-data body")
+    boundary = dict((k.lower(), v.strip('"')) for k, v in DISPOSITION.findall(";" + params)) \
+        .get("boundary")
+    if not boundary:
+        raise ValueError("the multipart/form-data Content-Type has no boundary")
+    delim = b"--" + boundary.encode("latin-1")
+    pos = body.find(delim)
+    fields = {}
+    while pos >= 0:
+        pos += len(delim)
+        if body[pos:pos + 2] == b"--":
+            return fields
+        head_end = body.find(b"\r\n\r\n", pos)
+        if body[pos:pos + 2] != b"\r\n" or head_end < 0:
+            break
+        headers = {}
+        for line in body[pos + 2:head_end].decode("utf-8", "replace").split("\r\n"):
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value
+        end = body.find(b"\r\n" + delim, head_end + 4)
+        if end < 0:
+            break
+        params = {k.lower(): v[1:-1].replace('\\"', '"') if v.startswith('"') else v.strip()
+                  for k, v in DISPOSITION.findall(headers.get("content-disposition", ""))}
+        if "filename*" in params and "''" in params["filename*"]:
+            params["filename"] = unquote(params["filename*"].split("''", 1)[1])
+        if "name" in params:
+            fields[params["name"]] = (params.get("filename"), body[head_end + 4:end])
+        pos = end + 2
+    raise ValueError("malformed multipart/form-data body (no closing boundary)")
+
+
+def query_args(query):
+    """(plain {key: value}, metadata filter {k: v} or None, or "null")."""
+    args, meta = {}, None
+    for key, value in parse_qsl(query, keep_blank_values=True):
+        if key.startswith("metadata[") and key.endswith("]"):
+            meta = (meta if isinstance(meta, dict) else {}) | {key[9:-1]: value}
+        elif key == "metadata":
+            parsed = json.loads(value) if value not in ("", "null") else None
+            if parsed is not None and not isinstance(parsed, dict):
+                raise ValueError("metadata must be a JSON object or null")
+            meta = parsed if isinstance(parsed, dict) else "null"
+        else:
+            args[key] = value
+    return args, meta
+
+
+def page(items, args, default_limit):
+    """OpenAI cursor paging of a newest-first list: after=<id>, limit=<n>."""
+    after = args.get("after")
+    if after:
+        ids = [item["id"] for item in items]
+        items = items[ids.index(after) + 1:] if after in ids else []
+    limit = int(args["limit"]) if args.get("limit", "").isdigit() else default_limit
+    limit = max(1, limit)
+    return items[:limit], len(items) > limit
+
+
+def n_epochs_of(req):
+    method = req.get("method")
+    for spec in ([method.get(method.get("type"))] if isinstance(method, dict) else []) \
+            + [{"hyperparameters": req.get("hyperparameters")}]:
+        hyper = spec.get("hyperparameters") if isinstance(spec, dict) else None
+        if isinstance(hyper, dict) and "n_epochs" in hyper:
+            return hyper["n_epochs"]
+    return "auto"
+
+
+class Job:
+    """One fine-tuning job; step = index into STEPS reached so far."""
+
+    def __init__(self, n, req, training, validation, now):
+        self.n, self.req, self.training, self.validation = n, req, training, validation
+        self.id, self.short = f"ftjob-fake{n:06d}", f"job{n:05d}"
+        triggers = req["model"] + " " + (req.get("suffix") or "")
+        self.never, self.fails = "never" in triggers, "fail" in triggers
+        self.invalid = "invalid" in triggers
+        self.step, self.status, self.created_at, self.finished_at = 0, STEPS[0], now, None
+        self.error = self.fine_tuned_model = self.trained_tokens = None
+        epochs = n_epochs_of(req)
+        self.n_epochs = 3 if epochs == "auto" else epochs
+        self.events, self.checkpoints, self.result_files = [], [], []
+        self.examples = self.valid_accuracy = None
+        self.steps_per_epoch = training["examples"]  # batch_size 1
+
+    def learned(self):
+        if self.examples is None:
+            self.examples = training_examples(self.training["data"])
+        return self.examples
+
+    def model_name(self):
+        return f"ft:{self.req['model']}:llmext-fake:{self.req.get('suffix') or 'ft'}:{self.short}"
+
+    def metrics(self, epoch):
+        n = self.training["examples"]
+        loss = round(2 / (1 + epoch * math.log(1 + n)), 4)
+        out = {"step": epoch * self.steps_per_epoch, "train_loss": loss,
+               "train_mean_token_accuracy": round(1 - loss / 2.5, 4),
+               "valid_loss": None, "valid_mean_token_accuracy": None,
+               "full_valid_loss": None, "full_valid_mean_token_accuracy": None}
+        if self.validation is not None:
+            if self.valid_accuracy is None:
+                held = training_examples(self.validation["data"])
+                hits = sum((nearest(self.learned(), ex.input) or (None,))[0] == ex.answer
+                           for ex in held)
+                self.valid_accuracy = round(hits / len(held), 4)
+            valid = round(loss + 1 - self.valid_accuracy, 4)
+            out.update(valid_loss=valid, valid_mean_token_accuracy=self.valid_accuracy,
+                       full_valid_loss=valid, full_valid_mean_token_accuracy=self.valid_accuracy)
+        return out
+
+    def public(self):
+        hyper = {"batch_size": 1, "learning_rate_multiplier": 1.8, "n_epochs": self.n_epochs}
+        method = self.req.get("method")
+        kind = method.get("type") if isinstance(method, dict) else "supervised"
+        return {"object": "fine_tuning.job", "id": self.id, "created_at": self.created_at,
+                "error": self.error, "fine_tuned_model": self.fine_tuned_model,
+                "finished_at": self.finished_at, "hyperparameters": hyper,
+                "model": self.req["model"], "organization_id": "org-llmext-fake",
+                "result_files": self.result_files, "status": self.status,
+                "trained_tokens": self.trained_tokens,
+                "training_file": self.req["training_file"],
+                "validation_file": self.req.get("validation_file"),
+                "seed": self.req.get("seed", self.n), "estimated_finish": None,
+                "integrations": [], "user_provided_suffix": self.req.get("suffix"),
+                "metadata": self.req.get("metadata"),
+                "method": {"type": kind, kind: {"hyperparameters": hyper}}}
+
+
+class Tuning:
+    """Files, fine-tuning jobs and the models they made (kept until the fake exits)."""
+
+    def __init__(self, step_ms=0.0):
+        self.step = step_ms / 1000
+        self.files, self.jobs, self.models = {}, {}, {}
+        self.file_seq = self.job_seq = self.event_seq = self.ckpt_seq = 0
+        self.flaky = {}
+        self.reset()
+
+    def reset(self):
+        self.files_uploaded = self.upload_requests = self.upload_bytes = 0
+        self.jobs_created = self.job_create_requests = self.cancel_requests = 0
+        self.flaky = {}
+
+    def stats(self):
+        return {"files_uploaded": self.files_uploaded, "upload_requests": self.upload_requests,
+                "upload_bytes": self.upload_bytes, "jobs_created": self.jobs_created,
+                "job_create_requests": self.job_create_requests,
+                "cancel_requests": self.cancel_requests,
+                "files": len(self.files), "jobs": len(self.jobs)}
+
+    # -- files
+    def new_file(self, filename, purpose, data, examples=None):
+        self.file_seq += 1
+        fid = f"file-fake{self.file_seq:06d}"
+        self.files[fid] = {"id": fid, "object": "file", "bytes": len(data),
+                           "created_at": int(time.time()), "expires_at": None,
+                           "filename": filename, "purpose": purpose, "status": "processed",
+                           "status_details": None, "data": data, "examples": examples}
+        return self.files[fid]
+
+    @staticmethod
+    def public_file(f):
+        return {k: v for k, v in f.items() if k not in ("data", "examples", "tokens")}
+
+    def upload(self, headers, body):
+        self.upload_requests += 1
+        self.upload_bytes += len(body)
+        try:
+            fields = multipart(headers.get("content-type", ""), body)
+        except ValueError as exc:
+            return invalid(str(exc))
+        filename, data = fields.get("file", (None, None))
+        if data is None or filename is None:
+            return invalid("Missing required parameter: 'file'.", "file",
+                           "missing_required_parameter")
+        purpose = fields.get("purpose", (None, b""))[1].decode("utf-8", "replace").strip()
+        if purpose not in PURPOSES:
+            return invalid(f"Invalid value for 'purpose': {purpose!r}.", "purpose")
+        if "reject" in filename:
+            return invalid("upload rejected", "file", "upload_rejected")
+        if (m := FILE_FAIL.search(filename)) and int(m.group(1)) in FAILS:
+            return fail_response(int(m.group(1)), "files")
+        if m := FILE_FLAKY.search(filename):
+            seen = self.flaky.get(filename, 0)
+            self.flaky[filename] = seen + 1
+            if seen < int(m.group(1)):
+                return fail_response(503, "files", retry_secs=0, retry_ms=10)
+        examples = tokens = None
+        if purpose == "fine-tune":
+            try:
+                examples, tokens = scan_training_file(data)
+            except (ValueError, UnicodeDecodeError) as exc:
+                return invalid(f"Invalid file format for fine-tuning: {exc}.", "file",
+                               "invalid_file_format")
+        f = self.new_file(filename, purpose, data, examples)
+        f["tokens"] = tokens
+        self.files_uploaded += 1
+        return json_response(200, self.public_file(f))
+
+    def file_request(self, method, path, query):
+        if path == "/v1/files":
+            if method != "GET":
+                return None
+            args, _ = query_args(query)
+            files = sorted(self.files.values(), key=lambda f: f["id"],
+                           reverse=args.get("order", "desc") != "asc")
+            files = [f for f in files if args.get("purpose") in (None, "", f["purpose"])]
+            data, more = page([self.public_file(f) for f in files], args, 10000)
+            return json_response(200, {"object": "list", "data": data,
+                                       "first_id": data[0]["id"] if data else None,
+                                       "last_id": data[-1]["id"] if data else None,
+                                       "has_more": more})
+        m = FILE_PATH.fullmatch(path)
+        if not m or (method, bool(m.group(2))) not in (("GET", False), ("GET", True),
+                                                       ("DELETE", False)):
+            return None
+        f = self.files.get(m.group(1))
+        if f is None:
+            return error_response(404, f"No such File object: {m.group(1)}",
+                                  "invalid_request_error", "id")
+        if method == "DELETE":
+            del self.files[f["id"]]
+            return json_response(200, {"id": f["id"], "object": "file", "deleted": True})
+        if m.group(2):
+            return Response(200, f["data"], "application/octet-stream")
+        return json_response(200, self.public_file(f))
+
+    # -- jobs
+    def event(self, job, message, level="info", kind="message", data=None):
+        self.event_seq += 1
+        job.events.append({"object": "fine_tuning.job.event",
+                           "id": f"ftevent-fake{self.event_seq:06d}",
+                           "created_at": int(time.time()), "level": level,
+                           "message": message, "type": kind, "data": data or {}})
+
+    def checkpoint(self, job, epoch):
+        self.ckpt_seq += 1
+        metrics = job.metrics(epoch)
+        model = f"{job.model_name()}:ckpt-step-{metrics['step']}"
+        job.checkpoints.append({"object": "fine_tuning.job.checkpoint",
+                                "id": f"ftckpt-fake{self.ckpt_seq:06d}",
+                                "created_at": int(time.time()),
+                                "fine_tuned_model_checkpoint": model,
+                                "step_number": metrics["step"], "fine_tuning_job_id": job.id,
+                                "metrics": metrics})
+        self.models[model] = job
+        total = job.n_epochs * job.steps_per_epoch
+        self.event(job, f"Step {metrics['step']}/{total}: training loss={metrics['train_loss']}",
+                   kind="metrics", data=dict(metrics, total_steps=total))
+        self.event(job, f"Checkpoint created at step {metrics['step']}")
+
+    def finish(self, job, status, error=None):
+        job.status, job.finished_at, job.error = status, int(time.time()), error
+        if error:
+            self.event(job, error["message"], level="error")
+
+    def advance(self, job):
+        """One step along validating_files -> queued -> running -> succeeded."""
+        if job.status in FINAL:
+            return
+        if job.status == "validating_files":
+            if job.invalid:
+                return self.finish(job, "failed", {
+                    "code": "invalid_training_file", "param": "training_file",
+                    "message": "The job failed validation: the training file was refused by "
+                               "the fake provider (suffix or model contains \"invalid\")."})
+            job.step, job.status = 1, "queued"
+            return self.event(job, "Files validated, moving job to queued state")
+        if job.status == "queued":
+            job.step, job.status = 2, "running"
+            self.event(job, "Fine-tuning job started")
+            return self.checkpoint(job, 1)
+        if job.never:
+            return
+        if job.fails:
+            return self.finish(job, "failed", {
+                "code": "training_failed", "param": None,
+                "message": "Fine-tuning failed at the fake provider "
+                           "(suffix or model contains \"fail\")."})
+        for epoch in range(2, job.n_epochs + 1):
+            self.checkpoint(job, epoch)
+        job.step = 3
+        job.trained_tokens = job.training["tokens"] * job.n_epochs
+        job.fine_tuned_model = job.model_name()
+        self.models[job.fine_tuned_model] = job
+        csv = "step,train_loss,train_mean_token_accuracy,valid_loss,valid_mean_token_accuracy\n" \
+            + "".join(",".join("" if c["metrics"][k] is None else str(c["metrics"][k]) for k in (
+                "step", "train_loss", "train_mean_token_accuracy", "valid_loss",
+                "valid_mean_token_accuracy")) + "\n" for c in job.checkpoints)
+        job.result_files = [self.new_file("step_metrics.csv", "fine-tune-results",
+                                          csv.encode())["id"]]
+        self.event(job, f"New fine-tuned model created: {job.fine_tuned_model}")
+        self.finish(job, "succeeded")
+        self.event(job, "The job has successfully completed")
+
+    def catch_up(self, job):
+        """With --finetune-step-ms, the steps that time has made due."""
+        if self.step > 0:
+            due = int((time.monotonic() - job.started) / self.step)
+            while job.status not in FINAL and job.ticks < due:
+                job.ticks += 1
+                self.advance(job)
+        return job
+
+    def create_job(self, body):
+        self.job_create_requests += 1
+        try:
+            req = json.loads(body)
+        except (ValueError, RecursionError):
+            return invalid(BAD_JSON)
+        if not isinstance(req, dict):
+            return invalid("The request body must be a JSON object.")
+        if not isinstance(req.get("model"), str) or not req["model"]:
+            return invalid("Missing required parameter: 'model'.", "model",
+                           "missing_required_parameter")
+        files = {}
+        for key in ("training_file", "validation_file"):
+            fid = req.get(key)
+            if fid is None and key == "validation_file":
+                continue
+            f = self.files.get(fid) if isinstance(fid, str) else None
+            if f is None or f["purpose"] != "fine-tune":
+                return invalid(f"invalid {key}: {fid}", key, "invalid_file")
+            files[key] = f
+        suffix, seed, meta = req.get("suffix"), req.get("seed"), req.get("metadata")
+        if suffix is not None and not (isinstance(suffix, str) and 1 <= len(suffix) <= 64):
+            return invalid("'suffix' must be a string of 1 to 64 characters.", "suffix")
+        if seed is not None and not (type(seed) is int and 0 <= seed <= 2147483647):
+            return invalid("'seed' must be an integer from 0 to 2147483647.", "seed")
+        if meta is not None and not (isinstance(meta, dict) and len(meta) <= 16 and all(
+                isinstance(v, str) and len(k) <= 64 and len(v) <= 512 for k, v in meta.items())):
+            return invalid("'metadata' must be an object of at most 16 string values.",
+                           "metadata")
+        epochs = n_epochs_of(req)
+        if epochs != "auto" and not (type(epochs) is int and 1 <= epochs <= 50):
+            return invalid("'n_epochs' must be \"auto\" or an integer from 1 to 50.",
+                           "hyperparameters.n_epochs")
+        triggers = req["model"] + " " + (suffix or "")
+        if (m := CREATE_FAIL.search(triggers)) and int(m.group(1)) in FAILS:
+            return fail_response(int(m.group(1)), req["model"])
+        self.job_seq += 1
+        job = Job(self.job_seq, req, files["training_file"], files.get("validation_file"),
+                  int(time.time()))
+        job.started, job.ticks = time.monotonic(), 0
+        self.jobs[job.id] = job
+        self.jobs_created += 1
+        self.event(job, f"Created fine-tuning job: {job.id}")
+        self.event(job, f"Validating training file: {req['training_file']}"
+                   + (f" and validation file: {req['validation_file']}"
+                      if req.get("validation_file") else ""))
+        if "lost" in triggers:
+            return fail_response(500, req["model"])
+        return json_response(200, job.public())
+
+    def job_request(self, method, path, query, body):
+        if path == "/v1/fine_tuning/jobs":
+            if method == "POST":
+                return self.create_job(body)
+            if method != "GET":
+                return None
+            args, meta = query_args(query)
+            jobs = [self.catch_up(j) for j in reversed(self.jobs.values())]
+            if meta == "null":
+                jobs = [j for j in jobs if not j.req.get("metadata")]
+            elif meta:
+                jobs = [j for j in jobs if isinstance(j.req.get("metadata"), dict)
+                        and all(j.req["metadata"].get(k) == v for k, v in meta.items())]
+            data, more = page([j.public() for j in jobs], args, 20)
+            return json_response(200, {"object": "list", "data": data, "has_more": more})
+        m = JOB_PATH.fullmatch(path)
+        action = m.group(2) if m else None
+        if not m or method != ("POST" if action == "cancel" else "GET"):
+            return None
+        job = self.jobs.get(m.group(1))
+        if job is None:
+            return error_response(404, f"Could not find fine-tuning job: {m.group(1)}",
+                                  "invalid_request_error", "id", "not_found")
+        self.catch_up(job)
+        if action is None:
+            if self.step <= 0:
+                self.advance(job)
+            return json_response(200, job.public())
+        if action == "cancel":
+            self.cancel_requests += 1
+            if job.status in ("succeeded", "failed"):
+                return invalid(f"Cannot cancel a job that has already {job.status}.", "id")
+            if job.status != "cancelled":
+                self.finish(job, "cancelled")
+                self.event(job, "Fine-tuning job cancelled")
+            return json_response(200, job.public())
+        args, _ = query_args(query)
+        items = list(reversed(job.events if action == "events" else job.checkpoints))
+        data, more = page(items, args, 20 if action == "events" else 10)
+        out = {"object": "list", "data": data, "has_more": more}
+        if action == "checkpoints":
+            out.update(first_id=data[0]["id"] if data else None,
+                       last_id=data[-1]["id"] if data else None)
+        return json_response(200, out)
+
+    def tuned(self, model):
+        """The job whose fine-tuned model (or checkpoint) is `model`, after catching up."""
+        for job in self.jobs.values():
+            if job.status not in FINAL:
+                self.catch_up(job)
+        return self.models.get(model)
+
+
 # ---------------------------------------------------------------- provider state
 class Provider:
     """Configuration, counters and request handling shared by all connections."""
 
-    def __init__(self, latency_ms=0.0, api_key=None):
+    def __init__(self, latency_ms=0.0, api_key=None, finetune_step_ms=0.0):
         self.latency = latency_ms / 1000
         self.api_key = api_key
+        self.tuning = Tuning(finetune_step_ms)
+        self.rng = random.Random()
         self.answers = 0
         self.in_flight = 0
         self.connections = set()
@@ -342,25 +1074,47 @@ class Provider:
 
     def reset(self):
         self.requests_total = self.chat_requests = self.aborted = 0
-        self.connections_accepted = 0
+        self.connections_accepted = self.bytes_received = 0
         self.max_in_flight = self.in_flight
         self.by_model, self.flaky, self.last_request = {}, {}, None
+        if hasattr(self, "tuning"):
+            self.tuning.reset()
 
     def stats(self):
         return {"requests_total": self.requests_total, "chat_requests": self.chat_requests,
                 "by_model": self.by_model, "aborted": self.aborted,
                 "connections": self.connections_accepted,
                 "in_flight": self.in_flight, "max_in_flight": self.max_in_flight,
-                "last_request": self.last_request}
+                "last_request": self.last_request,
+                "bytes_received": self.bytes_received} | self.tuning.stats()
 
-    def handle(self, method, path, headers, body):
+    def handle(self, method, path, headers, body, query=""):
         """Return (delay in seconds, Response); delayed chat answers are in_flight."""
         if method == "POST" and path == "/v1/chat/completions":
             return self.chat(headers, body)
         self.requests_total += 1
+        self.bytes_received += len(body)
+        try:
+            if method == "POST" and path == "/v1/files":
+                response = self.tuning.upload(headers, body)
+            elif path.startswith("/v1/files"):
+                response = self.tuning.file_request(method, path, query)
+            elif path.startswith("/v1/fine_tuning/jobs"):
+                response = self.tuning.job_request(method, path, query, body)
+            else:
+                response = None
+        except ValueError as exc:  # a bad query string
+            response = invalid(f"Invalid query: {exc}")
+        except Exception as exc:  # a bug of the fake: say so, keep serving
+            response = error_response(500, f"fake_provider error: {exc!r}", "server_error")
+        if response is not None:
+            return 0, response
         if method == "GET" and path == "/v1/models":
             data = [{"id": m, "object": "model", "created": 0, "owned_by": "fake"}
                     for m in MODEL_NAMES]
+            data += [{"id": m, "object": "model", "created": job.created_at,
+                      "owned_by": "llmext-fake"} for m, job in self.tuning.models.items()
+                     if m == job.fine_tuned_model]
             return 0, json_response(200, {"object": "list", "data": data})
         if method == "GET" and path == "/_stats":
             return 0, json_response(200, self.stats())
@@ -377,7 +1131,7 @@ class Provider:
             response = self.stats_answer(n, req)
             delay = 0
         else:
-            self.count_chat(req, headers)
+            self.count_chat(req, headers, len(body))
             response, delay = error or self.answer(n, req, headers), self.latency
             if error is None and (m := SLOW.fullmatch(req["model"])):
                 delay += int(m.group(1)) / 1000
@@ -389,9 +1143,10 @@ class Provider:
             response.headers.append(("x-request-id", f"req_fake_{n}"))
         return delay, response
 
-    def count_chat(self, req, headers):
+    def count_chat(self, req, headers, size):
         self.requests_total += 1
         self.chat_requests += 1
+        self.bytes_received += size
         if isinstance(req, dict):
             self.last_request = dict(req, authorization="present" if "authorization"
                                      in headers else "absent")
@@ -429,7 +1184,16 @@ class Provider:
         if m := LEAK.fullmatch(model):
             body = "x" * int(m.group(1)) + bearer_token(headers) + " end"
             return Response(500, body.encode(), "text/plain")
-        answer = normal_answer(n, model, req)
+        learned = None
+        if model.startswith(("ft:", "learn")):
+            examples = few_shot_pairs(req["messages"])
+            if model.startswith("ft:"):
+                job = self.tuning.tuned(model)
+                if job is None:
+                    return fail_response(404, model)
+                examples = job.learned() + examples
+            learned = self.learned_answer(model, req, examples)
+        answer = normal_answer(n, model, req, learned)
         if model in ("leak-ids", "leak-long-id"):
             token = bearer_token(headers)
             request_id = "req-" + token if model == "leak-ids" else "r" * 110 + token
@@ -448,6 +1212,21 @@ class Provider:
             answer["choices"][0].update(finish_reason="content_filter", message={
                 "role": "assistant", "content": None, "refusal": "I can't help with that."})
         return json_response(200, answer)
+
+
+    def learned_answer(self, model, req, examples):
+        """The learning rule's answer, or None to echo (see the header)."""
+        text = last_user_text(req["messages"])
+        found = nearest(examples, text)
+        if found is None:
+            return None
+        answer, runner_up = found
+        temperature, seed = req.get("temperature"), req.get("seed")
+        if runner_up is not None and type(temperature) in (int, float) and temperature > 0:
+            rng = random.Random(f"{seed}|{model}|{text}") if type(seed) is int else self.rng
+            if rng.random() < 0.5:
+                return runner_up
+        return answer
 
 
 # ---------------------------------------------------------------- HTTP/1.1
@@ -485,13 +1264,14 @@ class HttpProtocol(asyncio.Protocol):
         while not self.closing and self.pending is None:
             if self.head is None and not self.read_head():
                 return
-            method, path, headers, length, keep_alive = self.head
+            method, path, query, headers, length, keep_alive = self.head
             if len(self.buf) < length:
                 return
-            body = bytes(self.buf[:length])
+            with memoryview(self.buf) as view:  # one copy, even of a 300 MB upload
+                body = bytes(view[:length])
             del self.buf[:length]
             self.head = None
-            delay, response = self.provider.handle(method, path, headers, body)
+            delay, response = self.provider.handle(method, path, headers, body, query)
             if delay > 0:
                 loop = asyncio.get_running_loop()
                 self.pending = loop.call_later(delay, self.delayed, response, keep_alive)
@@ -510,7 +1290,7 @@ class HttpProtocol(asyncio.Protocol):
             self.reject(400, f"Malformed HTTP request: {exc}")
             return False
         del self.buf[:end + 4]
-        if self.head[2].get("expect", "").lower() == "100-continue":
+        if self.head[3].get("expect", "").lower() == "100-continue":
             self.transport.write(CONTINUE)
         return True
 
@@ -556,7 +1336,8 @@ def parse_head(raw):
     connection = headers.get("connection", "").lower()
     keep_alive = ("close" not in connection if version == "HTTP/1.1"
                   else "keep-alive" in connection)
-    return method, target.split("?", 1)[0], headers, int(length), keep_alive
+    path, _, query = target.partition("?")
+    return method, path, query, headers, int(length), keep_alive
 
 
 # ---------------------------------------------------------------- server
@@ -575,7 +1356,7 @@ async def serve(provider, host, port, on_ready):
 
 
 def run_cli(args):
-    provider = Provider(args.latency_ms, args.api_key)
+    provider = Provider(args.latency_ms, args.api_key, args.finetune_step_ms)
 
     def ready(port, stop):
         loop = asyncio.get_running_loop()
@@ -735,6 +1516,313 @@ PARTS = [{"role": "system", "content": "be brief"}, {"role": "assistant", "conte
 JSON_OBJECT = {"type": "json_object"}
 
 
+def multipart_body(fields, boundary="llmextFakeBoundary7MA4YWxk"):
+    """(Content-Type, body) of a multipart/form-data upload.
+
+    fields: name -> str, or (filename, bytes) for a file."""
+    parts = []
+    for name, value in fields.items():
+        if isinstance(value, tuple):
+            head = (f'Content-Disposition: form-data; name="{name}"; filename="{value[0]}"\r\n'
+                    "Content-Type: application/octet-stream")
+            data = value[1]
+        else:
+            head, data = f'Content-Disposition: form-data; name="{name}"', value.encode()
+        parts.append(b"--" + boundary.encode() + b"\r\n" + head.encode() + b"\r\n\r\n" + data
+                     + b"\r\n")
+    return (f"multipart/form-data; boundary={boundary}",
+            b"".join(parts) + b"--" + boundary.encode() + b"--\r\n")
+
+
+def jsonl(pairs, system=None):
+    """A chat training file: one line per (user, assistant) pair."""
+    lines = []
+    for user, answer in pairs:
+        msgs = ([{"role": "system", "content": system}] if system else []) + [
+            {"role": "user", "content": user}, {"role": "assistant", "content": answer}]
+        lines.append(json.dumps({"messages": msgs}))
+    return ("\n".join(lines) + "\n").encode()
+
+
+TRAIN = [("the invoice was charged twice", "billing"),
+         ("my password reset link expired", "account"),
+         ("the app crashes when I open settings", "bug"),
+         ("please refund my last payment", "billing"),
+         ("I cannot log in to my account", "account"),
+         ("the export button does nothing", "bug")]
+VALID = [("I was charged twice this month", "billing"), ("the app crashes on start", "bug"),
+         ("change the email of my account", "account")]
+# "red blue" is equally close (1/3) to both examples: an uncertain answer
+TIE = [("red green", "A"), ("blue yellow", "B")]
+
+
+class FtClient(Client):
+    """Client plus files and fine-tuning helpers."""
+
+    def upload(self, filename, data, purpose="fine-tune"):
+        ctype, body = multipart_body({"purpose": purpose, "file": (filename, data)})
+        status, _, out = self.request("POST", "/v1/files", body, {"Content-Type": ctype})
+        return status, json.loads(out)
+
+    def post_multipart(self, fields):
+        ctype, body = multipart_body(fields)
+        return self.request("POST", "/v1/files", body, {"Content-Type": ctype})
+
+    def post_json(self, path, obj):
+        status, _, out = self.request("POST", path, json.dumps(obj),
+                                      {"Content-Type": JSON_TYPE})
+        return status, json.loads(out)
+
+    def job(self, training_file, **fields):
+        return self.post_json("/v1/fine_tuning/jobs", dict(
+            fields, model=fields.get("model", "learner"), training_file=training_file))
+
+    def poll(self, job_id, times=1):
+        for _ in range(times):
+            job = self.json("GET", f"/v1/fine_tuning/jobs/{job_id}")
+        return job
+
+    def tuned_model(self, pairs, suffix="t", **fields):
+        fid = self.upload("train.jsonl", jsonl(pairs))[1]["id"]
+        return self.poll(self.job(fid, suffix=suffix, **fields)[1]["id"], 3)
+
+    def answers(self, model, text, n, messages=None, **fields):
+        msgs = (messages or []) + [{"role": "user", "content": text}]
+        return [self.content(model, messages=msgs, **fields) for _ in range(n)]
+
+
+def shots(pairs):
+    return [m for user, answer in pairs for m in ({"role": "user", "content": user},
+                                                  {"role": "assistant", "content": answer})]
+
+
+def check_files(c):
+    data = jsonl(TRAIN)
+    status, f = c.upload("train.jsonl", data)
+    listed = c.json("GET", "/v1/files")
+    by_purpose = c.json("GET", "/v1/files?purpose=batch")["data"]
+    got = c.json("GET", f"/v1/files/{f['id']}")
+    content = c.request("GET", f"/v1/files/{f['id']}/content")
+    deleted = c.json("DELETE", f"/v1/files/{f['id']}")
+    gone = error_of(c.request("GET", f"/v1/files/{f['id']}"))
+    return status == 200 and f["id"].startswith("file-") and (
+        f["object"], f["bytes"], f["filename"], f["purpose"], f["status"]) == (
+        "file", len(data), "train.jsonl", "fine-tune", "processed") \
+        and listed["object"] == "list" and listed["data"][0] == f == got \
+        and all(x["purpose"] == "batch" for x in by_purpose) \
+        and (content[0], content[1]["content-type"], content[2]) == (
+            200, "application/octet-stream", data) \
+        and deleted == {"id": f["id"], "object": "file", "deleted": True} \
+        and gone[0] == 404 and f["id"] not in [x["id"] for x in c.json("GET", "/v1/files")["data"]]
+
+
+def check_invalid_files(c):
+    bad_role = jsonl(TRAIN[:1]) + b'{"messages":[{"role":"user","content":"x"}]}\n'
+    results = [c.upload("a.jsonl", bad_role), c.upload("b.jsonl", b"{nope\n"),
+               c.upload("c.jsonl", b"\n\n"), c.upload("d.jsonl", b'{"x":1}\n')]
+    bad_multipart = c.request("POST", "/v1/files", b"--zz\r\n",
+                              {"Content-Type": "multipart/form-data; boundary=zz"})
+    no_purpose = c.post_multipart({"file": ("x.jsonl", b"x")})
+    return [s for s, _ in results] == [400] * 4 \
+        and all(e["error"]["code"] == "invalid_file_format" for _, e in results) \
+        and "line 2: the last message must have role 'assistant'" in \
+        results[0][1]["error"]["message"] \
+        and error_of(bad_multipart)[0] == 400 and error_of(no_purpose)[1]["param"] == "purpose"
+
+
+def check_upload_faults(c):
+    data = jsonl(TRAIN)
+    before = c.json("GET", "/_stats")
+    rejected = c.upload("set-reject-v1.jsonl", data)
+    limited = c.post_multipart({"purpose": "fine-tune", "file": ("x-fail-429.jsonl", data)})
+    server = c.upload("x-fail-500.jsonl", data)[0]
+    flaky = [c.upload("y-flaky-1.jsonl", data)[0] for _ in range(2)]
+    after = c.json("GET", "/_stats")
+    return rejected == (400, {"error": {"message": "upload rejected",
+                                        "type": "invalid_request_error", "param": "file",
+                                        "code": "upload_rejected"}}) \
+        and limited[0] == 429 and limited[1]["retry-after"] == "1" and server == 500 \
+        and flaky == [503, 200] \
+        and after["files_uploaded"] - before["files_uploaded"] == 1 \
+        and after["upload_requests"] - before["upload_requests"] == 5
+
+
+def check_big_upload(c):
+    data = b'{"messages":[{"role":"user","content":"' + b"w " * 200 + \
+        b'"},{"role":"assistant","content":"ok"}]}\n'
+    data *= (8 << 20) // len(data)
+    start = time.monotonic()
+    status, f = c.upload("big.jsonl", data)
+    same = c.request("GET", f"/v1/files/{f['id']}/content")[2] == data
+    c.request("DELETE", f"/v1/files/{f['id']}")
+    return status == 200 and f["bytes"] == len(data) and same and time.monotonic() - start < 5
+
+
+def check_progression(c):
+    data = jsonl(TRAIN)
+    fid = c.upload("train.jsonl", data)[1]["id"]
+    before = c.json("GET", "/_stats")["jobs_created"]
+    status, job = c.job(fid, suffix="support", method={
+        "type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 2}}})
+    seen = [job["status"]] + [c.poll(job["id"])["status"] for _ in range(4)]
+    done = c.poll(job["id"])
+    tokens = sum(-(-len(line) // 4) for line in data.split(b"\n") if line)
+    return status == 200 and job["id"].startswith("ftjob-") and job["object"] == \
+        "fine_tuning.job" and seen == ["validating_files", "queued", "running", "succeeded",
+                                       "succeeded"] \
+        and done["fine_tuned_model"] == f"ft:learner:llmext-fake:support:job{job['id'][-5:]}" \
+        and done["trained_tokens"] == tokens * 2 and done["hyperparameters"]["n_epochs"] == 2 \
+        and done["error"] is None and done["finished_at"] and len(done["result_files"]) == 1 \
+        and c.json("GET", "/_stats")["jobs_created"] == before + 1 \
+        and done["fine_tuned_model"] in [m["id"] for m in c.json("GET", "/v1/models")["data"]]
+
+
+def check_metadata_filter(c):
+    fid = c.upload("train.jsonl", jsonl(TRAIN))[1]["id"]
+    mine = c.job(fid, metadata={"llmext_job": "4242", "db": "x"})[1]
+    c.job(fid, metadata={"llmext_job": "4243"})
+    plain = c.job(fid)[1]
+    by_key = c.json("GET", "/v1/fine_tuning/jobs?metadata[llmext_job]=4242")["data"]
+    encoded = c.json("GET", "/v1/fine_tuning/jobs?metadata%5Bllmext_job%5D=4242&"
+                     "metadata%5Bdb%5D=x")["data"]
+    as_json = c.json("GET", "/v1/fine_tuning/jobs?metadata=" + quote('{"llmext_job":"4242"}'))
+    none = c.json("GET", "/v1/fine_tuning/jobs?metadata=null&limit=1")
+    bad = error_of(c.request("GET", "/v1/fine_tuning/jobs?metadata=%7Bnope"))
+    paged = c.json("GET", f"/v1/fine_tuning/jobs?limit=1&after={plain['id']}")["data"]
+    return [j["id"] for j in by_key] == [j["id"] for j in encoded] == \
+        [j["id"] for j in as_json["data"]] == [mine["id"]] \
+        and by_key[0]["status"] == "validating_files" \
+        and none["data"][0]["id"] == plain["id"] and none["has_more"] and bad[0] == 400 \
+        and [j["metadata"]["llmext_job"] for j in paged] == ["4243"]
+
+
+def check_cancel(c):
+    fid = c.upload("train.jsonl", jsonl(TRAIN))[1]["id"]
+    job = c.job(fid)[1]
+    c.poll(job["id"], 2)
+    first = c.post_json(f"/v1/fine_tuning/jobs/{job['id']}/cancel", {})
+    again = c.post_json(f"/v1/fine_tuning/jobs/{job['id']}/cancel", {})
+    after = c.poll(job["id"], 3)
+    done = c.tuned_model(TRAIN)
+    late = c.post_json(f"/v1/fine_tuning/jobs/{done['id']}/cancel", {})
+    return (first[0], first[1]["status"], again[1]["status"], after["status"],
+            after["fine_tuned_model"], late[0]) == (200, "cancelled", "cancelled",
+                                                    "cancelled", None, 400) \
+        and error_of(c.request("GET", "/v1/fine_tuning/jobs/ftjob-nope"))[0] == 404
+
+
+def check_job_faults(c):
+    fid = c.upload("train.jsonl", jsonl(TRAIN))[1]["id"]
+    failed = c.poll(c.job(fid, suffix="will-fail")[1]["id"], 3)
+    invalid_ = c.poll(c.job(fid, suffix="invalid")[1]["id"], 1)
+    never = c.poll(c.job(fid, suffix="never-ends")[1]["id"], 10)
+    before = c.json("GET", "/_stats")["jobs_created"]
+    refused = c.job(fid, suffix="create-503")
+    lost = c.job(fid, suffix="lost", metadata={"llmext_job": "lost-1"})
+    found = c.json("GET", "/v1/fine_tuning/jobs?metadata[llmext_job]=lost-1")["data"]
+    no_file = c.job("file-nope")
+    return (failed["status"], failed["error"]["code"], failed["fine_tuned_model"]) == \
+        ("failed", "training_failed", None) \
+        and (invalid_["status"], invalid_["error"]["code"]) == ("failed", "invalid_training_file") \
+        and (never["status"], never["finished_at"]) == ("running", None) \
+        and refused[0] == 503 and lost[0] == 500 and len(found) == 1 \
+        and c.json("GET", "/_stats")["jobs_created"] == before + 1 \
+        and (no_file[0], no_file[1]["error"]["param"]) == (400, "training_file")
+
+
+def check_events_checkpoints(c):
+    vid = c.upload("valid.jsonl", jsonl(VALID))[1]["id"]
+    job = c.tuned_model(TRAIN, validation_file=vid)
+    small = c.tuned_model(TRAIN[:2])
+    base = f"/v1/fine_tuning/jobs/{job['id']}"
+    events = c.json("GET", base + "/events")["data"]
+    two = c.json("GET", base + "/events?limit=2")
+    rest = c.json("GET", base + f"/events?after={two['data'][1]['id']}")["data"]
+    ckpts = c.json("GET", base + "/checkpoints")
+    small_ckpts = c.json("GET", f"/v1/fine_tuning/jobs/{small['id']}/checkpoints")["data"]
+    losses = [k["metrics"]["train_loss"] for k in reversed(ckpts["data"])]
+    valid = ckpts["data"][0]["metrics"]
+    return events[0]["message"] == "The job has successfully completed" \
+        and events[-1]["message"].startswith("Created fine-tuning job") \
+        and two["has_more"] and events[2:] == rest \
+        and any(e["type"] == "metrics" for e in events) \
+        and len(ckpts["data"]) == 3 and losses == sorted(losses, reverse=True) \
+        and ckpts["first_id"] == ckpts["data"][0]["id"] \
+        and [k["step_number"] for k in ckpts["data"]] == [18, 12, 6] \
+        and ckpts["data"][0]["fine_tuned_model_checkpoint"] == job["fine_tuned_model"] \
+        + ":ckpt-step-18" \
+        and small_ckpts[0]["metrics"]["train_loss"] > ckpts["data"][0]["metrics"]["train_loss"] \
+        and small_ckpts[0]["metrics"]["valid_loss"] is None \
+        and valid["valid_mean_token_accuracy"] == 1.0 and valid["valid_loss"] is not None
+
+
+def check_learning(c):
+    model = c.tuned_model(TRAIN)["fine_tuned_model"]
+    trained = c.content(model, text="my password reset link expired")
+    unseen = c.content(model, text="a refund of the payment please")
+    unrelated = c.content(model, text="zzz")
+    base = c.content("learner", text="a refund of the payment please")
+    few = c.answers("learner", "a refund of the payment please", 1,
+                    messages=shots(TRAIN[2:4]))[0]
+    ckpt = c.content(model + ":ckpt-step-6", text="the export button does nothing")
+    pending = c.job(c.upload("t.jsonl", jsonl(TRAIN))[1]["id"])[1]
+    early = error_of(c.chat(f"ft:learner:llmext-fake:ft:job{pending['id'][-5:]}"))
+    usage = json.loads(c.chat(model, text="my password reset link expired")[2])["usage"]
+    return (trained, unseen, unrelated, base, few, ckpt, early[0], early[1]["code"]) == (
+        "account", "billing", "echo: zzz", "echo: a refund of the payment please", "billing",
+        "bug", 404, "model_not_found") and usage["completion_tokens"] == 1
+
+
+def check_flips(c):
+    tie = shots(TIE)
+    cold = set(c.answers("learner", "red blue", 20, messages=tie, temperature=0))
+    seeded = [set(c.answers("learner", "red blue", 5, messages=tie, temperature=0.7, seed=s))
+              for s in range(16)]
+    hot = c.answers("learner", "red blue", 100, messages=tie, temperature=1)
+    clear = set(c.answers("learner", "red green blue", 30, messages=tie, temperature=1))
+    return cold == {"A"} and all(len(s) == 1 for s in seeded) \
+        and set().union(*seeded) == {"A", "B"} and set(hot) == {"A", "B"} and clear == {"A"}
+
+
+def check_consistency(c):
+    """The same uncertain question: a few-shot base flips, a model trained on more does not."""
+    more = TIE + [("red blue purple", "B")]
+    tuned = c.tuned_model(more)["fine_tuned_model"]
+    base = c.answers("learner", "red blue", 60, messages=shots(TIE), temperature=1)
+    ft = c.answers(tuned, "red blue", 60, temperature=1)
+    agree = lambda xs: max(xs.count(x) for x in set(xs)) / len(xs)  # noqa: E731
+    return agree(base) < 0.9 and agree(ft) == 1.0
+
+
+def check_step_time():
+    t = Tuning(step_ms=30)
+    ctype, body = multipart_body({"purpose": "fine-tune", "file": ("t.jsonl", jsonl(TRAIN))})
+    fid = json.loads(t.upload({"content-type": ctype}, body).body)["id"]
+    jid = json.loads(t.create_job(json.dumps({"model": "m", "training_file": fid})).body)["id"]
+    path = f"/v1/fine_tuning/jobs/{jid}"
+    get = lambda: json.loads(t.job_request("GET", path, "", b"").body)  # noqa: E731
+    first, second = get()["status"], get()["status"]
+    time.sleep(0.1)
+    return (first, second, get()["status"]) == ("validating_files", "validating_files",
+                                                "succeeded")
+
+
+def check_tuning_counters(c):
+    c.request("POST", "/_reset")
+    ctype, body = multipart_body({"purpose": "fine-tune", "file": ("t.jsonl", jsonl(TRAIN))})
+    c.request("POST", "/v1/files", body, {"Content-Type": ctype})
+    c.upload("reject.jsonl", b"x")
+    fid = c.json("GET", "/v1/files")["data"][0]["id"]
+    create = json.dumps({"model": "learner", "training_file": fid})
+    c.request("POST", "/v1/fine_tuning/jobs", create)
+    s = c.json("GET", "/_stats")
+    return (s["files_uploaded"], s["upload_requests"], s["jobs_created"],
+            s["job_create_requests"], s["bytes_received"]) == (
+        1, 2, 1, 1, len(body) + len(multipart_body(
+            {"purpose": "fine-tune", "file": ("reject.jsonl", b"x")})[1]) + len(create)) \
+        and s["jobs"] >= 1 and s["files"] >= 1
+
+
 def self_checks(c):
     """(name, check) pairs, run in order against a server started with --api-key sk-good."""
     usage = lambda model: json.loads(c.chat(model)[2])["usage"]  # noqa: E731
@@ -799,6 +1887,20 @@ def self_checks(c):
         ("Expect: 100-continue", lambda: check_expect_continue(c)),
         ("pipelining, Connection: close", lambda: check_pipelining(c)),
         ("concurrent slow requests, aborted", lambda: check_abort_and_concurrency(c)),
+        ("files: upload, list, retrieve, content, delete", lambda: check_files(c)),
+        ("files: invalid training files, bad multipart", lambda: check_invalid_files(c)),
+        ("files: reject, fail-<status>, flaky-<n> uploads", lambda: check_upload_faults(c)),
+        ("files: 8 MB upload", lambda: check_big_upload(c)),
+        ("jobs: validating_files -> queued -> running -> succeeded", lambda: check_progression(c)),
+        ("jobs: metadata filter, paging", lambda: check_metadata_filter(c)),
+        ("jobs: cancel", lambda: check_cancel(c)),
+        ("jobs: fail, invalid, never, create-<status>, lost", lambda: check_job_faults(c)),
+        ("jobs: events, checkpoints, metrics", lambda: check_events_checkpoints(c)),
+        ("jobs: --finetune-step-ms", check_step_time),
+        ("learning: tuned and few-shot answers", lambda: check_learning(c)),
+        ("learning: temperature, seed, flips", lambda: check_flips(c)),
+        ("learning: more examples, more consistent", lambda: check_consistency(c)),
+        ("counters: files, jobs, bytes", lambda: check_tuning_counters(c)),
     ]
 
 
@@ -810,7 +1912,7 @@ def self_test():
     thread.start()
     port, stop = started.get(timeout=10)
     passed = failed = 0
-    for name, check in self_checks(Client(port)):
+    for name, check in self_checks(FtClient(port)):
         try:
             ok, detail = bool(check()), ""
         except Exception as exc:  # a crashing check is a failed check
@@ -829,6 +1931,7 @@ def main(argv=None):
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--latency-ms", type=float, default=0.0)
     parser.add_argument("--api-key")
+    parser.add_argument("--finetune-step-ms", type=float, default=0.0)
     parser.add_argument("--pidfile")
     parser.add_argument("--self-test", action="store_true")
     args = parser.parse_args(argv)
