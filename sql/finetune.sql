@@ -98,9 +98,10 @@ INSERT INTO llm.finetune_events (job, event_id, created_at, level, type, message
 	 '{"step": 30, "total_steps": 120, "train_loss": 0.52}');
 SELECT state, provider_status, progress, step, total_steps, last_event FROM llm.finetunes WHERE id = :job2;
 
--- 6. success: the worker registers the model, with lineage and prices
-SELECT llm._finetune_register(:job2, 'ft:echo:regress:support:abc123', 7000) AS model;
-SELECT llm._finetune_register(:job2, 'ft:echo:regress:support:abc123', 7000) AS registered_once;
+-- 6. success: the worker registers the model, with lineage and prices (the fake
+-- answers an id that is not "ft:..." as its echo model does)
+SELECT llm._finetune_register(:job2, 'echo-tuned-support', 7000) AS model;
+SELECT llm._finetune_register(:job2, 'echo-tuned-support', 7000) AS registered_once;
 SELECT name, provider, remote_model, kind, base_model, input_price, output_price, cached_input_price,
 	   training_set, training_version, prompt_name, prompt_version, finetune_job = :job2 AS from_job
   FROM llm.models WHERE finetune_job IS NOT NULL;
