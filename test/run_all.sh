@@ -3,10 +3,9 @@
 #   installs the build dependencies (as root, or through sudo), builds with
 #   warnings as errors, installs the extension, runs the unit tests of the
 #   pure core, starts a throwaway cluster (shared_preload_libraries =
-#   'llmext') and the fake provider, runs the pg_regress suites, the
-#   process-level TAP tests (test/t/*.pl, each with nodes of its own) and any
-#   bash process tests left under test/process, and stops everything it
-#   started.
+#   'llmext') and the fake provider, runs the pg_regress suites and the
+#   process-level TAP tests (test/t/*.pl, each with nodes of its own), and
+#   stops everything it started.
 # The last line is "N passed, M failed"; the exit code is 0 only if M is 0.
 set -uo pipefail
 
@@ -58,7 +57,6 @@ for _ in $(seq 1 100); do
 	sleep 0.1
 done
 llm_start_fake --api-key sk-test-fake-0123456789 || exit 1
-export LLM_FAKE_PORT
 
 echo "== pg_regress"
 # pg_regress writes results/ beside sql/; as root that is fine, the server
@@ -73,6 +71,8 @@ echo "== process-level tests (TAP: test/t/*.pl)"
 # Each test starts its own nodes (PostgreSQL::Test::Cluster) and fake
 # provider.  PostgreSQL refuses to run as root, so as root prove runs as the
 # cluster's owner (llmext_pg), with its tmp_check/ in a directory of its own.
+# runuser keeps the environment, so LLM_PG_ENV (test/sanitize.sh) reaches
+# LlmextTest, which hands it to each node's server.
 tap_dir=$(mktemp -d /tmp/llmext-tap.XXXXXX)
 chmod 755 "$tap_dir"
 tap_failed=0
@@ -92,17 +92,6 @@ for t in test/t/*.pl; do
 	count "$name" $rc
 done
 if [ $tap_failed = 0 ]; then rm -rf "$tap_dir"; else echo "  (TAP logs kept in $tap_dir)"; fi
-
-# bash process tests not converted yet: they use the cluster and the fake
-# provider started above (PGHOST, PGPORT, LLM_FAKE_PORT)
-ls test/process/*.sh >/dev/null 2>&1 &&
-	echo "== process-level tests (bash: test/process/*.sh, until they become TAP tests)"
-for t in test/process/*.sh; do
-	[ -e "$t" ] || continue
-	bash "$t"
-	rc=$?
-	count "$(basename "$t" .sh)" $rc
-done
 
 echo "$passed passed, $failed failed"
 [ "$failed" = 0 ]

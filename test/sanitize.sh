@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs the whole suite (test/run_all.sh: unit tests, fuzzers, pg_regress
-# suites, process tests) once with the extension built with
+# suites, TAP process tests) once with the extension built with
 # AddressSanitizer and UndefinedBehaviorSanitizer, then the unit tests built
 # the same way, and fails on any sanitizer report.  Too slow for every CI
 # run; see docs/testing.md.
@@ -12,7 +12,9 @@
 #  - postgres itself is not instrumented: the ASan runtime must be loaded
 #    first, so the server runs with LD_PRELOAD=<the compiler's libasan.so>.
 #    test/lib/cluster.sh passes LLM_PG_ENV to pg_ctl (through runuser), so
-#    only the server and pg_ctl get it, not psql, pg_regress or python.
+#    only the server and pg_ctl get it, not psql, pg_regress or python; the
+#    TAP tests' nodes (test/perl/LlmextTest.pm) get it the same way, on
+#    start and restart only.
 #    (Plus a small library defining swift_demangle: see below.)
 #  - ASAN_OPTIONS: detect_leaks=0 (a backend's memory contexts are freed by
 #    exiting: "leaks" by design), detect_odr_violation=0; every report goes
@@ -63,7 +65,8 @@ echo "== sanitizers: $flags ($cc, LD_PRELOAD=$libasan)"
 echo "== reports go to $logs"
 
 # run_all.sh builds (make clean; make) with COPT from the environment and
-# starts every cluster through cluster.sh, which hands LLM_PG_ENV to pg_ctl.
+# starts its cluster through cluster.sh, which hands LLM_PG_ENV to pg_ctl,
+# and the TAP tests, whose nodes get it from LlmextTest.pm.
 # The fuzzers are sanitized anyway: a short run each.
 COPT=$flags \
 	LLM_PG_ENV="LD_PRELOAD=$libasan:$shim ASAN_OPTIONS=$asan_options UBSAN_OPTIONS=$ubsan_options" \

@@ -1,5 +1,7 @@
-# Shared by test/run_all.sh and test/demo.sh: a throwaway PostgreSQL cluster
-# and the fake provider, both stopped by llm_stop_all (set as an EXIT trap).
+# Shared by test/run_all.sh (its pg_regress cluster), test/demo.sh and
+# test/bench/*.sh: a throwaway PostgreSQL cluster and the fake provider, both
+# stopped by llm_stop_all (set as an EXIT trap).  The TAP tests (test/t) have
+# nodes of their own (test/perl/LlmextTest.pm).
 #
 # PostgreSQL refuses to run as root, so as root the cluster belongs to an
 # unprivileged system user (llmext_pg), created when missing.
@@ -19,8 +21,8 @@ LLM_FAKE_PORT=${LLM_FAKE_PORT:-$(llm_free_port 18089)}
 LLM_PG_USER=llmext_pg
 
 # LLM_PG_ENV="NAME=VALUE ...": variables for pg_ctl, and so for the server
-# (test/sanitize.sh puts LD_PRELOAD and ASAN_OPTIONS there).  Unset, nothing
-# changes.
+# (test/sanitize.sh puts LD_PRELOAD and ASAN_OPTIONS there; LlmextTest.pm
+# does the same for the TAP nodes).  Unset, nothing changes.
 llm_as_owner() {
 	local envs=()
 	# shellcheck disable=SC2206  # NAME=VALUE words, split on purpose

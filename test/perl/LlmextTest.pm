@@ -9,6 +9,12 @@
 #       fake    => ['--latency-ms', '20']);  # the fake provider's arguments
 #   LlmextTest::wait_for_worker($node);
 #   LlmextTest::create_extension($node);     # llmext, provider "fake", model "echo"
+#   LlmextTest::fake_stat($node, 'chat_requests');   # a counter of the fake provider
+#
+# LLM_PG_ENV="NAME=VALUE ...", when set, goes to the node's server (through
+# pg_ctl, on start and restart) and to nothing else, as in test/lib/cluster.sh:
+# test/sanitize.sh puts LD_PRELOAD (the ASan runtime), ASAN_OPTIONS and
+# UBSAN_OPTIONS there.
 package LlmextTest;
 
 use strict;
@@ -16,6 +22,8 @@ use warnings;
 
 use Cwd qw(abs_path);
 use File::Basename qw(dirname);
+use HTTP::Tiny;
+use JSON::PP qw(decode_json);
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
@@ -25,6 +33,19 @@ use Time::HiRes qw(usleep);
 our $root = abs_path(dirname(__FILE__) . '/../..');
 
 my @fake_pids;
+
+# The variables of LLM_PG_ENV, as a list of NAME => VALUE pairs.
+sub server_env
+{
+	my @env;
+	for my $word (split ' ', $ENV{LLM_PG_ENV} // '')
+	{
+		my ($name, $value) = $word =~ /^([A-Za-z_][A-Za-z0-9_]*)=(.*)$/s
+		  or BAIL_OUT("LLM_PG_ENV: \"$word\" is not NAME=VALUE");
+		push @env, $name, $value;
+	}
+	return @env;
+}
 
 # Starts the fake provider on a free port with the given arguments; returns
 # the port.  It is stopped when the test ends.
@@ -76,7 +97,7 @@ sub node
 	my $preload = exists $opt{preload} ? $opt{preload} : 'llmext';
 	my $fake_port = $opt{fake_port} // start_fake(@{ $opt{fake} // [] });
 
-	my $node = PostgreSQL::Test::Cluster->new($name);
+	my $node = LlmextTest::Node->new($name);
 	$node->init;
 	$node->append_conf('postgresql.conf', "shared_preload_libraries = '$preload'")
 	  if $preload ne '';
@@ -108,6 +129,16 @@ sub wait_for_worker
 		'the llmext worker runs' . (defined $db ? " for $db" : ''));
 }
 
+# A counter of the node's fake provider (its /_stats), e.g. chat_requests.
+sub fake_stat
+{
+	my ($node, $field) = @_;
+	my $url = "http://127.0.0.1:$node->{llmext_fake_port}/_stats";
+	my $res = HTTP::Tiny->new(timeout => 10)->get($url);
+	die "GET $url: $res->{status} $res->{reason}" unless $res->{success};
+	return decode_json($res->{content})->{$field};
+}
+
 # CREATE EXTENSION llmext with the provider "fake" and the model "echo".
 sub create_extension
 {
@@ -118,6 +149,27 @@ sub create_extension
 		SELECT llm_provider_create('fake', current_setting('llmext_test.fake_url'));
 		SELECT llm_model_create('echo', 'fake', 'echo');
 	});
+}
+
+# A PostgreSQL::Test::Cluster node whose server gets LLM_PG_ENV: only around
+# pg_ctl start and restart (which copy %ENV for pg_ctl, and pg_ctl for the
+# postmaster), so psql and the test itself run without it.
+package LlmextTest::Node;
+
+use parent -norequire, 'PostgreSQL::Test::Cluster';
+
+sub start
+{
+	my ($self, @args) = @_;
+	local %ENV = (%ENV, LlmextTest::server_env());
+	return $self->SUPER::start(@args);
+}
+
+sub restart
+{
+	my ($self, @args) = @_;
+	local %ENV = (%ENV, LlmextTest::server_env());
+	return $self->SUPER::restart(@args);
 }
 
 1;
