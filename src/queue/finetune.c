@@ -114,10 +114,19 @@ static bool (*stop_requested) (void) = NULL;
 
 /* ---------- transactions and small helpers ---------- */
 
+/*
+ * A short transaction with SPI connected.  What is palloc'd in it is SPI's,
+ * gone at end(), unless copied with keep(); end() returns to the memory
+ * context current at begin() (a commit would leave TopMemoryContext).
+ */
+static MemoryContext outer = NULL;
+
 static void
 begin(const char *activity)
 {
+	outer = CurrentMemoryContext;
 	llm_queue_begin(activity);
+	MemoryContextSwitchTo(outer);
 	llm_spi_connect();
 }
 
@@ -126,6 +135,13 @@ end(void)
 {
 	SPI_finish();
 	llm_queue_end();
+	MemoryContextSwitchTo(outer);
+}
+
+static char *
+keep(const char *s)
+{
+	return s ? MemoryContextStrdup(outer, s) : NULL;
 }
 
 /*
@@ -279,8 +295,11 @@ static void
 connect_model(FtJob *job)
 {
 	LlmActing	acting;
+	MemoryContext caller = CurrentMemoryContext;
 
 	llm_queue_begin("llmext: looking up a fine-tuning job's model");
+	/* the model, the key and the headers outlive the transaction */
+	MemoryContextSwitchTo(caller);
 	llm_act_for(&acting, job->submitter, job->login, 0);
 	job->model = llm_lookup_model(job->base_model);
 	if (job->model->routine->files_path == NULL)
@@ -295,6 +314,7 @@ connect_model(FtJob *job)
 	llm_forget_key(job->model);
 	llm_act_done(&acting);
 	llm_queue_end();
+	MemoryContextSwitchTo(caller);
 }
 
 static void
@@ -418,17 +438,19 @@ write_set_file(FtJob *job, const char *set, int version, bool held_out, bool ver
 	Oid			types[3] = {TEXTOID, INT4OID, BOOLOID};
 	Portal		portal;
 	StringInfoData chunk;
-	pg_cryptohash_ctx *sha = pg_cryptohash_create(PG_SHA256);
+	pg_cryptohash_ctx *sha;
 	uint8		digest[PG_SHA256_DIGEST_LENGTH];
 	char		hex[PG_SHA256_DIGEST_LENGTH * 2 + 1];
 	off_t		offset = 0;
 	char	   *path;
 
+	begin("llmext: writing a fine-tuning file");
+	/* in the transaction: its resource owner frees the digest after an ERROR */
+	sha = pg_cryptohash_create(PG_SHA256);
 	if (sha == NULL || pg_cryptohash_init(sha) < 0)
 		elog(ERROR, "could not start a SHA-256 digest");
-	begin("llmext: writing a fine-tuning file");
 	open_file = OpenTemporaryFile(true);	/* lives across transactions, until closed */
-	path = pstrdup(FilePathName(open_file));
+	path = keep(FilePathName(open_file));
 	initStringInfo(&chunk);
 	portal = SPI_cursor_open_with_args(NULL,
 									   "SELECT line FROM llm.training_examples"
@@ -446,7 +468,8 @@ write_set_file(FtJob *job, const char *set, int version, bool held_out, bool ver
 			text	   *line = DatumGetTextPP(SPI_getbinval(SPI_tuptable->vals[i],
 															SPI_tuptable->tupdesc, 1, &isnull));
 			char	   *utf8 = pg_server_to_any(VARDATA_ANY(line), VARSIZE_ANY_EXHDR(line), PG_UTF8);
-			int			len = strlen(utf8);
+			/* unconverted, it is the text's own bytes, with no NUL after them */
+			int			len = utf8 == VARDATA_ANY(line) ? VARSIZE_ANY_EXHDR(line) : strlen(utf8);
 
 			appendBinaryStringInfo(&chunk, utf8, len);
 			appendStringInfoChar(&chunk, '\n');
@@ -1208,6 +1231,7 @@ llm_finetune_run(bool (*stop) (void))
 			FlushErrorState();
 			close_open_file();
 			AbortCurrentTransaction();	/* nothing to do when none is open */
+			MemoryContextSwitchTo(job_context);
 			llm_act_reset();
 			pgstat_report_activity(STATE_IDLE, NULL);
 			/* an ERROR of ours (a missing key, a host not allowed, ...) is an attempt */
