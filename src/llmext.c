@@ -3,6 +3,7 @@
  */
 #include "llmext.h"
 
+#include "queue/finetune.h"
 #include "queue/queue.h"
 #include "queue/worker.h"
 #include "store/cache.h"
@@ -181,6 +182,27 @@ _PG_init(void)
 							64, 1, 4096,
 							PGC_SIGHUP, 0,
 							NULL, NULL, NULL);
+	DefineCustomIntVariable("llmext.finetune_poll_interval",
+							"How long the worker first waits between two polls of a running fine-tuning job.",
+							"The wait doubles while the job reports nothing new, up to llmext.finetune_poll_max_interval, and is back to this after news.",
+							&llm_finetune_poll_interval_ms,
+							30000, 10, 86400000,
+							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("llmext.finetune_poll_max_interval",
+							"The longest wait between two polls of a running fine-tuning job.",
+							NULL,
+							&llm_finetune_poll_max_ms,
+							600000, 10, 86400000,
+							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+	DefineCustomBoolVariable("llmext.finetune_crash_after_create",
+							 "Test hook: the worker kills itself right after a provider accepts a fine-tuning job.",
+							 "Only for testing recovery: the job is found again by its metadata, not created twice.",
+							 &llm_finetune_crash_after_create,
+							 false,
+							 PGC_SIGHUP, GUC_NOT_IN_SAMPLE,
+							 NULL, NULL, NULL);
 	DefineCustomEnumVariable("llmext.cache",
 							 "Whether deterministic calls use the response cache.",
 							 "on: read and write; read_only: only read; off: neither.",

@@ -56,16 +56,16 @@ provider_option_string(const LlmModel *model, const char *key, const char *fallb
 	return cJSON_IsString(item) ? item->valuestring : fallback;
 }
 
-/* Builds "Name: value" header lines: JSON, the key, and the provider's extras. */
-static const char **
-build_headers(const LlmModel *model, int *nheaders)
+const char **
+llm_provider_headers(const LlmModel *model, bool json_body, int *nheaders)
 {
 	const cJSON *extra = cJSON_GetObjectItemCaseSensitive(model->provider_options, "headers");
 	const char **headers = palloc(sizeof(char *) * (4 + cJSON_GetArraySize(extra)));
 	const cJSON *item;
 	int			n = 0;
 
-	headers[n++] = "Content-Type: application/json";
+	if (json_body)
+		headers[n++] = "Content-Type: application/json";
 	headers[n++] = "Accept: application/json";
 	headers[n++] = "Expect:";	/* no 100-continue round trip for large prompts */
 	if (model->api_key != NULL)
@@ -80,10 +80,16 @@ build_headers(const LlmModel *model, int *nheaders)
 	return headers;
 }
 
-static char *
-chat_url(const LlmModel *model)
+/* Builds "Name: value" header lines: JSON, the key, and the provider's extras. */
+static const char **
+build_headers(const LlmModel *model, int *nheaders)
 {
-	const char *path = provider_option_string(model, "chat_path", model->routine->chat_path);
+	return llm_provider_headers(model, true, nheaders);
+}
+
+char *
+llm_provider_url(const LlmModel *model, const char *path)
+{
 	size_t		len = strlen(model->base_url);
 
 	while (len > 0 && model->base_url[len - 1] == '/')
@@ -91,9 +97,21 @@ chat_url(const LlmModel *model)
 	return psprintf("%.*s%s", (int) len, model->base_url, path);
 }
 
-/* Overwrites the header line that carries the key. */
+static char *
+chat_url(const LlmModel *model)
+{
+	return llm_provider_url(model, provider_option_string(model, "chat_path",
+														   model->routine->chat_path));
+}
+
 static void
 forget_headers(const char **headers, int nheaders, const char *secret)
+{
+	llm_forget_headers(headers, nheaders, secret);
+}
+
+void
+llm_forget_headers(const char **headers, int nheaders, const char *secret)
 {
 	if (secret == NULL)
 		return;

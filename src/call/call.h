@@ -65,6 +65,18 @@ typedef struct LlmPreparedCall
 	bool		admitted;		/* counted in flight by the rate limits */
 } LlmPreparedCall;
 
+/*
+ * "Name: value" header lines for a request to model's provider: a JSON
+ * Content-Type when json_body, Accept JSON, the key (loaded: llm_load_key)
+ * and the provider's extra headers.  Overwrite them after use with
+ * llm_forget_headers.
+ */
+extern const char **llm_provider_headers(const LlmModel *model, bool json_body, int *nheaders);
+/* Overwrites the header line that carries secret (NULL: none). */
+extern void llm_forget_headers(const char **headers, int nheaders, const char *secret);
+/* base_url (without trailing slashes) followed by path. */
+extern char *llm_provider_url(const LlmModel *model, const char *path);
+
 extern LlmPreparedCall *llm_call_prepare(const LlmCallRequest *req, LlmCallResult *result);
 extern struct LlmFailure *llm_call_complete(LlmPreparedCall *call);
 

@@ -29,6 +29,7 @@ typedef struct LlmTransfer
 	dlist_node	node;			/* in engine->running or engine->done */
 	CURL	   *easy;
 	struct curl_slist *headers;
+	curl_mime  *mime;			/* a multipart upload's form, or NULL */
 	char	   *buf;			/* malloc'd response body */
 	size_t		len;
 	size_t		cap;
@@ -89,6 +90,12 @@ transfer_release(LlmTransfer *t)
 			explicit_bzero(h->data, strlen(h->data));
 		curl_slist_free_all(t->headers);
 		t->headers = NULL;
+	}
+	if (t->mime != NULL)
+	{
+		/* after the easy handle, which may still point at it */
+		curl_mime_free(t->mime);
+		t->mime = NULL;
 	}
 	free(t->buf);
 	t->buf = NULL;
@@ -219,6 +226,44 @@ on_header(char *data, size_t size, size_t nmemb, void *arg)
 			elog(ERROR, "could not set libcurl option %s", #option); \
 	} while (0)
 
+/*
+ * The form of a multipart upload: text fields, then the file, which libcurl
+ * opens and reads in pieces as it sends (curl_mime_filedata), so memory
+ * stays the same whatever the file's size.  The form belongs to the
+ * transfer from its creation: transfer_release frees it on every path.
+ */
+static void
+set_form(LlmTransfer *t, const LlmHttpRequest *req)
+{
+	curl_mimepart *part;
+
+	t->mime = curl_mime_init(t->easy);
+	if (t->mime == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("could not create a multipart form")));
+	for (int i = 0; i < req->nform_fields; i++)
+	{
+		part = curl_mime_addpart(t->mime);
+		if (part == NULL ||
+			curl_mime_name(part, req->form_fields[2 * i]) != CURLE_OK ||
+			curl_mime_data(part, req->form_fields[2 * i + 1], CURL_ZERO_TERMINATED) != CURLE_OK)
+			ereport(ERROR,
+					(errcode(ERRCODE_OUT_OF_MEMORY),
+					 errmsg("could not build a multipart form")));
+	}
+	part = curl_mime_addpart(t->mime);
+	if (part == NULL ||
+		curl_mime_name(part, req->upload_field) != CURLE_OK ||
+		curl_mime_filedata(part, req->upload_path) != CURLE_OK ||
+		curl_mime_filename(part, req->upload_filename) != CURLE_OK ||
+		curl_mime_type(part, "application/octet-stream") != CURLE_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("could not attach file \"%s\" to a multipart form", req->upload_path)));
+	SETOPT(t->easy, CURLOPT_MIMEPOST, t->mime);
+}
+
 void
 llm_engine_add(LlmEngine *engine, const LlmHttpRequest *req,
 			   LlmHttpResponse *resp, void *tag)
@@ -266,9 +311,21 @@ llm_engine_add(LlmEngine *engine, const LlmHttpRequest *req,
 	SETOPT(t->easy, CURLOPT_ACCEPT_ENCODING, "");
 	SETOPT(t->easy, CURLOPT_USERAGENT, "llmext/" EXTVERSION);
 	SETOPT(t->easy, CURLOPT_HTTPHEADER, t->headers);
-	SETOPT(t->easy, CURLOPT_POST, 1L);
-	SETOPT(t->easy, CURLOPT_POSTFIELDS, req->body);
-	SETOPT(t->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) strlen(req->body));
+	if (req->upload_path != NULL)
+		set_form(t, req);
+	else if (req->get)
+		SETOPT(t->easy, CURLOPT_HTTPGET, 1L);
+	else
+	{
+		SETOPT(t->easy, CURLOPT_POST, 1L);
+		SETOPT(t->easy, CURLOPT_POSTFIELDS, req->body);
+		SETOPT(t->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) strlen(req->body));
+	}
+	if (req->stall_timeout_s > 0)
+	{
+		SETOPT(t->easy, CURLOPT_LOW_SPEED_LIMIT, 1L);
+		SETOPT(t->easy, CURLOPT_LOW_SPEED_TIME, req->stall_timeout_s);
+	}
 	SETOPT(t->easy, CURLOPT_CONNECTTIMEOUT_MS, req->connect_timeout_ms);
 	SETOPT(t->easy, CURLOPT_TIMEOUT_MS, req->timeout_ms);
 	SETOPT(t->easy, CURLOPT_WRITEFUNCTION, on_body);

@@ -31,8 +31,23 @@ typedef struct LlmHttpRequest
 	const char *const *headers; /* "Name: value" lines */
 	int			nheaders;
 	long		connect_timeout_ms;
-	long		timeout_ms;
+	long		timeout_ms;			/* 0: no limit on the whole transfer */
 	size_t		max_response_bytes;
+	/* Set only where needed; zero-filled they change nothing. */
+	bool		get;			/* a GET: body is ignored */
+	/*
+	 * A multipart/form-data POST instead of body: the form_fields (name,
+	 * value pairs: 2 * nform_fields strings), then the file at upload_path
+	 * as the part upload_field named upload_filename, streamed from disk
+	 * by libcurl as it sends (never read whole into memory).
+	 */
+	const char *upload_path;
+	const char *upload_field;
+	const char *upload_filename;
+	const char *const *form_fields;
+	int			nform_fields;
+	/* > 0: fail a transfer that moves under 1 byte/s for this many seconds */
+	long		stall_timeout_s;
 } LlmHttpRequest;
 
 typedef struct LlmHttpResponse

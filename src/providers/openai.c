@@ -254,4 +254,12 @@ const LlmProviderRoutine openai_routine = {
 	.add_json_output = openai_add_json_output,
 	.has_output_format = openai_has_output_format,
 	.max_output_tokens = openai_max_output_tokens,
+	.files_path = "/files",
+	.files_purpose = "fine-tune",
+	.jobs_path = "/fine_tuning/jobs",
+	.finetune_request = openai_finetune_request,
+	.finetune_list_query = openai_finetune_list_query,
+	.parse_file = openai_parse_file,
+	.parse_finetune_job = openai_parse_finetune_job,
+	.parse_finetune_list = openai_parse_finetune_list,
 };

@@ -7,6 +7,7 @@
 #define LLMEXT_OPENAI_H
 
 #include "core/request.h"
+#include "providers/provider.h"
 
 /*
  * Body of POST {base_url}/chat/completions.  params are already merged and
@@ -29,5 +30,14 @@ extern bool openai_parse_chat_response(const char *body, size_t len,
  * sentence, or NULL when the body has no recognisable error.
  */
 extern char *openai_error_message(const char *body, size_t len);
+
+/* Fine-tuning (openai_finetune.c): see LlmProviderRoutine. */
+extern char *openai_finetune_request(const LlmFinetuneSpec *spec);
+extern char *openai_finetune_list_query(const char *job_tag, const char *after);
+extern char *openai_parse_file(const char *body, size_t len, char *err, size_t errlen);
+extern bool openai_parse_finetune_job(const char *body, size_t len, LlmFinetuneJob *job,
+									  char *err, size_t errlen);
+extern bool openai_parse_finetune_list(const char *body, size_t len, LlmFinetuneListKind kind,
+									   LlmFinetuneList *list, char *err, size_t errlen);
 
 #endif							/* LLMEXT_OPENAI_H */

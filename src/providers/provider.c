@@ -21,3 +21,49 @@ llm_provider_routine(const char *kind)
 			return kinds[i];
 	return NULL;
 }
+
+void
+llm_finetune_job_free(LlmFinetuneJob *job)
+{
+	cJSON_free(job->id);
+	cJSON_free(job->status);
+	cJSON_free(job->fine_tuned_model);
+	cJSON_free(job->error_code);
+	cJSON_free(job->error_message);
+	cJSON_free(job->job_tag);
+	cJSON_free(job->database_tag);
+	memset(job, 0, sizeof(*job));
+}
+
+void
+llm_finetune_list_free(LlmFinetuneList *list)
+{
+	for (int i = 0; i < list->n; i++)
+	{
+		if (list->jobs)
+			llm_finetune_job_free(&list->jobs[i]);
+		if (list->events)
+		{
+			LlmFinetuneEvent *e = &list->events[i];
+
+			cJSON_free(e->id);
+			cJSON_free(e->level);
+			cJSON_free(e->type);
+			cJSON_free(e->message);
+			cJSON_free(e->data);
+		}
+		if (list->checkpoints)
+		{
+			LlmFinetuneCheckpoint *c = &list->checkpoints[i];
+
+			cJSON_free(c->id);
+			cJSON_free(c->model_checkpoint);
+			cJSON_free(c->metrics);
+		}
+	}
+	cJSON_free(list->jobs);
+	cJSON_free(list->events);
+	cJSON_free(list->checkpoints);
+	cJSON_free(list->last_id);
+	memset(list, 0, sizeof(*list));
+}

@@ -13,6 +13,84 @@
 
 #include "core/request.h"
 
+/*
+ * Fine-tuning.  The metadata keys a job is created with: llmext's job id,
+ * and which database (cluster system identifier and database OID) it is
+ * in, so that recovery never adopts another database's job with the same
+ * id at a shared provider account.
+ */
+#define LLM_FINETUNE_META_JOB "llmext_job"
+#define LLM_FINETUNE_META_DATABASE "llmext_database"
+
+/* What a job is created with. */
+typedef struct LlmFinetuneSpec
+{
+	const char *remote_model;
+	const char *training_file;	/* the provider's file ids */
+	const char *validation_file;	/* NULL: none */
+	const char *method;			/* supervised, dpo, ... */
+	const cJSON *hyperparameters;	/* an object, or NULL */
+	const char *suffix;			/* NULL: none */
+	bool		has_seed;
+	int			seed;
+	const char *job_tag;		/* LLM_FINETUNE_META_JOB */
+	const char *database_tag;	/* LLM_FINETUNE_META_DATABASE */
+} LlmFinetuneSpec;
+
+/* A job as the provider reports it; strings are NULL when absent. */
+typedef struct LlmFinetuneJob
+{
+	char	   *id;
+	char	   *status;			/* whatever the provider says, unknown values included */
+	char	   *fine_tuned_model;
+	int64_t		trained_tokens; /* -1: not reported */
+	char	   *error_code;
+	char	   *error_message;
+	char	   *job_tag;		/* metadata, when the provider returns it */
+	char	   *database_tag;
+} LlmFinetuneJob;
+
+typedef struct LlmFinetuneEvent
+{
+	char	   *id;
+	double		created_at;		/* Unix seconds */
+	char	   *level;
+	char	   *type;
+	char	   *message;
+	char	   *data;			/* JSON text, or NULL */
+} LlmFinetuneEvent;
+
+typedef struct LlmFinetuneCheckpoint
+{
+	char	   *id;
+	double		created_at;		/* Unix seconds */
+	int64_t		step;			/* -1: not reported */
+	char	   *model_checkpoint;
+	double		train_loss;		/* NAN: not reported */
+	double		valid_loss;
+	double		train_accuracy;
+	double		valid_accuracy;
+	char	   *metrics;		/* JSON text of everything sent, or NULL */
+} LlmFinetuneCheckpoint;
+
+/* One page of a list: jobs, events or checkpoints. */
+typedef struct LlmFinetuneList
+{
+	int			n;
+	LlmFinetuneJob *jobs;
+	LlmFinetuneEvent *events;
+	LlmFinetuneCheckpoint *checkpoints;
+	bool		has_more;
+	char	   *last_id;		/* for the next page's "after" */
+} LlmFinetuneList;
+
+typedef enum LlmFinetuneListKind
+{
+	LLM_FT_LIST_JOBS,
+	LLM_FT_LIST_EVENTS,
+	LLM_FT_LIST_CHECKPOINTS
+} LlmFinetuneListKind;
+
 typedef struct LlmProviderRoutine
 {
 	const char *kind;			/* as in llm.providers.kind */
@@ -45,6 +123,30 @@ typedef struct LlmProviderRoutine
 
 	/* The most output tokens params ask for, or -1 when they set no limit. */
 	double		(*max_output_tokens) (const cJSON *params);
+
+	/*
+	 * Fine-tuning; files_path is NULL for a kind without it.  Paths are
+	 * below base_url; a job's own resources are jobs_path/<id>/events and
+	 * so on.
+	 */
+	const char *files_path;		/* POST: multipart upload */
+	const char *files_purpose;	/* the form's purpose field */
+	const char *jobs_path;
+	/* The body of a job create. */
+	char	   *(*finetune_request) (const LlmFinetuneSpec *spec);
+	/*
+	 * The query string (with its "?") that lists the jobs created with
+	 * job_tag in their metadata, from after (NULL: the start).
+	 */
+	char	   *(*finetune_list_query) (const char *job_tag, const char *after);
+	/* The id of an uploaded file; NULL with a sentence in err. */
+	char	   *(*parse_file) (const char *body, size_t len, char *err, size_t errlen);
+	/* A job object; false with a sentence in err. */
+	bool		(*parse_finetune_job) (const char *body, size_t len, LlmFinetuneJob *job,
+									   char *err, size_t errlen);
+	/* A page of jobs, events or checkpoints; false with a sentence in err. */
+	bool		(*parse_finetune_list) (const char *body, size_t len, LlmFinetuneListKind kind,
+										LlmFinetuneList *list, char *err, size_t errlen);
 } LlmProviderRoutine;
 
 /* The kinds llmext implements, one file each under providers/. */
@@ -52,6 +154,10 @@ extern const LlmProviderRoutine openai_routine;	/* openai.c */
 
 /* The routines of kind, or NULL when llmext does not implement it. */
 extern const LlmProviderRoutine *llm_provider_routine(const char *kind);
+
+/* Frees what the fine-tuning parsers allocated (not the structs themselves). */
+extern void llm_finetune_job_free(LlmFinetuneJob *job);
+extern void llm_finetune_list_free(LlmFinetuneList *list);
 
 /* The kind a prompt's output format is written for when no model is known yet. */
 #define LLM_DEFAULT_PROVIDER_KIND "openai"

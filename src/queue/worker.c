@@ -11,6 +11,7 @@
 
 #include "queue/worker.h"
 
+#include "queue/finetune.h"
 #include "queue/queue.h"
 #include "store/ledger.h"
 #include "store/spi_check.h"
@@ -57,6 +58,12 @@ handle_sigterm(SIGNAL_ARGS)
 	stop_requested = true;
 	SetLatch(MyLatch);
 	errno = save_errno;
+}
+
+bool
+llm_worker_stop_requested(void)
+{
+	return stop_requested;
 }
 
 static List *
@@ -391,7 +398,8 @@ llm_worker_main(Datum arg)
 			llm_queue_collect(queue, llm_queue_idle_wait_ms(queue, QUEUE_POLL_MS));
 		else
 			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-							 llm_queue_idle_wait_ms(queue, FLUSH_INTERVAL_MS), PG_WAIT_EXTENSION);
+							 llm_finetune_wait_ms(llm_queue_idle_wait_ms(queue, FLUSH_INTERVAL_MS)),
+							 PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
 
 		/*
@@ -417,6 +425,8 @@ llm_worker_main(Datum arg)
 		llm_queue_write(queue);
 		flush_held();
 		flush_pending();
+		/* a few due fine-tuning jobs: a poll, an upload or a create each */
+		llm_finetune_run(llm_worker_stop_requested);
 		if (GetCurrentTimestamp() >= next_expiry)
 		{
 			expire_cache();

@@ -10,4 +10,7 @@ extern char *llm_database;
 /* Registers one worker per database in llmext.databases; from _PG_init. */
 extern void llm_worker_register_all(void);
 
+/* In the worker: has it been told to stop (SIGTERM)? */
+extern bool llm_worker_stop_requested(void);
+
 #endif							/* LLMEXT_WORKER_H */

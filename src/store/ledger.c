@@ -604,6 +604,15 @@ add_entry_id(StringInfo buf)
 void
 llm_ledger_record(const LlmLedgerRow *row)
 {
+	char	   *json = llm_ledger_row_json(row);
+
+	llm_pending_add(LLM_ENTRY_CALL, NULL, row->cost_usd, json);
+	pfree(json);
+}
+
+char *
+llm_ledger_row_json(const LlmLedgerRow *row)
+{
 	static char *database = NULL;
 	static RoleName acting_name = {InvalidOid};
 	static RoleName login_name = {InvalidOid};
@@ -645,6 +654,5 @@ llm_ledger_record(const LlmLedgerRow *row)
 	add_text(&buf, "request_id", row->request_id);
 	add_text(&buf, "fingerprint", row->fingerprint);
 	appendStringInfoChar(&buf, '}');
-	llm_pending_add(LLM_ENTRY_CALL, NULL, row->cost_usd, buf.data);
-	pfree(buf.data);
+	return buf.data;
 }

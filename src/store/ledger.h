@@ -19,7 +19,7 @@
 /* One ledger row: a provider call or a cache hit. */
 typedef struct LlmLedgerRow
 {
-	const char *source;			/* sync, batch or queue */
+	const char *source;			/* sync, batch, queue or finetune */
 	const char *prompt_name;	/* NULL unless a stored prompt was used */
 	int			prompt_version;
 	const char *model;
@@ -41,6 +41,13 @@ extern int	llm_queue_full_wait_ms;
 
 /* Queues a ledger row (see llm_pending_add). */
 extern void llm_ledger_record(const LlmLedgerRow *row);
+/*
+ * The JSON object of a ledger row for llm._persist (acting and login roles
+ * the current ones), for a caller that writes it itself in its own
+ * transaction with llm_persist: the fine-tuning worker, whose ledger row
+ * commits with the job's success, exactly once.
+ */
+extern char *llm_ledger_row_json(const LlmLedgerRow *row);
 
 /* ISO 8601 text of t, whatever the session's DateStyle. */
 extern char *llm_iso_timestamp(TimestampTz t);
