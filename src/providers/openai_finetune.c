@@ -8,6 +8,7 @@
  * Pure code (see request.h).
  */
 #include "providers/openai.h"
+
 #include "providers/provider.h"
 
 #include <math.h>

@@ -30,17 +30,15 @@
 
 #include "call/call.h"
 #include "call/failure.h"
+#include "core/json_checks.h"
+#include "core/redact.h"
 #include "core/retry.h"
-#include "core/secrets.h"
 #include "queue/queue_private.h"
 #include "store/caller.h"
 #include "store/catalog.h"
 #include "store/ledger.h"
 #include "store/spi_check.h"
 #include "store/version.h"
-
-#include <math.h>
-#include <signal.h>
 
 #include "access/xact.h"
 #include "access/xlog.h"
@@ -59,6 +57,9 @@
 #include "utils/hsearch.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
+
+#include <math.h>
+#include <signal.h>
 
 int			llm_finetune_poll_interval_ms = 30000;
 int			llm_finetune_poll_max_ms = 600000;
