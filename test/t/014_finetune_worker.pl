@@ -5,8 +5,8 @@
 # killed right after the provider accepted a job (the test hook
 # llmext.finetune_crash_after_create): exactly one job at the provider.
 #
-# Jobs and training sets are inserted directly into the contract tables, as
-# llm_training_set_create and llm_finetune_create would.
+# The training set and the jobs are alice's, made with llm_training_set_create
+# and llm_finetune_create (she is granted llm_finetune).
 use strict;
 use warnings;
 
@@ -25,53 +25,20 @@ LlmextTest::wait_for_worker($node);
 LlmextTest::create_extension($node);
 $node->safe_psql(
 	'postgres', q{
-	CREATE ROLE alice LOGIN;
-	SELECT llm_model_create('mini', 'fake', 'gpt-4o-mini');
+	CREATE ROLE alice LOGIN IN ROLE llm_user, llm_finetune;
+	SELECT llm_model_create('mini', 'fake', 'gpt-4o-mini', training_price => 3);
 	SELECT llm_model_create('stats', 'fake', 'stats');
-	UPDATE llm.models SET training_price = 3 WHERE name = 'mini';
-	-- a stand-in until the SQL side's function is there
-	DO $$
-	BEGIN
-		IF to_regprocedure('llm._finetune_register(bigint,text,bigint)') IS NULL THEN
-			CREATE FUNCTION llm._finetune_register(p_job bigint, p_model text, p_tokens bigint)
-			RETURNS text LANGUAGE plpgsql AS $f$
-			DECLARE
-				j llm.finetune_jobs;
-				m text;
-			BEGIN
-				SELECT * INTO j FROM llm.finetune_jobs WHERE id = p_job;
-				m := j.name || '-v' || (SELECT count(*) + 1 FROM llm.models
-										 WHERE finetune_job IS NOT NULL AND name LIKE j.name || '-v%');
-				INSERT INTO llm.models (name, provider, remote_model, kind, base_model,
-										training_set, training_version, finetune_job)
-				VALUES (m, j.provider, p_model, 'fine_tuned', j.base_model,
-						j.training_set, j.training_version, p_job);
-				UPDATE llm.finetune_jobs
-				   SET state = 'succeeded', model = m, fine_tuned_model = p_model,
-					   trained_tokens = p_tokens, finished_at = now(),
-					   cost_usd = p_tokens * (SELECT training_price FROM llm.models
-											   WHERE name = j.base_model) / 1000000
-				 WHERE id = p_job;
-				RETURN m;
-			END $f$;
-		END IF;
-	END $$;
-	-- a set of 6 examples, the last one held out
-	INSERT INTO llm.training_sets (name, version, query, holdout, examples, held_out,
-								   estimated_tokens, bytes, sha256, created_by, login_role)
-	VALUES ('faq', 1, 'SELECT ...', 0.2, 5, 1, 100, 0, '', 'alice', 'alice');
-	INSERT INTO llm.training_examples (set_name, set_version, ord, example_key, held_out, line, tokens)
-	SELECT 'faq', 1, g, g::text, g = 6,
-		   format('{"messages":[{"role":"user","content":"question %s"},{"role":"assistant","content":"answer %s"}]}', g, g),
-		   10
-	  FROM generate_series(1, 6) g;
-	UPDATE llm.training_sets s
-	   SET bytes = f.bytes, sha256 = f.sha256
-	  FROM (SELECT sum(octet_length(line) + 1) AS bytes,
-				   encode(sha256(convert_to(string_agg(line || E'\n', '' ORDER BY ord), 'UTF8')), 'hex') AS sha256
-			  FROM llm.training_examples WHERE NOT held_out) f
-	 WHERE s.name = 'faq';
 });
+# sixteen examples as alice, a share held out (chosen by the hash of each key)
+$node->safe_psql(
+	'postgres', q{
+	SELECT llm_training_set_create('faq',
+		$$SELECT g::text AS id, 'question ' || g AS input, 'answer ' || g AS output
+			FROM generate_series(1, 16) g$$, holdout => 0.2);
+}, extra_params => [ '-U', 'alice' ]);
+my ($examples, $held_out) = split /\|/,
+  $node->safe_psql('postgres', "SELECT examples, held_out FROM llm.training_sets WHERE name = 'faq'");
+ok($held_out > 0 && $examples >= 10, "a training set of $examples examples, $held_out held out");
 
 sub stats
 {
@@ -81,19 +48,23 @@ sub stats
 	return \%s;
 }
 
-# Inserts a job (as llm_finetune_create would) and returns its id.
+# Queues a job as alice and returns its id.
 sub submit
 {
 	my ($name, $suffix, %opt) = @_;
-	my $validation = $opt{validation} ? "'faq', 1" : 'NULL, NULL';
+	my $validation = $opt{validation} ? "'faq'" : 'NULL';
 	return $node->safe_psql(
 		'postgres', qq{
-		INSERT INTO llm.finetune_jobs (name, submitted_by, login_role, base_model, provider,
-									   training_set, training_version, validation_set,
-									   validation_version, suffix, seed, hyperparameters)
-		VALUES ('$name', 'alice', 'alice', 'mini', 'fake', 'faq', 1, $validation, '$suffix', 7,
-				'{"n_epochs": 2}')
-		RETURNING id});
+		SELECT llm_finetune_create('$name', 'mini', 'faq', validation_set => $validation,
+								   hyperparameters => '{"n_epochs": 2}', suffix => '$suffix')},
+		extra_params => [ '-U', 'alice' ]);
+}
+
+sub cancel
+{
+	my ($job) = @_;
+	return $node->safe_psql('postgres', "SELECT llm_finetune_cancel($job)",
+		extra_params => [ '-U', 'alice' ]);
 }
 
 sub wait_state
@@ -132,7 +103,7 @@ is( $node->safe_psql(
 		   FROM llm.finetune_checkpoints WHERE job = $ok"),
 	'2|2|2|2|t',
 	'a checkpoint per epoch, with train and valid metrics');
-# 5 training lines of about 90 bytes: trained tokens = epochs x sum(ceil(bytes / 4))
+# trained tokens = epochs x sum(ceil(bytes / 4)) over the training lines
 my $tokens = job($ok, 'trained_tokens');
 ok($tokens > 0, "trained tokens reported ($tokens)");
 is( $node->safe_psql(
@@ -146,6 +117,28 @@ is(job($ok, "cost_usd = $tokens * 3 / 1000000.0"), 't', 'the job records its cos
 my $file = $node->safe_psql('postgres', "SELECT training_file_id FROM llm.finetune_jobs WHERE id = $ok");
 like($file, qr/^file-/, 'the training file id is recorded');
 
+# the tuned model answers from what it was trained on (the fake's learning
+# rule), its base does not; and a prompt label can point at it
+my ($seen, $unseen) = split /\|/, $node->safe_psql(
+	'postgres', q{
+	SELECT (SELECT min(ord) FROM llm.training_examples WHERE set_name = 'faq' AND NOT held_out),
+		   (SELECT min(ord) FROM llm.training_examples WHERE set_name = 'faq' AND held_out)});
+is($node->safe_psql('postgres', "SELECT llm_complete('question $seen', 'support-v1')"),
+	"answer $seen", 'the tuned model answers a trained question with its ideal answer');
+isnt($node->safe_psql('postgres', "SELECT llm_complete('question $unseen', 'support-v1')"),
+	"answer $unseen", 'a held-out question was not trained on');
+isnt($node->safe_psql('postgres', "SELECT llm_complete('question $seen', 'mini')"),
+	"answer $seen", 'the base model does not know the answer');
+$node->safe_psql(
+	'postgres', q{
+	SELECT llm_prompt_create('faq-prompt', '{{q}}', model => 'mini');
+	SELECT llm_prompt_deploy('faq-prompt', 1, 'tuned', model => 'support-v1');
+});
+is( $node->safe_psql(
+		'postgres', "SELECT llm_complete_prompt('faq-prompt', '{\"q\": \"question $seen\"}', label => 'tuned')"),
+	"answer $seen",
+	'a prompt label deploys the tuned model');
+
 # 2. The provider fails a job
 my $bad = submit('broken', 'fail');
 wait_state($bad, 'failed', 'a job the provider fails is failed');
@@ -156,7 +149,7 @@ is(job($bad, 'finished_at IS NOT NULL AND model IS NULL'), 't', 'finished, no mo
 $before = stats();
 my $long = submit('forever', 'never');
 wait_state($long, 'running', 'a long job runs');
-$node->safe_psql('postgres', "UPDATE llm.finetune_jobs SET state = 'cancelling' WHERE id = $long");
+is(cancel($long), 't', 'llm_finetune_cancel of a running job');
 wait_state($long, 'cancelled', 'a cancelled job is cancelled');
 $after = stats();
 is($after->{cancel_requests} - $before->{cancel_requests}, 1, 'one cancel sent to the provider');
@@ -169,7 +162,7 @@ my $restarted = $node->safe_psql('postgres', 'SELECT now()');
 ok( $node->poll_query_until(
 		'postgres', "SELECT updated_at > '$restarted' FROM llm.finetune_jobs WHERE id = $again"),
 	'polling resumes after a restart');
-$node->safe_psql('postgres', "UPDATE llm.finetune_jobs SET state = 'cancelling' WHERE id = $again");
+cancel($again);
 wait_state($again, 'cancelled', 'and the job is cancelled after it');
 
 # 5. The provider creates the job but its answer is lost (500): found, not created again
