@@ -444,6 +444,7 @@ write_set_file(FtJob *job, const char *set, int version, bool held_out, bool ver
 	char		hex[PG_SHA256_DIGEST_LENGTH * 2 + 1];
 	off_t		offset = 0;
 	char	   *path;
+	MemoryContext rows_context;
 
 	begin("llmext: writing a fine-tuning file");
 	/* in the transaction: its resource owner frees the digest after an ERROR */
@@ -458,11 +459,21 @@ write_set_file(FtJob *job, const char *set, int version, bool held_out, bool ver
 									   " WHERE set_name = $1 AND set_version = $2 AND held_out = $3"
 									   " ORDER BY ord",
 									   3, types, args, NULL, true, 0);
+	/*
+	 * A line stored compressed or out of line is detoasted into a copy, and
+	 * the conversion to UTF-8 may make another: they go with each batch,
+	 * or a large set would be held in memory whole by the end.
+	 */
+	rows_context = AllocSetContextCreate(CurrentMemoryContext, "llmext fine-tuning file rows",
+										 ALLOCSET_DEFAULT_SIZES);
 	for (;;)
 	{
+		MemoryContext outer;
+
 		SPI_cursor_fetch(portal, true, FETCH_ROWS);
 		if (SPI_processed == 0)
 			break;
+		outer = MemoryContextSwitchTo(rows_context);
 		for (uint64 i = 0; i < SPI_processed; i++)
 		{
 			bool		isnull;
@@ -486,9 +497,12 @@ write_set_file(FtJob *job, const char *set, int version, bool held_out, bool ver
 				resetStringInfo(&chunk);
 			}
 		}
+		MemoryContextSwitchTo(outer);
+		MemoryContextReset(rows_context);
 		SPI_freetuptable(SPI_tuptable);
 		CHECK_FOR_INTERRUPTS();
 	}
+	MemoryContextDelete(rows_context);
 	SPI_cursor_close(portal);
 	if (chunk.len > 0)
 	{
@@ -574,7 +588,11 @@ upload_set(FtJob *job, const char *set, int version, bool held_out, bool verify,
 	char	   *id;
 	Datum		args[2];
 
+	TimestampTz start = GetCurrentTimestamp();
+	TimestampTz written_at;
+
 	path = write_set_file(job, set, version, held_out, verify, &bytes);
+	written_at = GetCurrentTimestamp();
 	id = upload(job, path, psprintf("llmext-%lld-%s.jsonl", (long long) job->id,
 									strcmp(column_name, "training_file_id") == 0 ? "train" : "valid"));
 	close_open_file();
@@ -588,8 +606,11 @@ upload_set(FtJob *job, const char *set, int version, bool held_out, bool verify,
 		 "it", args, NULL);
 	end();
 	*file_id = pstrdup(id);
-	ereport(DEBUG1, (errmsg("llmext fine-tuning job %lld: uploaded %lld bytes as %s",
-							(long long) job->id, (long long) bytes, id)));
+	/* once per file, and what an operator asks about a large one: how long */
+	ereport(LOG, (errmsg("llmext fine-tuning job %lld: wrote %lld bytes in %.3f s, uploaded them as %s in %.3f s",
+						 (long long) job->id, (long long) bytes,
+						 TimestampDifferenceMilliseconds(start, written_at) / 1000.0, id,
+						 TimestampDifferenceMilliseconds(written_at, GetCurrentTimestamp()) / 1000.0)));
 	return true;
 }
 
