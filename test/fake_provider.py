@@ -120,7 +120,9 @@ Files and fine-tuning (OpenAI wire format; ids are unique per fake process)
            400 code "invalid_file_format", param "file", message "Invalid file
            format for fine-tuning: line N: <reason>.".  Bad multipart, no file
            -> 400; purpose missing or unknown -> 400 param "purpose".
-           Faults, by the filename (checked in this order, after the fields):
+           Faults, by the filename or the request header X-Fake-Fault (a
+           provider's "headers" option sets it on every request llmext
+           sends), checked in this order, after the fields:
              contains "reject"       400 {"message":"upload rejected","type":
                                      "invalid_request_error","param":"file",
                                      "code":"upload_rejected"}
@@ -829,9 +831,10 @@ class Tuning:
         purpose = fields.get("purpose", (None, b""))[1].decode("utf-8", "replace").strip()
         if purpose not in PURPOSES:
             return invalid(f"Invalid value for 'purpose': {purpose!r}.", "purpose")
-        if "reject" in filename:
+        faults = filename + " " + headers.get("x-fake-fault", "")
+        if "reject" in faults:
             return invalid("upload rejected", "file", "upload_rejected")
-        if (m := FILE_FAIL.search(filename)) and int(m.group(1)) in FAILS:
+        if (m := FILE_FAIL.search(faults)) and int(m.group(1)) in FAILS:
             return fail_response(int(m.group(1)), "files")
         if m := FILE_FLAKY.search(filename):
             seen = self.flaky.get(filename, 0)
@@ -1637,14 +1640,17 @@ def check_upload_faults(c):
     limited = c.post_multipart({"purpose": "fine-tune", "file": ("x-fail-429.jsonl", data)})
     server = c.upload("x-fail-500.jsonl", data)[0]
     flaky = [c.upload("y-flaky-1.jsonl", data)[0] for _ in range(2)]
+    ctype, body = multipart_body({"purpose": "fine-tune", "file": ("plain.jsonl", data)})
+    by_header = c.request("POST", "/v1/files", body, {"Content-Type": ctype,
+                                                      "X-Fake-Fault": "reject"})[0]
     after = c.json("GET", "/_stats")
     return rejected == (400, {"error": {"message": "upload rejected",
                                         "type": "invalid_request_error", "param": "file",
                                         "code": "upload_rejected"}}) \
         and limited[0] == 429 and limited[1]["retry-after"] == "1" and server == 500 \
-        and flaky == [503, 200] \
+        and flaky == [503, 200] and by_header == 400 \
         and after["files_uploaded"] - before["files_uploaded"] == 1 \
-        and after["upload_requests"] - before["upload_requests"] == 5
+        and after["upload_requests"] - before["upload_requests"] == 6
 
 
 def check_big_upload(c):

@@ -1,6 +1,7 @@
 # The worker runs fine-tuning jobs against the fake provider: uploads,
 # create, polling with events and checkpoints, registration of the model
-# and the training cost in the ledger; a job the provider fails; a cancel;
+# and the training cost in the ledger; an upload the provider refuses; a job
+# the provider fails; a cancel;
 # a restart while a job runs; a create whose answer is lost; and the worker
 # killed right after the provider accepted a job (the test hook
 # llmext.finetune_crash_after_create): exactly one job at the provider.
@@ -138,6 +139,24 @@ is( $node->safe_psql(
 		'postgres', "SELECT llm_complete_prompt('faq-prompt', '{\"q\": \"question $seen\"}', label => 'tuned')"),
 	"answer $seen",
 	'a prompt label deploys the tuned model');
+
+# 1b. The provider refuses the upload (the fake's X-Fake-Fault header, sent by
+# this provider on every request): failed, nothing created
+$node->safe_psql(
+	'postgres', q{
+	SELECT llm_provider_create('fake-reject', current_setting('llmext_test.fake_url'),
+							   options => '{"headers": {"X-Fake-Fault": "reject"}}');
+	SELECT llm_model_create('mini-reject', 'fake-reject', 'gpt-4o-mini', training_price => 3);
+});
+$before = stats();
+my $refused = $node->safe_psql(
+	'postgres', "SELECT llm_finetune_create('refused', 'mini-reject', 'faq')",
+	extra_params => [ '-U', 'alice' ]);
+wait_state($refused, 'failed', 'a job whose upload the provider refuses is failed');
+like(job($refused, 'error'), qr/upload rejected/, 'with the provider\'s message');
+$after = stats();
+is($after->{files_uploaded} - $before->{files_uploaded}, 0, 'no file stored');
+is($after->{job_create_requests} - $before->{job_create_requests}, 0, 'no job asked for');
 
 # 2. The provider fails a job
 my $bad = submit('broken', 'fail');
