@@ -31,6 +31,13 @@ SELECT error_of($$SELECT llm_finetune_create('ft-support', 'ft-base', 'ft-plain'
 SELECT error_of($$SELECT llm_finetune_create('ft-support', 'ft-base', 'ft-plain', suffix => 'no spaces')$$);
 SELECT error_of($$SELECT llm_finetune_create('ft-support', 'ft-base', 'ft-plain', suffix => repeat('x', 65))$$);
 RESET SESSION AUTHORIZATION;
+-- the base model's own limit on one example (a model limit)
+SELECT llm_model_set_limits('ft-base', '{"max_training_example_tokens": 5}');
+SET SESSION AUTHORIZATION regress_ft_alice;
+SELECT error_of($$SELECT llm_finetune_create('ft-support', 'ft-base', 'ft-plain')$$);
+RESET SESSION AUTHORIZATION;
+SELECT error_of($$SELECT llm_model_set_limits('ft-base', '{"max_training_example_tokens": 0}')$$);
+SELECT llm_model_set_limits('ft-base', '{}');
 
 -- 3. the estimate is held to the caller's budgets first
 SELECT llm_budget_set('regress_ft_alice', 'day', 0.005);

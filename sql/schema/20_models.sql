@@ -37,7 +37,7 @@ COMMENT ON COLUMN llm.models.tuned_output_price IS 'output price of models tuned
 COMMENT ON COLUMN llm.models.training_set IS 'lineage of a fine-tuned model: the training set (with training_version) it was trained on';
 COMMENT ON COLUMN llm.models.prompt_name IS 'lineage: the stored prompt (with prompt_version) its training set was rendered through';
 COMMENT ON COLUMN llm.models.finetune_job IS 'lineage: the llm.finetune_jobs row that trained it (NULL when trained elsewhere)';
-COMMENT ON COLUMN llm.models.limits IS 'this model''s own max_concurrency, requests_per_minute and tokens_per_minute, on top of its provider''s';
+COMMENT ON COLUMN llm.models.limits IS 'this model''s own max_concurrency, requests_per_minute and tokens_per_minute, on top of its provider''s; max_training_example_tokens bounds the examples it is fine-tuned on';
 
 -- Checks a model's limits; unknown keys are refused.
 CREATE FUNCTION llm._check_model_limits(limits jsonb)
@@ -55,10 +55,11 @@ BEGIN
 				  HINT = 'For example ''{"max_concurrency": 8, "requests_per_minute": 500}''.';
 	END IF;
 	FOR k, v IN SELECT * FROM jsonb_each(limits) LOOP
-		IF k NOT IN ('max_concurrency', 'requests_per_minute', 'tokens_per_minute') THEN
+		IF k NOT IN ('max_concurrency', 'requests_per_minute', 'tokens_per_minute',
+					 'max_training_example_tokens') THEN
 			RAISE EXCEPTION 'unknown model limit "%"', k
 				USING ERRCODE = 'invalid_parameter_value',
-					  HINT = 'Known limits: max_concurrency, requests_per_minute, tokens_per_minute.';
+					  HINT = 'Known limits: max_concurrency, requests_per_minute, tokens_per_minute, max_training_example_tokens.';
 		END IF;
 		PERFORM llm._check_limit('model limit', k, v);
 	END LOOP;

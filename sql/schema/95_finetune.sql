@@ -225,6 +225,7 @@ DECLARE
 	epochs integer;
 	estimate record;
 	b record;
+	too_long record;
 	job bigint;
 BEGIN
 	IF NOT pg_has_role(caller, 'llm_finetune', 'MEMBER') AND NOT pg_has_role(caller, 'llm_admin', 'MEMBER') THEN
@@ -268,6 +269,22 @@ BEGIN
 	END IF;
 	SELECT * INTO set_row FROM llm.training_sets s
 	 WHERE s.name = _finetune_create.training_set AND s.version = _finetune_create.training_version;
+	IF jsonb_typeof(base.limits -> 'max_training_example_tokens') = 'number' THEN
+		-- the model's own limit on one example (a training set is checked
+		-- against llmext's general one when it is made)
+		SELECT e.ord, e.example_key, e.tokens INTO too_long FROM llm.training_examples e
+		 WHERE e.set_name = _finetune_create.training_set AND e.set_version = _finetune_create.training_version
+		   AND NOT e.held_out AND e.tokens > (base.limits ->> 'max_training_example_tokens')::bigint
+		 ORDER BY e.ord LIMIT 1;
+		IF FOUND THEN
+			RAISE EXCEPTION 'example % (id %) of training set "%" version % is too long for model "%"',
+							too_long.ord, too_long.example_key, training_set, training_version, base.name
+				USING ERRCODE = 'program_limit_exceeded',
+					  DETAIL = format('It has about %s tokens; the model''s max_training_example_tokens is %s.',
+									  too_long.tokens, base.limits ->> 'max_training_example_tokens'),
+					  HINT = 'Make a version of the set without it, or fine-tune a model that takes longer examples.';
+		END IF;
+	END IF;
 	IF validation_set IS NOT NULL THEN
 		SELECT max(s.version) INTO validation_version FROM llm.training_sets s
 		 WHERE s.name = _finetune_create.validation_set

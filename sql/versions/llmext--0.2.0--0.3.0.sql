@@ -18,6 +18,34 @@ ALTER TABLE llm.models
 	ADD COLUMN finetune_job bigint,
 	ADD CHECK ((training_set IS NULL) = (training_version IS NULL));
 
+-- A model's limits may bound the examples it is fine-tuned on.
+CREATE OR REPLACE FUNCTION llm._check_model_limits(limits jsonb)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	k text;
+	v jsonb;
+BEGIN
+	IF jsonb_typeof(limits) IS DISTINCT FROM 'object' THEN
+		RAISE EXCEPTION 'model limits must be a JSON object'
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'For example ''{"max_concurrency": 8, "requests_per_minute": 500}''.';
+	END IF;
+	FOR k, v IN SELECT * FROM jsonb_each(limits) LOOP
+		IF k NOT IN ('max_concurrency', 'requests_per_minute', 'tokens_per_minute',
+					 'max_training_example_tokens') THEN
+			RAISE EXCEPTION 'unknown model limit "%"', k
+				USING ERRCODE = 'invalid_parameter_value',
+					  HINT = 'Known limits: max_concurrency, requests_per_minute, tokens_per_minute, max_training_example_tokens.';
+		END IF;
+		PERFORM llm._check_limit('model limit', k, v);
+	END LOOP;
+END
+$$;
+COMMENT ON COLUMN llm.models.limits IS 'this model''s own max_concurrency, requests_per_minute and tokens_per_minute, on top of its provider''s; max_training_example_tokens bounds the examples it is fine-tuned on';
+
 -- Comments of the new model columns
 COMMENT ON COLUMN llm.models.training_price IS 'USD per million trained tokens for fine-tuning this model (NULL: not known)';
 COMMENT ON COLUMN llm.models.tuned_input_price IS 'input price of models tuned from this one; NULL means this model''s own';
@@ -1020,6 +1048,7 @@ DECLARE
 	epochs integer;
 	estimate record;
 	b record;
+	too_long record;
 	job bigint;
 BEGIN
 	IF NOT pg_has_role(caller, 'llm_finetune', 'MEMBER') AND NOT pg_has_role(caller, 'llm_admin', 'MEMBER') THEN
@@ -1063,6 +1092,22 @@ BEGIN
 	END IF;
 	SELECT * INTO set_row FROM llm.training_sets s
 	 WHERE s.name = _finetune_create.training_set AND s.version = _finetune_create.training_version;
+	IF jsonb_typeof(base.limits -> 'max_training_example_tokens') = 'number' THEN
+		-- the model's own limit on one example (a training set is checked
+		-- against llmext's general one when it is made)
+		SELECT e.ord, e.example_key, e.tokens INTO too_long FROM llm.training_examples e
+		 WHERE e.set_name = _finetune_create.training_set AND e.set_version = _finetune_create.training_version
+		   AND NOT e.held_out AND e.tokens > (base.limits ->> 'max_training_example_tokens')::bigint
+		 ORDER BY e.ord LIMIT 1;
+		IF FOUND THEN
+			RAISE EXCEPTION 'example % (id %) of training set "%" version % is too long for model "%"',
+							too_long.ord, too_long.example_key, training_set, training_version, base.name
+				USING ERRCODE = 'program_limit_exceeded',
+					  DETAIL = format('It has about %s tokens; the model''s max_training_example_tokens is %s.',
+									  too_long.tokens, base.limits ->> 'max_training_example_tokens'),
+					  HINT = 'Make a version of the set without it, or fine-tune a model that takes longer examples.';
+		END IF;
+	END IF;
 	IF validation_set IS NOT NULL THEN
 		SELECT max(s.version) INTO validation_version FROM llm.training_sets s
 		 WHERE s.name = _finetune_create.validation_set
