@@ -1,0 +1,137 @@
+-- Evaluation: sets, cases, runs of variants through the queue, results,
+-- reports.  The statistics functions (llm.eval_mean_interval,
+-- llm.eval_bootstrap, llm.eval_sign_test, llm.eval_mcnemar) get simple
+-- stand-ins here, dropped at the end.
+SET client_min_messages = warning;
+CREATE FUNCTION llm.eval_mean_interval(scores float8[]) RETURNS float8[]
+LANGUAGE sql AS $$
+	SELECT ARRAY[avg(s), avg(s) - 1.96 * coalesce(stddev_samp(s), 0) / sqrt(count(*)),
+				 avg(s) + 1.96 * coalesce(stddev_samp(s), 0) / sqrt(count(*))]
+	  FROM unnest(scores) s $$;
+CREATE FUNCTION llm.eval_sign_test(wins int, losses int) RETURNS float8
+LANGUAGE sql AS $$
+	SELECT least(1, 2 * sum(factorial(wins + losses) / (factorial(k) * factorial(wins + losses - k)))
+					/ 2 ^ (wins + losses))::float8
+	  FROM generate_series(0, least(wins, losses)) k $$;
+CREATE FUNCTION llm.eval_mcnemar(b int, c int) RETURNS float8
+LANGUAGE sql AS $$ SELECT llm.eval_sign_test(b, c) $$;
+CREATE FUNCTION llm.eval_bootstrap(diffs float8[], resamples int DEFAULT 2000) RETURNS float8[]
+LANGUAGE sql AS $$ SELECT ARRAY[min(d), max(d)] FROM unnest(diffs) d $$;
+
+CREATE ROLE regress_ev_alice LOGIN;
+CREATE ROLE regress_ev_bob LOGIN;
+GRANT llm_user TO regress_ev_alice, regress_ev_bob;
+SELECT llm_model_create('learner', 'fake', 'learner');
+SELECT llm_model_create('learner-hot', 'fake', 'learner');
+CREATE FUNCTION public.ev_starts_a(output text, expected jsonb, vars jsonb) RETURNS numeric
+LANGUAGE sql AS $$ SELECT CASE WHEN output LIKE 'A%' THEN 1 ELSE 0 END $$;
+RESET client_min_messages;
+
+SET SESSION AUTHORIZATION regress_ev_alice;
+-- sets and their refusals
+SELECT llm_eval_set_create('colors', 'A or B by colour');
+SELECT error_of($$SELECT llm_eval_set_create('colors')$$);
+SELECT error_of($$SELECT llm_eval_set_create(NULL)$$);
+SELECT error_of($$SELECT llm_eval_set_create('')$$);
+SELECT error_of($$SELECT llm_eval_set_create('no spaces')$$);
+-- cases from a query run with the caller's rights
+SELECT llm_eval_cases_add('colors', $$
+	SELECT * FROM (VALUES ('k1', 'red green', '"A"'::jsonb, ARRAY['warm']),
+						  ('k2', 'blue yellow', '"B"', ARRAY['cold']),
+						  ('k3', 'red purple', '"A"', ARRAY['warm'])) AS t(key, input, expected, tags)$$)
+	AS added;
+SELECT case_key, input, expected, tags, weight, source FROM llm.eval_cases ORDER BY case_key;
+SELECT error_of($$SELECT llm_eval_cases_add('colors', NULL)$$);
+SELECT error_of($$SELECT llm_eval_cases_add('colors', '  ')$$);
+SELECT error_of($$SELECT llm_eval_cases_add('colors', 'SELEC 1')$$);
+SELECT error_of($$SELECT llm_eval_cases_add('nosuch', 'SELECT ''k'' AS key, ''x'' AS input')$$);
+SELECT error_of($$SELECT llm_eval_cases_add('colors', 'SELECT ''k9'' AS key')$$);
+SELECT error_of($$SELECT llm_eval_cases_add('colors', 'SELECT ''x'' AS input')$$);
+SELECT error_of($$SELECT llm_eval_cases_add('colors', 'SELECT ''k1'' AS key, ''x'' AS input')$$);
+SELECT error_of($$SELECT llm_eval_cases_add('colors', 'SELECT * FROM llm.providers')$$);
+-- an internal body is not callable
+SELECT error_of($$SELECT llm._eval_cases_store('regress_ev_bob', 'regress_ev_bob', 'colors', '[]')$$);
+
+-- a stored prompt with few-shot examples, and one without
+SELECT llm_prompt_create('ev-fewshot', '{{input}}', system => 'Answer A or B.',
+						 examples => '[{"input": {"input": "red green"}, "output": "A"},
+									   {"input": {"input": "blue yellow"}, "output": "B"}]',
+						 model => 'learner');
+SELECT llm_prompt_create('ev-fewshot', 'Colours: {{input}}', model => 'learner');
+
+-- variants are refused before anything is queued
+SELECT error_of($$SELECT llm_eval_run('colors', '[{"name": "a", "prompt": "nosuch"}]')$$);
+SELECT error_of($$SELECT llm_eval_run('colors', '[{"name": "a", "prompt": "ev-fewshot", "version": 9}]')$$);
+SELECT error_of($$SELECT llm_eval_run('colors', '[{"name": "a", "prompt": "ev-fewshot", "label": "prod"}]')$$);
+SELECT error_of($$SELECT llm_eval_run('colors', '[{"name": "a", "model": "nosuch"}]')$$);
+SELECT error_of($$SELECT llm_eval_run('colors', '[{"name": "a", "model": "learner"}, {"name": "a", "model": "learner"}]')$$);
+SELECT error_of($$SELECT llm_eval_run('colors', '[{"model": "learner"}]')$$);
+SELECT error_of($$SELECT llm_eval_run('colors', '[]')$$);
+SELECT error_of($$SELECT llm_eval_run('colors', '[{"name": "a", "model": "learner"}]', 0)$$);
+SELECT error_of($$SELECT llm_eval_run('nosuch', '[{"name": "a", "model": "learner"}]')$$);
+SELECT error_of($$SELECT llm_eval_run('colors', '[{"name": "a", "model": "learner"}]',
+									   scorer => '{"type": "function", "function": "public.nosuch"}')$$);
+SELECT count(*) AS nothing_queued FROM llm.requests WHERE tag LIKE 'eval-%';
+SELECT count(*) AS no_runs FROM llm.eval_runs;
+
+-- a run end to end: few-shot prompt against a plain system prompt, and a
+-- model that fails; two repeats
+SELECT llm_eval_run('colors',
+	'[{"name": "fewshot", "prompt": "ev-fewshot", "version": 1},
+	  {"name": "plain", "model": "learner", "system": "Answer A or B."},
+	  {"name": "broken", "model": "fail-400", "system": "x", "options": {"temperature": 0.5, "seed": 7}}]',
+	repeats => 2) AS run \gset
+SELECT tag = 'eval-' || :run AS tagged, state, cases, requests FROM llm.eval_runs WHERE id = :run;
+SELECT llm_eval_wait(:run, '60 seconds') - 'run' AS waited;
+SELECT state, finished_at IS NOT NULL AS finished FROM llm.eval_runs WHERE id = :run;
+SELECT total, done, error FROM llm.batches WHERE tag = 'eval-' || :run;
+SELECT variant, case_key, repeat, output, score, passed, input_tokens, output_tokens,
+	   latency_ms IS NOT NULL AS has_latency, temperature, seed, error IS NOT NULL AS failed
+  FROM llm.eval_results WHERE run = :run ORDER BY variant, case_key, repeat;
+-- every request was sent with the cache off
+SELECT DISTINCT options ->> 'cache' AS cache FROM llm.requests WHERE tag = 'eval-' || :run;
+SELECT DISTINCT prompt_name, prompt_version FROM llm.requests WHERE tag = 'eval-' || :run ORDER BY 1;
+
+-- the report, the comparison and the differing cases
+SELECT variant, cases, results, errors, pending, mean_score, score_low, score_high, pass_rate,
+	   consistency, pairwise_agreement, json_valid_rate, input_tokens_per_case,
+	   output_tokens_per_case, contaminated_cases
+  FROM llm.eval_report WHERE run = :run ORDER BY variant;
+SELECT cases, wins, ties, losses, mean_diff, diff_low, diff_high, sign_test_p, a_only_passed,
+	   b_only_passed, mcnemar_p, input_tokens_diff_per_case, output_tokens_diff_per_case,
+	   latency_diff_ms IS NOT NULL AS has_latency_diff
+  FROM llm_eval_compare(:run, 'fewshot', 'plain');
+SELECT case_key, a_score, b_score, a_outputs, b_outputs FROM llm_eval_cases_diff(:run, 'fewshot', 'plain');
+SELECT error_of(format('SELECT * FROM llm_eval_compare(%s, %L, %L)', :run, 'fewshot', 'nosuch'));
+
+-- a function scorer, run with the submitter's rights
+SELECT llm_eval_run('colors', '[{"name": "fs", "prompt": "ev-fewshot", "version": 1}]',
+					scorer => '{"type": "function", "function": "public.ev_starts_a"}') AS frun \gset
+SELECT llm_eval_wait(:frun, '60 seconds') ->> 'state' AS state;
+SELECT case_key, output, score, passed, reason FROM llm.eval_results WHERE run = :frun ORDER BY case_key;
+-- the callback only scores rows of one's own runs, from the stored answer
+SELECT llm.eval_collect(request_id, '{"content": "forged"}') FROM llm.eval_results WHERE run = :frun;
+SELECT count(*) FILTER (WHERE output = 'forged') AS forged FROM llm.eval_results WHERE run = :frun;
+RESET SESSION AUTHORIZATION;
+
+-- RLS: bob sees none of alice's sets, cases, runs or results
+SET SESSION AUTHORIZATION regress_ev_bob;
+SELECT (SELECT count(*) FROM llm.eval_sets) AS sets, (SELECT count(*) FROM llm.eval_cases) AS cases,
+	   (SELECT count(*) FROM llm.eval_runs) AS runs, (SELECT count(*) FROM llm.eval_results) AS results,
+	   (SELECT count(*) FROM llm.eval_report) AS report_rows;
+SELECT error_of($$SELECT llm_eval_run('colors', '[{"name": "a", "model": "learner"}]')$$);
+SELECT error_of(format('SELECT llm_eval_wait(%s)', :run));
+SELECT error_of($$SELECT llm_eval_cases_add('colors', 'SELECT ''b1'' AS key, ''x'' AS input')$$);
+SELECT count(*) FILTER (WHERE recorded) AS recorded FROM (SELECT llm.llm_eval_record(id, 1, NULL) AS recorded FROM generate_series(1, 50) id) x;
+RESET SESSION AUTHORIZATION;
+SELECT count(*) AS alice_results_changed FROM llm.eval_results WHERE run = :frun AND reason IS NULL AND score = 1 AND output = 'B';
+
+SET client_min_messages = warning;
+DROP FUNCTION llm.eval_mean_interval(float8[]), llm.eval_sign_test(int, int), llm.eval_mcnemar(int, int),
+	llm.eval_bootstrap(float8[], int);
+DELETE FROM llm.eval_runs;
+DELETE FROM llm.eval_sets;
+DROP FUNCTION public.ev_starts_a(text, jsonb, jsonb);
+DROP OWNED BY regress_ev_alice, regress_ev_bob;
+DROP ROLE regress_ev_alice, regress_ev_bob;
+RESET client_min_messages;
