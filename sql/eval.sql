@@ -1,23 +1,7 @@
 -- Evaluation: sets, cases, runs of variants through the queue, results,
--- reports.  The statistics functions (llm.eval_mean_interval,
--- llm.eval_bootstrap, llm.eval_sign_test, llm.eval_mcnemar) get simple
--- stand-ins here, dropped at the end.
+-- reports (their statistics: llm.eval_mean_interval, llm.eval_bootstrap,
+-- llm.eval_sign_test, llm.eval_mcnemar; checked on their own in scorers).
 SET client_min_messages = warning;
-CREATE FUNCTION llm.eval_mean_interval(scores float8[]) RETURNS float8[]
-LANGUAGE sql AS $$
-	SELECT ARRAY[avg(s), avg(s) - 1.96 * coalesce(stddev_samp(s), 0) / sqrt(count(*)),
-				 avg(s) + 1.96 * coalesce(stddev_samp(s), 0) / sqrt(count(*))]
-	  FROM unnest(scores) s $$;
-CREATE FUNCTION llm.eval_sign_test(wins int, losses int) RETURNS float8
-LANGUAGE sql AS $$
-	SELECT least(1, 2 * sum(factorial(wins + losses) / (factorial(k) * factorial(wins + losses - k)))
-					/ 2 ^ (wins + losses))::float8
-	  FROM generate_series(0, least(wins, losses)) k $$;
-CREATE FUNCTION llm.eval_mcnemar(b int, c int) RETURNS float8
-LANGUAGE sql AS $$ SELECT llm.eval_sign_test(b, c) $$;
-CREATE FUNCTION llm.eval_bootstrap(diffs float8[], resamples int DEFAULT 2000) RETURNS float8[]
-LANGUAGE sql AS $$ SELECT ARRAY[min(d), max(d)] FROM unnest(diffs) d $$;
-
 CREATE ROLE regress_ev_alice LOGIN;
 CREATE ROLE regress_ev_bob LOGIN;
 GRANT llm_user TO regress_ev_alice, regress_ev_bob;
@@ -127,8 +111,6 @@ RESET SESSION AUTHORIZATION;
 SELECT count(*) AS alice_results_changed FROM llm.eval_results WHERE run = :frun AND reason IS NULL AND score = 1 AND output = 'B';
 
 SET client_min_messages = warning;
-DROP FUNCTION llm.eval_mean_interval(float8[]), llm.eval_sign_test(int, int), llm.eval_mcnemar(int, int),
-	llm.eval_bootstrap(float8[], int);
 DELETE FROM llm.eval_runs;
 DELETE FROM llm.eval_sets;
 DROP FUNCTION public.ev_starts_a(text, jsonb, jsonb);

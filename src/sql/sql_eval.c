@@ -1,41 +1,248 @@
 /*
- * sql_eval.c — llm_eval_score: one output scored against the expected
- * answer.  (A first version: only the exact scorer.)
+ * sql_eval.c — the evaluation's C functions: llm_eval_score (one output
+ * scored against the expected answer, core/score.c, and the regex scorer
+ * with the server's own regular expressions) and the statistics of
+ * comparisons (core/stats.c): llm.eval_sign_test, llm.eval_mcnemar,
+ * llm.eval_bootstrap, llm.eval_mean_interval.
  */
 #include "llmext.h"
 
+#include <math.h>
+
+#include "call/call.h"
+#include "core/score.h"
+#include "core/stats.h"
+
+#include "catalog/pg_collation.h"
+#include "catalog/pg_type.h"
 #include "fmgr.h"
+#include "miscadmin.h"
+#include "regex/regex.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
 
 PG_FUNCTION_INFO_V1(llm_eval_score);
+PG_FUNCTION_INFO_V1(llm_eval_sign_test);
+PG_FUNCTION_INFO_V1(llm_eval_mcnemar);
+PG_FUNCTION_INFO_V1(llm_eval_bootstrap);
+PG_FUNCTION_INFO_V1(llm_eval_mean_interval);
 
+/* The regex scorer: the pattern (option "pattern", else the expected text) found in output. */
+static void
+score_regex(const LlmScorer *s, const char *output, const cJSON *expected, Oid collation,
+			LlmScore *out)
+{
+	char	   *pattern;
+	char		excerpt[80 + 4];
+	bool		match;
+
+	if (output == NULL)
+	{
+		llm_score_unknown(out, "no output");
+		return;
+	}
+	if (s->pattern != NULL)
+		pattern = pstrdup(s->pattern);
+	else if (expected != NULL)
+		pattern = llm_score_expected_text(expected);
+	else
+	{
+		llm_score_unknown(out, "no expected answer");
+		return;
+	}
+	/* an invalid pattern raises 2201B, as ~ does */
+	match = RE_compile_and_execute(cstring_to_text(pattern), (char *) output, strlen(output),
+								   REG_ADVANCED | (s->ignore_case ? REG_ICASE : 0),
+								   OidIsValid(collation) ? collation : DEFAULT_COLLATION_OID,
+								   0, NULL);
+	if (match)
+		llm_score_set(out, s, 1, NULL);
+	else
+		llm_score_set(out, s, 0, "no match for /%s/%s", llm_score_excerpt(excerpt, pattern, 80),
+					  s->ignore_case ? "i" : "");
+}
+
+/* llm_eval_score(scorer jsonb, output text, expected jsonb, vars jsonb) RETURNS jsonb */
 Datum
 llm_eval_score(PG_FUNCTION_ARGS)
 {
+	cJSON	   *scorer_json;
 	char	   *output = PG_ARGISNULL(1) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(1));
-	Jsonb	   *expected = PG_ARGISNULL(2) ? NULL : PG_GETARG_JSONB_P(2);
-	char	   *want = NULL;
-	const char *result;
+	cJSON	   *expected = PG_ARGISNULL(2) ? NULL : llm_jsonb_to_cjson(PG_GETARG_DATUM(2));
+	cJSON	   *vars = PG_ARGISNULL(3) ? NULL : llm_jsonb_to_cjson(PG_GETARG_DATUM(3));
+	LlmScorer	scorer;
+	LlmScore	score;
+	char		err[256];
+	cJSON	   *result;
 
-	if (expected != NULL)
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("scorer must not be NULL"),
+				 errhint("Pass a scorer such as '{\"type\": \"exact\"}'.")));
+	scorer_json = llm_jsonb_to_cjson(PG_GETARG_DATUM(0));
+	if (!llm_scorer_parse(scorer_json, &scorer, err, sizeof(err)))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s", err),
+				 errhint("Scorer types: " LLM_SCORER_TYPE_LIST
+						 "; judge and function scorers are run by llm_eval_run.")));
+	if (scorer.type == LLM_SCORER_REGEX)
+		score_regex(&scorer, output, expected, PG_GET_COLLATION(), &score);
+	else if (!llm_score_parsed(&scorer, output, expected, vars, &score, err, sizeof(err)))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s", err)));
+
+	result = cJSON_CreateObject();
+	if (score.has_score)
 	{
-		JsonbValue	v;
+		char		number[32];
 
-		if (JB_ROOT_IS_SCALAR(expected) && getIthJsonbValueFromContainer(&expected->root, 0) != NULL &&
-			getIthJsonbValueFromContainer(&expected->root, 0)->type == jbvString)
-		{
-			v = *getIthJsonbValueFromContainer(&expected->root, 0);
-			want = pnstrdup(v.val.string.val, v.val.string.len);
-		}
-		else
-			want = JsonbToCString(NULL, &expected->root, VARSIZE(expected));
+		/* 15 significant digits: 0.863636363636364, not ...36365 */
+		snprintf(number, sizeof(number), "%.15g", score.score);
+		cJSON_AddRawToObject(result, "score", number);
+		cJSON_AddBoolToObject(result, "passed", score.passed);
 	}
-	if (output == NULL)
-		result = "{\"score\": null, \"passed\": null, \"reason\": \"no output\"}";
-	else if (want != NULL && strcmp(output, want) == 0)
-		result = "{\"score\": 1, \"passed\": true, \"reason\": null}";
 	else
-		result = "{\"score\": 0, \"passed\": false, \"reason\": null}";
-	PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in, CStringGetDatum(result)));
+	{
+		cJSON_AddNullToObject(result, "score");
+		cJSON_AddNullToObject(result, "passed");
+	}
+	if (score.reason[0] != '\0')
+		cJSON_AddStringToObject(result, "reason", score.reason);
+	else
+		cJSON_AddNullToObject(result, "reason");
+	PG_RETURN_DATUM(llm_cjson_to_jsonb(result));
+}
+
+static int64
+count_arg(FunctionCallInfo fcinfo, int argno, const char *name)
+{
+	int32		n = PG_GETARG_INT32(argno);
+
+	if (n < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s must not be negative", name)));
+	return n;
+}
+
+/* llm.eval_sign_test(wins integer, losses integer) RETURNS double precision */
+Datum
+llm_eval_sign_test(PG_FUNCTION_ARGS)
+{
+	int64		wins = count_arg(fcinfo, 0, "wins");
+	int64		losses = count_arg(fcinfo, 1, "losses");
+
+	PG_RETURN_FLOAT8(llm_sign_test(wins, losses));
+}
+
+/* llm.eval_mcnemar(b integer, c integer) RETURNS double precision */
+Datum
+llm_eval_mcnemar(PG_FUNCTION_ARGS)
+{
+	int64		b = count_arg(fcinfo, 0, "b");
+	int64		c = count_arg(fcinfo, 1, "c");
+
+	PG_RETURN_FLOAT8(llm_mcnemar(b, c));
+}
+
+/* The array's non-NULL elements, each finite; *n their count. */
+static double *
+finite_values(ArrayType *array, const char *what, int *n)
+{
+	Datum	   *elements;
+	bool	   *nulls;
+	int			count;
+	double	   *values;
+
+	deconstruct_array(array, FLOAT8OID, sizeof(float8), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE,
+					  &elements, &nulls, &count);
+	values = palloc(sizeof(double) * (count > 0 ? count : 1));
+	*n = 0;
+	for (int i = 0; i < count; i++)
+	{
+		double		v;
+
+		if (nulls[i])
+			continue;
+		v = DatumGetFloat8(elements[i]);
+		if (!isfinite(v))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("%s must be finite numbers", what),
+					 errdetail("Element %d is %g.", i + 1, v)));
+		values[(*n)++] = v;
+	}
+	return values;
+}
+
+static Datum
+float8_array(const double *values, const bool *nulls, int n)
+{
+	Datum	   *elements = palloc(sizeof(Datum) * n);
+	int			dims[1] = {n};
+	int			lbs[1] = {1};
+
+	for (int i = 0; i < n; i++)
+		elements[i] = Float8GetDatum(nulls[i] ? 0 : values[i]);
+	return PointerGetDatum(construct_md_array(elements, (bool *) nulls, 1, dims, lbs, FLOAT8OID,
+											  sizeof(float8), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+}
+
+static void
+check_interrupts(void)
+{
+	CHECK_FOR_INTERRUPTS();
+}
+
+/*
+ * llm.eval_bootstrap(diffs double precision[], resamples integer DEFAULT 2000)
+ * RETURNS double precision[]: {low, high}, NULLs for no values.
+ */
+Datum
+llm_eval_bootstrap(PG_FUNCTION_ARGS)
+{
+	int			n;
+	double	   *values = finite_values(PG_GETARG_ARRAYTYPE_P(0), "differences", &n);
+	int32		resamples = PG_GETARG_INT32(1);
+	double		bounds[2] = {0, 0};
+	bool		nulls[2] = {true, true};
+
+	if (resamples < 1 || resamples > LLM_BOOTSTRAP_MAX_RESAMPLES)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("resamples must be between 1 and %d", LLM_BOOTSTRAP_MAX_RESAMPLES)));
+	if (n > 0)
+	{
+		if (!llm_bootstrap_interval(values, n, resamples, &bounds[0], &bounds[1],
+									check_interrupts))
+			ereport(ERROR,
+					(errcode(ERRCODE_OUT_OF_MEMORY),
+					 errmsg("out of memory")));
+		nulls[0] = nulls[1] = false;
+	}
+	PG_RETURN_DATUM(float8_array(bounds, nulls, 2));
+}
+
+/*
+ * llm.eval_mean_interval(scores double precision[]) RETURNS double
+ * precision[]: {mean, low, high}; bounds NULL for one value, all NULL for none.
+ */
+Datum
+llm_eval_mean_interval(PG_FUNCTION_ARGS)
+{
+	int			n;
+	double	   *values = finite_values(PG_GETARG_ARRAYTYPE_P(0), "scores", &n);
+	double		v[3] = {0, 0, 0};
+	bool		nulls[3] = {true, true, true};
+
+	if (llm_mean_interval(values, n, &v[0], &v[1], &v[2]))
+	{
+		nulls[0] = false;
+		nulls[1] = nulls[2] = isnan(v[1]);
+	}
+	PG_RETURN_DATUM(float8_array(v, nulls, 3));
 }

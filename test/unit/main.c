@@ -15,6 +15,8 @@ main(void)
 	test_template();
 	test_jsonschema();
 	test_secrets();
+	test_score();
+	test_stats();
 	printf("%d passed, %d failed\n", unit_passed, unit_failed);
 	return unit_failed == 0 ? 0 : 1;
 }

@@ -45,5 +45,7 @@ extern void test_bucket(void);
 extern void test_template(void);
 extern void test_jsonschema(void);
 extern void test_secrets(void);
+extern void test_score(void);
+extern void test_stats(void);
 
 #endif
