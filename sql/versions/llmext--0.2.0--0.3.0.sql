@@ -2166,3 +2166,45 @@ COMMENT ON FUNCTION llm_eval_score(jsonb, text, jsonb, jsonb) IS
 	'score one output against the expected answer: {"score", "passed", "reason"}';
 REVOKE ALL ON FUNCTION llm_eval_score(jsonb, text, jsonb, jsonb) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION llm_eval_score(jsonb, text, jsonb, jsonb) TO llm_user;
+
+-- Statistics of comparisons (src/core/stats.c), for llm_eval_compare and
+-- for analysts: exact sign test and McNemar's exact test (p-values), the
+-- percentile bootstrap 95 % interval of a mean difference (a fixed seed:
+-- the same input gives the same interval), and a mean with its 95 %
+-- Student's t interval.
+CREATE FUNCTION llm.eval_sign_test(wins integer, losses integer)
+RETURNS double precision
+AS 'MODULE_PATHNAME', 'llm_eval_sign_test'
+LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION llm.eval_sign_test(integer, integer) IS
+	'exact two-sided sign test p-value of wins against losses (ties dropped)';
+
+CREATE FUNCTION llm.eval_mcnemar(b integer, c integer)
+RETURNS double precision
+AS 'MODULE_PATHNAME', 'llm_eval_mcnemar'
+LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION llm.eval_mcnemar(integer, integer) IS
+	'McNemar''s exact test p-value of paired pass/fail: b passed with the first only, c with the second only';
+
+CREATE FUNCTION llm.eval_bootstrap(diffs double precision[], resamples integer DEFAULT 2000)
+RETURNS double precision[]
+AS 'MODULE_PATHNAME', 'llm_eval_bootstrap'
+LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION llm.eval_bootstrap(double precision[], integer) IS
+	'percentile bootstrap 95 % interval {low, high} of the mean of paired differences (NULLs skipped; fixed seed)';
+
+CREATE FUNCTION llm.eval_mean_interval(scores double precision[])
+RETURNS double precision[]
+AS 'MODULE_PATHNAME', 'llm_eval_mean_interval'
+LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION llm.eval_mean_interval(double precision[]) IS
+	'the mean of scores and its 95 % Student''s t interval: {mean, low, high} (NULLs skipped)';
+
+REVOKE ALL ON FUNCTION llm.eval_sign_test(integer, integer) FROM PUBLIC;
+REVOKE ALL ON FUNCTION llm.eval_mcnemar(integer, integer) FROM PUBLIC;
+REVOKE ALL ON FUNCTION llm.eval_bootstrap(double precision[], integer) FROM PUBLIC;
+REVOKE ALL ON FUNCTION llm.eval_mean_interval(double precision[]) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION llm.eval_sign_test(integer, integer) TO llm_user;
+GRANT EXECUTE ON FUNCTION llm.eval_mcnemar(integer, integer) TO llm_user;
+GRANT EXECUTE ON FUNCTION llm.eval_bootstrap(double precision[], integer) TO llm_user;
+GRANT EXECUTE ON FUNCTION llm.eval_mean_interval(double precision[]) TO llm_user;
