@@ -694,34 +694,30 @@ REVOKE ALL ON FUNCTION llm._eval_interval(double precision[]) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION llm._eval_interval(double precision[]) TO llm_user;
 
 CREATE VIEW llm.eval_report WITH (security_invoker = true) AS
-WITH per_case AS (
-	SELECT res.run, res.variant, res.case_key,
-		   avg(res.score) AS score,
-		   count(*) FILTER (WHERE res.output IS NOT NULL) AS answers,
-		   count(DISTINCT res.output) AS distinct_outputs,
+WITH by_output AS (
+	-- one pass over the rows: per case and distinct output (NULL: no answer)
+	SELECT res.run, res.variant, res.case_key, res.output,
+		   count(*)::integer AS n, sum(res.score) AS score_sum, count(res.score) AS scored,
 		   bool_or(res.contaminated) AS contaminated
 	  FROM llm.eval_results res
-	 GROUP BY res.run, res.variant, res.case_key),
-agreement AS (
-	-- per case with two answers or more: the share of pairs of repeats that agree
-	SELECT g.run, g.variant, g.case_key,
-		   sum(g.n * (g.n - 1) / 2.0) / (max(g.total) * (max(g.total) - 1) / 2.0) AS pairwise
-	  FROM (SELECT res.run, res.variant, res.case_key, count(*) AS n,
-				   sum(count(*)) OVER (PARTITION BY res.run, res.variant, res.case_key) AS total
-			  FROM llm.eval_results res
-			 WHERE res.output IS NOT NULL
-			 GROUP BY res.run, res.variant, res.case_key, res.output) g
-	 WHERE g.total >= 2
-	 GROUP BY g.run, g.variant, g.case_key),
+	 GROUP BY res.run, res.variant, res.case_key, res.output),
+per_case AS (
+	SELECT o.run, o.variant, o.case_key,
+		   sum(o.score_sum) / nullif(sum(o.scored), 0) AS score,
+		   coalesce(sum(o.n) FILTER (WHERE o.output IS NOT NULL), 0) AS answers,
+		   count(*) FILTER (WHERE o.output IS NOT NULL) AS distinct_outputs,
+		   sum(o.n * (o.n - 1) / 2) FILTER (WHERE o.output IS NOT NULL) AS agreeing_pairs,
+		   bool_or(o.contaminated) AS contaminated
+	  FROM by_output o
+	 GROUP BY o.run, o.variant, o.case_key),
 by_case AS (
 	SELECT p.run, p.variant,
 		   count(*) AS cases,
 		   llm._eval_interval(array_agg(p.score) FILTER (WHERE p.score IS NOT NULL)) AS interval,
-		   avg(CASE WHEN p.distinct_outputs = 1 THEN 1.0 ELSE 0.0 END) FILTER (WHERE p.answers >= 2) AS consistency,
-		   avg(a.pairwise) AS pairwise_agreement,
+		   avg((p.distinct_outputs = 1)::integer::float8) FILTER (WHERE p.answers >= 2) AS consistency,
+		   avg(p.agreeing_pairs::float8 / (p.answers * (p.answers - 1) / 2)) FILTER (WHERE p.answers >= 2) AS pairwise_agreement,
 		   count(*) FILTER (WHERE p.contaminated) AS contaminated_cases
 	  FROM per_case p
-	  LEFT JOIN agreement a USING (run, variant, case_key)
 	 GROUP BY p.run, p.variant),
 by_row AS (
 	SELECT res.run, res.variant,
