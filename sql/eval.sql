@@ -7,6 +7,7 @@ CREATE ROLE regress_ev_bob LOGIN;
 GRANT llm_user TO regress_ev_alice, regress_ev_bob;
 SELECT llm_model_create('learner', 'fake', 'learner');
 SELECT llm_model_create('learner-hot', 'fake', 'learner');
+SELECT llm_model_create('ev-judge', 'fake', 'judge', input_price => 1000, output_price => 1000);
 CREATE FUNCTION public.ev_starts_a(output text, expected jsonb, vars jsonb) RETURNS numeric
 LANGUAGE sql AS $$ SELECT CASE WHEN output LIKE 'A%' THEN 1 ELSE 0 END $$;
 RESET client_min_messages;
@@ -96,6 +97,53 @@ SELECT case_key, output, score, passed, reason FROM llm.eval_results WHERE run =
 -- the callback only scores rows of one's own runs, from the stored answer
 SELECT llm.eval_collect(request_id, '{"content": "forged"}') FROM llm.eval_results WHERE run = :frun;
 SELECT count(*) FILTER (WHERE output = 'forged') AS forged FROM llm.eval_results WHERE run = :frun;
+
+-- a judge scorer: a stored prompt run on a judge model ("judge" in the fake:
+-- word overlap of Expected: and Output:), refused before anything is queued
+SELECT llm_prompt_create('ev-judge', E'Case: {{input}}\nExpected: {{expected}}\nOutput: {{output}}',
+						 system => 'Score the output from 0 to 1.', model => 'ev-judge');
+SELECT count(*) AS requests_before FROM llm.requests \gset
+SELECT error_of($$SELECT llm_eval_run('colors', '[{"name": "p", "model": "learner"}]',
+									   scorer => '{"type": "judge", "prompt": "nosuch"}')$$);
+SELECT error_of($$SELECT llm_eval_run('colors', '[{"name": "p", "model": "learner"}]',
+									   scorer => '{"type": "judge", "prompt": "ev-judge", "model": "nosuch"}')$$);
+SELECT error_of($$SELECT llm_eval_run('colors', '[{"name": "p", "model": "learner"}]',
+									   scorer => '{"type": "judge", "prompt": "ev-judge", "version": 9}')$$);
+SELECT error_of($$SELECT llm_eval_run('colors', '[{"name": "p", "model": "learner"}]',
+									   scorer => '{"type": "judge", "model": "ev-judge"}')$$);
+SELECT error_of($$SELECT llm_eval_run('colors', '[{"name": "p", "model": "learner"}]',
+									   scorer => '{"type": "judge", "prompt": "ev-judge", "threshold": "high"}')$$);
+SELECT count(*) - :requests_before AS nothing_queued FROM llm.requests;
+-- end to end: scores and reasons from the judge, its cost reported apart
+SELECT llm_eval_run('colors',
+	'[{"name": "fs", "prompt": "ev-fewshot", "version": 1},
+	  {"name": "plain", "model": "learner", "system": "Answer A or B."}]',
+	scorer => '{"type": "judge", "prompt": "ev-judge", "threshold": 0.9}') AS jrun \gset
+SELECT scorer FROM llm.eval_runs WHERE id = :jrun;
+SELECT llm_eval_wait(:jrun, '60 seconds') - 'run' AS waited;
+SELECT variant, case_key, output, score, passed, reason, cost_usd, judge_cost_usd > 0 AS judge_paid,
+	   judge_request_id IS NOT NULL AS judged, error
+  FROM llm.eval_results WHERE run = :jrun ORDER BY variant, case_key;
+SELECT model, count(*) AS requests, count(*) FILTER (WHERE state = 'done') AS done,
+	   min(options ->> 'cache') AS cache, min(prompt_name) AS prompt
+  FROM llm.requests WHERE tag = 'eval-' || :jrun GROUP BY model ORDER BY model;
+SELECT messages FROM llm.requests
+ WHERE id = (SELECT judge_request_id FROM llm.eval_results WHERE run = :jrun AND variant = 'fs' AND case_key = 'k2');
+SELECT variant, mean_score, pass_rate, cost_usd, judge_cost_usd =
+	   (SELECT sum(q.cost_usd) FROM llm.eval_results res JOIN llm.requests q ON q.id = res.judge_request_id
+		 WHERE res.run = :jrun AND res.variant = rep.variant) AS judge_cost_reported
+  FROM llm.eval_report rep WHERE run = :jrun ORDER BY variant;
+-- a judge whose answer is not JSON: no score, and the reason says why
+SELECT llm_eval_run('colors', '[{"name": "plain", "model": "learner", "system": "Answer A or B."}]',
+					scorer => '{"type": "judge", "prompt": "ev-judge", "model": "echo"}') AS xrun \gset
+SELECT llm_eval_wait(:xrun, '60 seconds') ->> 'state' AS state;
+SELECT case_key, score, passed, left(reason, 40) AS reason, judge_cost_usd IS NOT NULL AS judge_cost
+  FROM llm.eval_results WHERE run = :xrun ORDER BY case_key;
+-- every result names its ledger row
+SELECT llm_flush() AS flushed;
+SELECT count(*) AS results, count(c.entry_id) AS in_ledger, count(*) FILTER (WHERE c.model = 'learner') AS learner
+  FROM llm.eval_results res LEFT JOIN llm.calls c ON c.entry_id = res.call_entry_id
+ WHERE res.run IN (:run, :frun, :jrun) AND res.output IS NOT NULL;
 RESET SESSION AUTHORIZATION;
 
 -- RLS: bob sees none of alice's sets, cases, runs or results

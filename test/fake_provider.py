@@ -76,6 +76,15 @@ Special models
                      token (a client keeping 127 bytes cuts inside the token)
     nul              content "bad\u0000tail" (a NUL character, JSON-escaped)
     learn<any>, ft:<...>  the learning rule (see "Learning rule")
+    judge            a deterministic judge: content is the JSON object
+                     {"score": S, "reason": "word overlap A/B"} (whatever the
+                     response_format), from the last user message's text: E is
+                     the text after the last "Expected:" up to the next
+                     "Output:", O the text after that "Output:"; S = 1 when
+                     both have the same lower-cased words (\w+ runs) in the
+                     same order, else the Jaccard A/B of their word sets
+                     rounded to 4 places (0 when either marker is missing:
+                     reason "no Expected:/Output: in the message")
 Body validation (400, type invalid_request_error): body not JSON; "model"
 missing or empty (param "model"); "messages" missing, not a list or empty
 (param "messages"); a message that is not an object with a string "role".
@@ -453,8 +462,28 @@ def completion(n, model, content, prompt, completion_tokens, finish="stop",
                       "completion_tokens_details": {"reasoning_tokens": reasoning}}}
 
 
+def judge_content(req):
+    """The "judge" model's answer (see the header)."""
+    text = last_user_text(req["messages"])
+    e, o = text.rfind("Expected:"), -1
+    if e >= 0:
+        o = text.find("Output:", e)
+    if e < 0 or o < 0:
+        return json.dumps({"score": 0, "reason": "no Expected:/Output: in the message"})
+    expected, output = text[e + len("Expected:"):o], text[o + len("Output:"):]
+    a, b = word_set(expected), word_set(output)
+    shared, union = overlap(a, b)
+    if WORD.findall(expected.lower()) == WORD.findall(output.lower()):
+        score = 1
+    else:
+        score = round(shared / union, 4)
+    return json.dumps({"score": score, "reason": f"word overlap {shared}/{union}"})
+
+
 def normal_answer(n, model, req, learned=None):
     content = echo_content(req) if learned is None else learned
+    if model == "judge":
+        content = judge_content(req)
     if model == "badjson" and json_mode(req):
         content = "{not json"
     finish, tokens, limit = "stop", words(content), token_limit(req)
@@ -1878,6 +1907,11 @@ def self_checks(c):
         ("auth", lambda: (error("auth")[0], error("auth", auth="bad")[1]["message"],
                           c.chat("auth", auth="sk-good")[0])
          == (401, "Incorrect API key provided.", 200)),
+        ("judge", lambda: json.loads(c.content("judge", text="Expected: A b\nOutput: a, B")) ==
+         {"score": 1, "reason": "word overlap 2/2"}
+         and json.loads(c.content("judge", text="Expected: a b c\nOutput: a d")) ==
+         {"score": 0.25, "reason": "word overlap 1/4"}
+         and json.loads(c.content("judge", text="Output: a"))["score"] == 0),
         ("badjson", lambda: c.content("badjson", response_format=JSON_OBJECT) == "{not json"
          and c.content("badjson") == "echo: hello world"),
         ("leak-<offset>", lambda: c.chat("leak-3", auth="sk-k")[:3:2] == (500, b"xxxsk-k end")

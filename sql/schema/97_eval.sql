@@ -60,7 +60,8 @@ CREATE TABLE llm.eval_results (
 	input_tokens	bigint,
 	output_tokens	bigint,
 	cost_usd		numeric,
-	judge_cost_usd	numeric,
+	judge_cost_usd	numeric,			-- what the judge call cost (scorer "judge")
+	judge_request_id bigint,			-- llm.requests.id of the judge call (scorer "judge")
 	latency_ms		double precision,
 	temperature		double precision,	-- what the request was sent with (NULL: the provider's default)
 	seed			bigint,
@@ -74,6 +75,8 @@ COMMENT ON TABLE llm.eval_results IS 'one row per case x variant x repeat of a r
 
 COMMENT ON COLUMN llm.eval_results.scored_at IS 'when the answer was scored or its error recorded; NULL while pending';
 CREATE INDEX eval_results_request_idx ON llm.eval_results (request_id);
+CREATE INDEX eval_results_judge_request_idx ON llm.eval_results (judge_request_id)
+	WHERE judge_request_id IS NOT NULL;
 
 SELECT pg_catalog.pg_extension_config_dump('llm.eval_sets', '');
 SELECT pg_catalog.pg_extension_config_dump('llm.eval_cases', '');
@@ -363,7 +366,32 @@ BEGIN
 		END IF;
 		scorer := scorer || jsonb_build_object('function', fn::text);
 	ELSIF scorer ->> 'type' = 'judge' THEN
-		RAISE EXCEPTION 'the judge scorer is not available yet' USING ERRCODE = 'feature_not_supported';
+		-- a stored prompt run on a judge model: both exist, the version is fixed now
+		IF jsonb_typeof(scorer -> 'prompt') IS DISTINCT FROM 'string' THEN
+			RAISE EXCEPTION 'a judge scorer names its stored prompt: {"type": "judge", "prompt": "...", "model": "..."}'
+				USING ERRCODE = 'invalid_parameter_value';
+		END IF;
+		IF scorer ? 'version' AND scorer ? 'label' THEN
+			RAISE EXCEPTION 'the judge scorer: give a version or a label, not both'
+				USING ERRCODE = 'invalid_parameter_value';
+		END IF;
+		IF scorer ? 'threshold' AND jsonb_typeof(scorer -> 'threshold') IS DISTINCT FROM 'number' THEN
+			RAISE EXCEPTION 'the judge scorer''s threshold must be a number'
+				USING ERRCODE = 'invalid_parameter_value';
+		END IF;
+		SELECT * INTO chosen FROM llm._prompt_choose(scorer ->> 'prompt', (scorer ->> 'version')::integer,
+													 scorer ->> 'label', NULL);
+		model_name := coalesce(scorer ->> 'model', chosen.chosen_model,
+							   (SELECT p.model FROM llm.prompts p
+								 WHERE p.name = scorer ->> 'prompt' AND p.version = chosen.chosen_version));
+		IF model_name IS NULL THEN
+			RAISE EXCEPTION 'the judge scorer names no model' USING ERRCODE = 'invalid_parameter_value';
+		END IF;
+		IF NOT EXISTS (SELECT FROM llm.models mm WHERE mm.name = model_name) THEN
+			RAISE EXCEPTION 'the judge scorer: model "%" does not exist', model_name
+				USING ERRCODE = 'undefined_object';
+		END IF;
+		scorer := scorer || jsonb_build_object('version', chosen.chosen_version, 'model', model_name);
 	ELSE
 		PERFORM @extschema@.llm_eval_score(scorer, 'x', '"x"', '{}');	-- refuses an unknown scorer
 	END IF;
@@ -498,6 +526,15 @@ BEGIN
 	  FROM llm.requests q
 	 WHERE res.run = run_id AND q.id = res.request_id AND res.scored_at IS NULL
 	   AND q.state = 'done' AND q.callback_error IS NOT NULL;
+	-- a judge call that failed, whose answer could not be recorded, or was cancelled: no score
+	UPDATE llm.eval_results res
+	   SET reason = CASE q.state WHEN 'error' THEN 'the judge failed: ' || coalesce(q.error, 'the request failed')
+								 WHEN 'cancelled' THEN 'the judge was cancelled'
+								 ELSE 'recording the judge''s answer failed: ' || q.callback_error END,
+		   judge_cost_usd = q.cost_usd, scored_at = now()
+	  FROM llm.requests q
+	 WHERE res.run = run_id AND q.id = res.judge_request_id AND res.scored_at IS NULL
+	   AND (q.state IN ('error', 'cancelled') OR (q.state = 'done' AND q.callback_error IS NOT NULL));
 	-- a cancelled request has no result
 	DELETE FROM llm.eval_results res
 	 USING llm.requests q
@@ -521,7 +558,7 @@ END
 $$;
 REVOKE ALL ON FUNCTION llm._eval_sync(bigint) FROM PUBLIC;
 
--- The result callback of every evaluation request, run by the worker as
+-- The result callback of every evaluation request (and judge call), run by the worker as
 -- the submitter.  It reads the answer from llm.requests (never from its
 -- argument), runs a "function" scorer with the submitter's rights, and has
 -- llm.llm_eval_record write the row.  Harmless: it only scores requests of
@@ -544,6 +581,8 @@ BEGIN
 	  JOIN llm.requests q ON q.id = res.request_id
 	 WHERE res.request_id = eval_collect.request_id AND res.scored_at IS NULL AND q.state = 'done';
 	IF NOT FOUND THEN
+		-- perhaps a judge's answer (scorer "judge"): recorded the same way
+		PERFORM llm.llm_eval_record(request_id, NULL, NULL);
 		RETURN;
 	END IF;
 	IF r.scorer ->> 'type' = 'function' THEN
@@ -587,21 +626,83 @@ DECLARE
 	r record;
 	s jsonb;
 	parsed jsonb;
+	rendered jsonb;
+	judge_req bigint;
 BEGIN
-	SELECT res.run, res.case_key, res.variant, res.repeat, run.scorer, c.expected, c.vars, c.input,
-		   q.completion, q.response, q.cost_usd
+	-- a judge's answer: its score and reason, checked against the fixed schema
+	SELECT res.run, run.scorer, q.completion, q.cost_usd, q.response
+	  INTO r
+	  FROM llm.eval_results res
+	  JOIN llm.eval_runs run ON run.id = res.run
+	  JOIN llm.requests q ON q.id = res.judge_request_id
+	 WHERE res.judge_request_id = _eval_record.request_id AND res.scored_at IS NULL AND q.state = 'done'
+	   AND run.submitted_by = caller AND (run.login_role = login OR caller = login)
+	   FOR UPDATE OF res;
+	IF FOUND THEN
+		BEGIN
+			parsed := r.completion::jsonb;
+		EXCEPTION WHEN OTHERS THEN
+			parsed := NULL;
+		END;
+		IF parsed IS NULL THEN
+			s := jsonb_build_object('reason', 'the judge''s answer is not JSON: '
+											  || coalesce(left(r.completion, 200), '(none)'));
+		ELSIF jsonb_typeof(parsed) <> 'object' OR jsonb_typeof(parsed -> 'score') IS DISTINCT FROM 'number'
+			  OR (parsed ->> 'score')::double precision NOT BETWEEN 0 AND 1
+			  OR jsonb_typeof(parsed -> 'reason') IS DISTINCT FROM 'string' THEN
+			s := jsonb_build_object('reason', 'the judge''s answer is not {"score": 0..1, "reason": text}: '
+											  || left(parsed::text, 200));
+		ELSE
+			s := jsonb_build_object('score', (parsed ->> 'score')::double precision,
+									'passed', (parsed ->> 'score')::double precision
+											  >= coalesce((r.scorer ->> 'threshold')::double precision, 0.5),
+									'reason', parsed ->> 'reason');
+		END IF;
+		UPDATE llm.eval_results res
+		   SET score = (s ->> 'score')::double precision, passed = (s ->> 'passed')::boolean,
+			   reason = s ->> 'reason',
+			   judge_cost_usd = coalesce(r.cost_usd, (r.response ->> 'cost_usd')::numeric),
+			   scored_at = now()
+		 WHERE res.judge_request_id = _eval_record.request_id;
+		PERFORM llm._eval_sync(r.run);
+		RETURN true;
+	END IF;
+
+	SELECT res.run, res.case_key, res.variant, res.repeat, run.scorer, run.tag, c.expected, c.vars,
+		   c.input, q.completion, q.response, q.cost_usd
 	  INTO r
 	  FROM llm.eval_results res
 	  JOIN llm.eval_runs run ON run.id = res.run
 	  JOIN llm.eval_cases c ON c.set_name = run.set_name AND c.case_key = res.case_key
 	  JOIN llm.requests q ON q.id = res.request_id
 	 WHERE res.request_id = _eval_record.request_id AND res.scored_at IS NULL AND q.state = 'done'
+	   AND res.judge_request_id IS NULL
 	   AND run.submitted_by = caller AND (run.login_role = login OR caller = login)
 	   FOR UPDATE OF res;
 	IF NOT FOUND THEN
 		RETURN false;
 	END IF;
-	IF r.scorer ->> 'type' = 'function' THEN
+	IF r.scorer ->> 'type' = 'judge' AND r.completion IS NOT NULL THEN
+		-- queued now with the run's tag (the run ends when the judge has answered);
+		-- the score waits for its answer, recorded by this function too
+		rendered := @extschema@.llm_render(r.scorer ->> 'prompt',
+			coalesce(r.vars, '{}')
+			|| jsonb_build_object('input', coalesce(r.input, r.vars ->> 'input', ''),
+								  'expected', CASE WHEN jsonb_typeof(r.expected) = 'string'
+												   THEN r.expected #>> '{}'
+												   ELSE coalesce(r.expected::text, '') END,
+								  'output', r.completion),
+			(r.scorer ->> 'version')::integer, NULL, NULL);
+		judge_req := llm._enqueue(caller, login, r.scorer ->> 'model', rendered -> 'messages',
+			coalesce(rendered -> 'params', '{}')
+			|| CASE WHEN jsonb_typeof(rendered -> 'response_format') = 'object'
+					THEN jsonb_build_object('response_format', rendered -> 'response_format')
+					ELSE '{}' END
+			|| '{"cache": "off"}',
+			r.tag, 0, 'llm.eval_collect(bigint, jsonb)'::regprocedure,
+			rendered ->> 'prompt', (rendered ->> 'version')::integer);
+		s := jsonb_build_object('judge_request_id', judge_req);
+	ELSIF r.scorer ->> 'type' = 'function' THEN
 		s := jsonb_build_object('score', CASE WHEN function_score IS NOT NULL THEN least(greatest(function_score, 0), 1) END,
 								'passed', function_score >= coalesce((r.scorer ->> 'threshold')::double precision, 0.5),
 								'reason', function_error);
@@ -626,7 +727,8 @@ BEGIN
 		   cost_usd = coalesce(r.cost_usd, (r.response ->> 'cost_usd')::numeric),
 		   latency_ms = (r.response ->> 'latency_ms')::double precision,
 		   call_entry_id = r.response ->> 'entry_id',
-		   scored_at = now()
+		   judge_request_id = (s ->> 'judge_request_id')::bigint,
+		   scored_at = CASE WHEN s ? 'judge_request_id' THEN NULL ELSE now() END
 	 WHERE res.request_id = _eval_record.request_id;
 	PERFORM llm._eval_sync(r.run);
 	RETURN true;

@@ -223,7 +223,7 @@ check_request_size(const cJSON *messages, const cJSON *params)
 }
 
 static void
-record_call(const LlmCallRequest *req, const LlmCallResult *result, const char *error)
+record_call(const LlmCallRequest *req, LlmCallResult *result, const char *error)
 {
 	LlmLedgerRow row;
 
@@ -244,7 +244,7 @@ record_call(const LlmCallRequest *req, const LlmCallResult *result, const char *
 	row.latency_ms = result->latency_ms;
 	row.request_id = result->request_id;
 	row.fingerprint = result->fingerprint;
-	llm_ledger_record(&row);
+	result->entry_id = llm_ledger_record(&row);
 }
 
 /*

@@ -38,6 +38,7 @@ typedef struct LlmCallResult
 	double		cost_saved_usd; /* for a cache hit: the cost avoided */
 	char	   *fingerprint;	/* the cache key */
 	cJSON	   *output_json;	/* with expect_json: the parsed answer */
+	char	   *entry_id;		/* the ledger row's entry_id, once recorded */
 } LlmCallResult;
 
 /*

@@ -31,6 +31,20 @@
 #include "utils/timeout.h"
 
 /* Writes one request's outcome; false when it was cancelled meanwhile. */
+/*
+ * The result a request stores and its callback gets: the call's result
+ * with the entry_id of its ledger row (llm.calls.entry_id).
+ */
+static cJSON *
+stored_result_json(const QueuedCall *qc)
+{
+	cJSON	   *json = llm_call_result_json(&qc->result);
+
+	if (qc->result.entry_id != NULL)
+		cJSON_AddStringToObject(json, "entry_id", qc->result.entry_id);
+	return json;
+}
+
 static bool
 write_outcome(QueuedCall *qc, const char *state, const char *error, bool retry, double delay_ms)
 {
@@ -68,7 +82,7 @@ write_outcome(QueuedCall *qc, const char *state, const char *error, bool retry, 
 		}
 		if (ok)
 		{
-			args[3] = CStringGetTextDatum(cJSON_PrintUnformatted(llm_call_result_json(&qc->result)));
+			args[3] = CStringGetTextDatum(cJSON_PrintUnformatted(stored_result_json(qc)));
 			nulls[3] = ' ';
 		}
 		args[4] = error ? CStringGetTextDatum(error) : (Datum) 0;
@@ -163,7 +177,7 @@ run_callback(QueuedCall *qc)
 			elog(ERROR, "SPI_connect failed");
 		args[0] = Int64GetDatum(qc->id);
 		args[1] = DirectFunctionCall1(jsonb_in,
-									  CStringGetDatum(cJSON_PrintUnformatted(llm_call_result_json(&qc->result))));
+									  CStringGetDatum(cJSON_PrintUnformatted(stored_result_json(qc))));
 
 		nest_level = NewGUCNestLevel();
 		/* the callback sees the default path, not the worker's pinned one */
@@ -271,7 +285,7 @@ outcome_json(QueuedCall *qc)
 	if (ok && qc->result.chat.content != NULL)
 		cJSON_AddStringToObject(json, "completion", qc->result.chat.content);
 	if (ok)
-		cJSON_AddItemToObject(json, "response", llm_call_result_json(&qc->result));
+		cJSON_AddItemToObject(json, "response", stored_result_json(qc));
 	if (qc->outcome_error != NULL)
 		cJSON_AddStringToObject(json, "error", qc->outcome_error);
 	cJSON_AddNumberToObject(json, "cost_usd", qc->result.cost_usd);

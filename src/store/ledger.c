@@ -584,30 +584,38 @@ role_name(RoleName *cached, Oid role)
 	return cached->name;
 }
 
+/* The entry id last made by add_entry_id (three 64-bit numbers in hex). */
+static char last_entry_id[64];
+
 /* Unique across backends and server restarts, so a re-sent entry is spotted. */
 static void
 add_entry_id(StringInfo buf)
 {
 	static uint64 counter = 0;
+	int			start;
 
 	add_key(buf, "entry_id");
 	appendStringInfoChar(buf, '"');
+	start = buf->len;
 	append_hex(buf, (uint64) MyProcPid);
 	appendStringInfoChar(buf, '.');
 	append_hex(buf, (uint64) MyStartTime);
 	appendStringInfoChar(buf, '.');
 	append_hex(buf, ++counter);
+	strlcpy(last_entry_id, buf->data + start,
+			Min((Size) (buf->len - start + 1), sizeof(last_entry_id)));
 	appendStringInfoChar(buf, '"');
 }
 
 /* Built by hand rather than with cJSON: this runs for every call and every hit. */
-void
+char *
 llm_ledger_record(const LlmLedgerRow *row)
 {
 	char	   *json = llm_ledger_row_json(row);
 
 	llm_pending_add(LLM_ENTRY_CALL, NULL, row->cost_usd, json);
 	pfree(json);
+	return pstrdup(last_entry_id);
 }
 
 char *

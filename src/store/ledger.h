@@ -39,8 +39,8 @@ typedef struct LlmLedgerRow
 /* llmext.queue_full_wait: how long a backend waits for a place in a full queue (ms) */
 extern int	llm_queue_full_wait_ms;
 
-/* Queues a ledger row (see llm_pending_add). */
-extern void llm_ledger_record(const LlmLedgerRow *row);
+/* Queues a ledger row (see llm_pending_add): its entry_id (palloc'd). */
+extern char *llm_ledger_record(const LlmLedgerRow *row);
 /*
  * The JSON object of a ledger row for llm._persist (acting and login roles
  * the current ones), for a caller that writes it itself in its own
