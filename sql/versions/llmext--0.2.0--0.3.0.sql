@@ -1345,7 +1345,8 @@ CREATE TABLE llm.eval_runs (
 	cases			integer NOT NULL,		-- cases x variants x repeats requests queued
 	requests		integer NOT NULL,
 	created_at		timestamptz NOT NULL DEFAULT now(),
-	finished_at		timestamptz
+	finished_at		timestamptz,
+	last_request	bigint			-- the last request queued for the run's answers (judges come later)
 );
 COMMENT ON TABLE llm.eval_runs IS 'evaluation runs: a set, its variants, repeats and scorer; progress is the queue batch tag';
 
@@ -1381,6 +1382,8 @@ COMMENT ON COLUMN llm.eval_results.scored_at IS 'when the answer was scored or i
 CREATE INDEX eval_results_request_idx ON llm.eval_results (request_id);
 CREATE INDEX eval_results_judge_request_idx ON llm.eval_results (judge_request_id)
 	WHERE judge_request_id IS NOT NULL;
+-- the rows still waiting for their answer (or judge), by run
+CREATE INDEX eval_results_pending_idx ON llm.eval_results (run) WHERE scored_at IS NULL;
 
 SELECT pg_catalog.pg_extension_config_dump('llm.eval_sets', '');
 SELECT pg_catalog.pg_extension_config_dump('llm.eval_cases', '');
@@ -1801,10 +1804,28 @@ BEGIN
 			END LOOP;
 		END LOOP;
 	END LOOP;
+	UPDATE llm.eval_runs r SET last_request = req WHERE r.id = run_id;
 	RETURN run_id;
 END
 $$;
 REVOKE ALL ON FUNCTION llm._eval_run(name, name, text, jsonb, integer, jsonb, jsonb) FROM PUBLIC;
+
+-- Whether the answer to request_id may be the last of its run, so that the
+-- run's end is worth looking for (llm._eval_sync reads all its rows): the
+-- answer to the run's last request, and every 256th (judges' answers, a last
+-- request answered early); llm_eval_wait looks on every poll.  Asked for
+-- every answer, so it reads one row: a probe of the run's pending rows would
+-- walk, while a session waits in llm_eval_wait with its snapshot, every row
+-- already scored (the versions they replaced cannot be pruned yet).
+CREATE FUNCTION llm._eval_may_end(run_id bigint, request_id bigint)
+RETURNS boolean
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT request_id % 256 = 0
+		OR request_id = (SELECT r.last_request FROM llm.eval_runs r WHERE r.id = run_id)
+$$;
+REVOKE ALL ON FUNCTION llm._eval_may_end(bigint, bigint) FROM PUBLIC;
 
 -- Records errors and cancellations of a run's requests, and ends the run
 -- when nothing is pending.  Never waits on a lock: a run row locked by
@@ -1877,9 +1898,13 @@ DECLARE
 	ferror text;
 	call text;
 BEGIN
+	-- from the one result row (by its request, an index): a plan that starts
+	-- from the run would walk all its cases for every answer
+	WITH res AS MATERIALIZED (
+		SELECT * FROM llm.eval_results res WHERE res.request_id = eval_collect.request_id)
 	SELECT run.scorer, c.expected, c.vars, c.input, q.completion
 	  INTO r
-	  FROM llm.eval_results res
+	  FROM res
 	  JOIN llm.eval_runs run ON run.id = res.run
 	  JOIN llm.eval_cases c ON c.set_name = run.set_name AND c.case_key = res.case_key
 	  JOIN llm.requests q ON q.id = res.request_id
@@ -1968,21 +1993,25 @@ BEGIN
 			   judge_cost_usd = coalesce(r.cost_usd, (r.response ->> 'cost_usd')::numeric),
 			   scored_at = now()
 		 WHERE res.judge_request_id = _eval_record.request_id;
-		PERFORM llm._eval_sync(r.run);
+		IF llm._eval_may_end(r.run, _eval_record.request_id) THEN
+			PERFORM llm._eval_sync(r.run);
+		END IF;
 		RETURN true;
 	END IF;
 
+	-- locked first, by its request (an index): a plan that starts from the run
+	-- would walk all its cases for every answer
+	PERFORM FROM llm.eval_results res WHERE res.request_id = _eval_record.request_id FOR UPDATE;
 	SELECT res.run, res.case_key, res.variant, res.repeat, run.scorer, run.tag, c.expected, c.vars,
 		   c.input, q.completion, q.response, q.cost_usd
 	  INTO r
-	  FROM llm.eval_results res
+	  FROM (SELECT * FROM llm.eval_results x WHERE x.request_id = _eval_record.request_id OFFSET 0) res
 	  JOIN llm.eval_runs run ON run.id = res.run
 	  JOIN llm.eval_cases c ON c.set_name = run.set_name AND c.case_key = res.case_key
 	  JOIN llm.requests q ON q.id = res.request_id
 	 WHERE res.request_id = _eval_record.request_id AND res.scored_at IS NULL AND q.state = 'done'
 	   AND res.judge_request_id IS NULL
-	   AND run.submitted_by = caller AND (run.login_role = login OR caller = login)
-	   FOR UPDATE OF res;
+	   AND run.submitted_by = caller AND (run.login_role = login OR caller = login);
 	IF NOT FOUND THEN
 		RETURN false;
 	END IF;
@@ -2034,7 +2063,9 @@ BEGIN
 		   judge_request_id = (s ->> 'judge_request_id')::bigint,
 		   scored_at = CASE WHEN s ? 'judge_request_id' THEN NULL ELSE now() END
 	 WHERE res.request_id = _eval_record.request_id;
-	PERFORM llm._eval_sync(r.run);
+	IF llm._eval_may_end(r.run, _eval_record.request_id) THEN
+		PERFORM llm._eval_sync(r.run);
+	END IF;
 	RETURN true;
 END
 $$;
@@ -2056,6 +2087,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	give_up timestamptz := clock_timestamp() + coalesce(timeout, '5 minutes');
+	pause double precision := 0.05;
 	r llm.eval_runs;
 	state text;
 	summary jsonb;
@@ -2067,7 +2099,9 @@ BEGIN
 	LOOP
 		state := llm._eval_sync(run);
 		EXIT WHEN state <> 'running' OR clock_timestamp() >= give_up;
-		PERFORM pg_sleep(0.05);
+		-- a look reads the whole run: more and more seldom, up to once a second
+		PERFORM pg_sleep(pause);
+		pause := least(pause * 1.5, 1.0);
 	END LOOP;
 	SELECT jsonb_build_object('run', _eval_wait.run, 'state', state, 'requests', r.requests,
 							  'results', count(*),
