@@ -30,7 +30,6 @@
 #include "utils/resowner.h"
 #include "utils/timeout.h"
 
-/* Writes one request's outcome; false when it was cancelled meanwhile. */
 /*
  * The result a request stores and its callback gets: the call's result
  * with the entry_id of its ledger row (llm.calls.entry_id).
@@ -45,6 +44,7 @@ stored_result_json(const QueuedCall *qc)
 	return json;
 }
 
+/* Writes one request's outcome; false when it was cancelled meanwhile. */
 static bool
 write_outcome(QueuedCall *qc, const char *state, const char *error, bool retry, double delay_ms)
 {
