@@ -13,6 +13,36 @@ static const char redact_mask[] = "[redacted]";
 #define MASK_LEN (sizeof(redact_mask) - 1)
 
 char *
+llm_redact(const char *text, const char *secret)
+{
+	size_t		secret_len;
+	size_t		count = 0;
+	const char *p;
+	char	   *out;
+	char	   *o;
+
+	if (text == NULL)
+		return NULL;
+	if (secret == NULL || secret[0] == '\0')
+		return llm_strdup(text);
+	secret_len = strlen(secret);
+	for (p = strstr(text, secret); p != NULL; p = strstr(p + secret_len, secret))
+		count++;
+	out = cJSON_malloc(strlen(text) + count * MASK_LEN + 1);
+	o = out;
+	while ((p = strstr(text, secret)) != NULL)
+	{
+		memcpy(o, text, p - text);
+		o += p - text;
+		memcpy(o, redact_mask, MASK_LEN);
+		o += MASK_LEN;
+		text = p + secret_len;
+	}
+	strcpy(o, text);
+	return out;
+}
+
+char *
 llm_redact_cut(const char *text, size_t len, const char *secret,
 			   size_t max_bytes, bool printable)
 {

@@ -22,6 +22,12 @@
 #define LLM_REDACT_MIN_PREFIX 4
 
 /*
+ * Replaces every occurrence of secret in text by "[redacted]".  Returns a
+ * new cJSON_malloc'd string (or NULL when text is NULL).
+ */
+extern char *llm_redact(const char *text, const char *secret);
+
+/*
  * Redacts secret from text[0..len), then keeps at most max_bytes bytes of
  * the result (SIZE_MAX: all of it) and adds "..." when it cut.  A mask is
  * never cut, and a trailing prefix of the secret of LLM_REDACT_MIN_PREFIX

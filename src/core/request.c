@@ -207,37 +207,6 @@ llm_chat_result_free(LlmChatResult *result)
 	memset(result, 0, sizeof(*result));
 }
 
-char *
-llm_redact(const char *text, const char *secret)
-{
-	static const char mask[] = "[redacted]";
-	size_t		secret_len;
-	size_t		count = 0;
-	const char *p;
-	char	   *out;
-	char	   *o;
-
-	if (text == NULL)
-		return NULL;
-	if (secret == NULL || secret[0] == '\0')
-		return llm_strdup(text);
-	secret_len = strlen(secret);
-	for (p = strstr(text, secret); p != NULL; p = strstr(p + secret_len, secret))
-		count++;
-	out = cJSON_malloc(strlen(text) + count * sizeof(mask) + 1);
-	o = out;
-	while ((p = strstr(text, secret)) != NULL)
-	{
-		memcpy(o, text, p - text);
-		o += p - text;
-		memcpy(o, mask, sizeof(mask) - 1);
-		o += sizeof(mask) - 1;
-		text = p + secret_len;
-	}
-	strcpy(o, text);
-	return out;
-}
-
 void
 llm_trim_partial_utf8(char *err, size_t errlen)
 {

@@ -68,11 +68,6 @@ extern double llm_cost_usd(const LlmUsage *usage, const LlmPrices *prices);
 
 extern void llm_chat_result_free(LlmChatResult *result);
 
-/*
- * Replaces every occurrence of secret in text by "[redacted]".  Returns a
- * new cJSON_malloc'd string (or NULL when text is NULL).
- */
-extern char *llm_redact(const char *text, const char *secret);
 
 /* The number of elements of an array. */
 #define LLM_LENGTHOF(array) (sizeof(array) / sizeof((array)[0]))

@@ -302,8 +302,7 @@ llm_queue_start_due(LlmQueue *queue)
 		MemoryContextSwitchTo(caller);
 		return;
 	}
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
+	llm_spi_connect();
 	{
 		static SPIPlanPtr plan = NULL;
 		bool		from_cursor = queue->cursor_valid &&
@@ -465,8 +464,7 @@ llm_queue_drop_cancelled(LlmQueue *queue)
 						 dlist_container(QueuedCall, node, each.cur)->id);
 
 	llm_queue_begin("llmext: looking for cancelled requests");
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
+	llm_spi_connect();
 	if (SPI_execute(psprintf("SELECT id FROM llm.requests WHERE state = 'cancelled'"
 							 "   AND id = ANY ('{%s}'::pg_catalog.int8[])", ids.data),
 					true, 0) != SPI_OK_SELECT)
@@ -549,8 +547,7 @@ llm_queue_shutdown(LlmQueue *queue)
 	if (queue->nready == 0)
 		return;
 	llm_queue_begin("llmext: putting back requests not sent");
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
+	llm_spi_connect();
 	dlist_foreach(each, &queue->ready)
 	{
 		QueuedCall *qc = dlist_container(QueuedCall, node, each.cur);

@@ -12,6 +12,10 @@ extern int	llm_worker_concurrency;
 typedef struct LlmQueue LlmQueue;
 
 /* Worker side; each call manages its own transactions. */
+/* A short transaction of the worker's, reported in pg_stat_activity. */
+extern void llm_queue_begin(const char *activity);
+extern void llm_queue_end(void);
+
 extern LlmQueue *llm_queue_create(void);
 extern void llm_queue_recover(void);
 extern void llm_queue_start_due(LlmQueue *queue);

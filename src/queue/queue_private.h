@@ -69,10 +69,6 @@ struct LlmQueue
 	TimestampTz cursor_until;
 };
 
-/* A short transaction of the worker's, reported in pg_stat_activity. */
-extern void llm_queue_begin(const char *activity);
-extern void llm_queue_end(void);
-
 /* A plan kept for the life of the worker. */
 extern SPIPlanPtr llm_queue_keep_plan(const char *sql, int nargs, Oid *types);
 

@@ -173,8 +173,7 @@ run_callback(QueuedCall *qc)
 			ereport(ERROR,
 					(errcode(ERRCODE_UNDEFINED_OBJECT),
 					 errmsg("the role that submitted the request no longer exists")));
-		if (SPI_connect() != SPI_OK_CONNECT)
-			elog(ERROR, "SPI_connect failed");
+		llm_spi_connect();
 		args[0] = Int64GetDatum(qc->id);
 		args[1] = DirectFunctionCall1(jsonb_in,
 									  CStringGetDatum(cJSON_PrintUnformatted(stored_result_json(qc))));
@@ -213,8 +212,7 @@ run_callback(QueuedCall *qc)
 			: edata->message;
 		AbortCurrentTransaction();
 		llm_queue_begin("llmext: recording a callback's error");
-		if (SPI_connect() != SPI_OK_CONNECT)
-			elog(ERROR, "SPI_connect failed");
+		llm_spi_connect();
 		if (SPI_execute_with_args("UPDATE llm.requests SET callback_error = $2"
 								  " WHERE id OPERATOR(pg_catalog.=) $1", 2,
 								  (Oid[]) {INT8OID, TEXTOID},
@@ -417,8 +415,7 @@ llm_queue_write(LlmQueue *queue)
 		return;
 
 	llm_queue_begin("llmext: writing request results");
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
+	llm_spi_connect();
 	{
 		List	   *finished = NIL;
 		List	   *written;

@@ -156,24 +156,6 @@ extension_ready(void)
 	return OidIsValid(get_extension_oid("llmext", true)) && !creating_extension;
 }
 
-static void
-begin_work(const char *activity)
-{
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	pgstat_report_activity(STATE_RUNNING, activity);
-}
-
-static void
-end_work(void)
-{
-	PopActiveSnapshot();
-	CommitTransactionCommand();
-	pgstat_report_stat(false);
-	pgstat_report_activity(STATE_IDLE, NULL);
-}
-
 /*
  * Writes the given claimed entries in one transaction.  On failure the
  * transaction is rolled back and false returned; the error is logged.
@@ -196,14 +178,14 @@ write_entries(const char *const *payloads, int n)
 
 	PG_TRY();
 	{
-		begin_work("llmext: writing ledger rows and cache entries");
+		llm_queue_begin("llmext: writing ledger rows and cache entries");
 		if (extension_ready())
 			llm_persist(json.data);
 		else
 			ereport(LOG,
 					(errmsg("llmext worker dropped %d entries: the extension is not installed in database \"%s\"",
 							n, get_database_name(MyDatabaseId))));
-		end_work();
+		llm_queue_end();
 	}
 	PG_CATCH();
 	{
@@ -331,7 +313,7 @@ expire_cache(void)
 {
 	PG_TRY();
 	{
-		begin_work("llmext: deleting expired cache entries");
+		llm_queue_begin("llmext: deleting expired cache entries");
 		if (extension_ready())
 		{
 			llm_spi_connect();
@@ -339,7 +321,7 @@ expire_cache(void)
 						  "llm._cache_expire");
 			SPI_finish();
 		}
-		end_work();
+		llm_queue_end();
 	}
 	PG_CATCH();
 	{

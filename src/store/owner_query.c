@@ -3,6 +3,7 @@
  * owner_query.h).
  */
 #include "store/owner_query.h"
+#include "store/spi_check.h"
 
 #include "catalog/namespace.h"
 #include "catalog/pg_class.h"
@@ -49,8 +50,7 @@ llm_owner_query(LlmOwnerQuery *query, Datum *args, const char *nulls, bool read_
 	{
 		int			rc;
 
-		if (SPI_connect() != SPI_OK_CONNECT)
-			elog(ERROR, "SPI_connect failed");
+		llm_spi_connect();
 		if (query->plan == NULL)
 		{
 			SPIPlanPtr	plan = SPI_prepare(query->sql, query->nargs, query->argtypes);

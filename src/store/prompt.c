@@ -11,6 +11,7 @@
 #include "core/template.h"
 #include "providers/provider.h"
 #include "store/catalog.h"
+#include "store/spi_check.h"
 
 #include "catalog/pg_type_d.h"
 #include "executor/spi.h"
@@ -54,8 +55,7 @@ load_version(LlmRenderedPrompt *out, const int *version, const char *label, cons
 	args[3] = ab_key ? CStringGetTextDatum(ab_key) : (Datum) 0;
 	nulls[3] = ab_key ? ' ' : 'n';
 
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
+	llm_spi_connect();
 	if (choose_plan == NULL)
 	{
 		Oid			types[4] = {TEXTOID, INT4OID, TEXTOID, TEXTOID};

@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/redact.h"
 #include "providers/openai.h"
 
 static const char fixed_secret[] = "sk-test-fake-0123456789";

@@ -4,6 +4,7 @@
 #include <math.h>
 #include <stdlib.h>
 
+#include "core/redact.h"
 #include "core/request.h"
 
 static bool
