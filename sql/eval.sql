@@ -10,6 +10,49 @@ SELECT llm_model_create('learner-hot', 'fake', 'learner');
 SELECT llm_model_create('ev-judge', 'fake', 'judge', input_price => 1000, output_price => 1000);
 CREATE FUNCTION public.ev_starts_a(output text, expected jsonb, vars jsonb) RETURNS numeric
 LANGUAGE sql AS $$ SELECT CASE WHEN output LIKE 'A%' THEN 1 ELSE 0 END $$;
+-- llm.eval_report summed up from the rows, the plain way (sorts and groups
+-- every row): what the aggregates kept by triggers must equal
+CREATE VIEW public.eval_report_from_rows WITH (security_invoker = true) AS
+WITH per_case AS (
+	SELECT res.run, res.variant, res.case_key, avg(res.score) AS score,
+		   count(res.output) AS answers, count(DISTINCT res.output) AS distinct_outputs,
+		   bool_or(res.contaminated) AS contaminated,
+		   (SELECT c.weight FROM llm.eval_runs r JOIN llm.eval_cases c ON c.set_name = r.set_name
+			 WHERE r.id = res.run AND c.case_key = res.case_key) AS weight
+	  FROM llm.eval_results res GROUP BY res.run, res.variant, res.case_key),
+pairs AS (
+	SELECT run, variant, case_key, sum(n * (n - 1) / 2) AS agreeing
+	  FROM (SELECT run, variant, case_key, output, count(*) AS n FROM llm.eval_results
+			 WHERE output IS NOT NULL GROUP BY 1, 2, 3, 4) o
+	 GROUP BY 1, 2, 3),
+by_case AS (
+	SELECT p.run, p.variant, count(*) AS cases, avg(p.score) AS mean_score,
+		   stddev_samp(p.score) AS sd, count(p.score) AS n,
+		   avg((p.distinct_outputs = 1)::integer::float8) FILTER (WHERE p.answers >= 2) AS consistency,
+		   avg(pr.agreeing::float8 / (p.answers * (p.answers - 1) / 2)) FILTER (WHERE p.answers >= 2) AS pairwise_agreement,
+		   count(*) FILTER (WHERE p.contaminated) AS contaminated_cases,
+		   sum(p.weight * p.score) / nullif(sum(p.weight) FILTER (WHERE p.score IS NOT NULL), 0) AS weighted_mean_score
+	  FROM per_case p LEFT JOIN pairs pr USING (run, variant, case_key)
+	 GROUP BY p.run, p.variant),
+by_row AS (
+	SELECT res.run, res.variant, count(*) AS results,
+		   count(*) FILTER (WHERE res.error IS NOT NULL) AS errors,
+		   count(*) FILTER (WHERE res.scored_at IS NULL) AS pending,
+		   count(*) FILTER (WHERE res.passed)::numeric / nullif(count(res.passed), 0) AS pass_rate,
+		   count(res.output_json)::numeric / nullif(count(res.output), 0) AS json_valid_rate,
+		   percentile_cont(0.5) WITHIN GROUP (ORDER BY res.latency_ms) AS latency_p50_ms,
+		   percentile_cont(0.95) WITHIN GROUP (ORDER BY res.latency_ms) AS latency_p95_ms,
+		   avg(res.input_tokens) FILTER (WHERE res.output IS NOT NULL) AS input_tokens_per_case,
+		   avg(res.output_tokens) FILTER (WHERE res.output IS NOT NULL) AS output_tokens_per_case,
+		   avg(res.cost_usd) FILTER (WHERE res.output IS NOT NULL) AS cost_per_case,
+		   sum(res.cost_usd) AS cost_usd, sum(res.judge_cost_usd) AS judge_cost_usd
+	  FROM llm.eval_results res GROUP BY res.run, res.variant)
+SELECT r.*, c.cases, c.mean_score,
+	   c.mean_score - llm.eval_t975(c.n - 1) * c.sd / sqrt(c.n) AS score_low,
+	   c.mean_score + llm.eval_t975(c.n - 1) * c.sd / sqrt(c.n) AS score_high,
+	   c.consistency, c.pairwise_agreement, c.contaminated_cases, c.weighted_mean_score
+  FROM by_row r JOIN by_case c USING (run, variant);
+GRANT SELECT ON public.eval_report_from_rows TO PUBLIC;
 RESET client_min_messages;
 
 SET SESSION AUTHORIZATION regress_ev_alice;
@@ -94,6 +137,22 @@ SELECT llm_eval_run('colors', '[{"name": "fs", "prompt": "ev-fewshot", "version"
 					scorer => '{"type": "function", "function": "public.ev_starts_a"}') AS frun \gset
 SELECT llm_eval_wait(:frun, '60 seconds') ->> 'state' AS state;
 SELECT case_key, output, score, passed, reason FROM llm.eval_results WHERE run = :frun ORDER BY case_key;
+-- a function scorer that fails on some outputs: those results are errors
+RESET SESSION AUTHORIZATION;
+CREATE FUNCTION public.ev_fails_on_b(output text, expected jsonb, vars jsonb) RETURNS numeric
+LANGUAGE plpgsql AS $$
+BEGIN
+	IF output = 'B' THEN
+		RAISE EXCEPTION 'cannot score %', output;
+	END IF;
+	RETURN 1;
+END $$;
+GRANT EXECUTE ON FUNCTION public.ev_fails_on_b(text, jsonb, jsonb) TO regress_ev_alice;
+SET SESSION AUTHORIZATION regress_ev_alice;
+SELECT llm_eval_run('colors', '[{"name": "fs", "prompt": "ev-fewshot", "version": 1}]',
+					scorer => '{"type": "function", "function": "public.ev_fails_on_b"}') AS f2run \gset
+SELECT llm_eval_wait(:f2run, '60 seconds') - 'run' AS waited;
+SELECT case_key, output, score, passed, error FROM llm.eval_results WHERE run = :f2run ORDER BY case_key;
 -- the callback only scores rows of one's own runs, from the stored answer
 SELECT llm.eval_collect(request_id, '{"content": "forged"}') FROM llm.eval_results WHERE run = :frun;
 SELECT count(*) FILTER (WHERE output = 'forged') AS forged FROM llm.eval_results WHERE run = :frun;
@@ -133,12 +192,44 @@ SELECT variant, mean_score, pass_rate, cost_usd, judge_cost_usd =
 	   (SELECT sum(q.cost_usd) FROM llm.eval_results res JOIN llm.requests q ON q.id = res.judge_request_id
 		 WHERE res.run = :jrun AND res.variant = rep.variant) AS judge_cost_reported
   FROM llm.eval_report rep WHERE run = :jrun ORDER BY variant;
--- a judge whose answer is not JSON: no score, and the reason says why
+-- a judge whose answer is not JSON: no score, and the error says why
 SELECT llm_eval_run('colors', '[{"name": "plain", "model": "learner", "system": "Answer A or B."}]',
 					scorer => '{"type": "judge", "prompt": "ev-judge", "model": "echo"}') AS xrun \gset
 SELECT llm_eval_wait(:xrun, '60 seconds') ->> 'state' AS state;
-SELECT case_key, score, passed, left(reason, 40) AS reason, judge_cost_usd IS NOT NULL AS judge_cost
+SELECT case_key, output, score, passed, reason, left(error, 40) AS error, judge_cost_usd IS NOT NULL AS judge_cost
   FROM llm.eval_results WHERE run = :xrun ORDER BY case_key;
+-- a judge that fails at the provider: the output is kept, the error says so,
+-- and the run goes on to its end
+SELECT llm_eval_run('colors', '[{"name": "plain", "model": "learner", "system": "Answer A or B."}]',
+					scorer => '{"type": "judge", "prompt": "ev-judge", "model": "fail-400"}') AS brun \gset
+SELECT llm_eval_wait(:brun, '60 seconds') - 'run' AS waited;
+SELECT case_key, output, score, left(error, 36) AS error, judge_request_id IS NOT NULL AS judged
+  FROM llm.eval_results WHERE run = :brun ORDER BY case_key;
+SELECT variant, results, errors, pending, mean_score FROM llm.eval_report WHERE run = :brun;
+-- the report's aggregates, kept as answers were recorded, equal the report
+-- summed up from the rows of every run
+SELECT count(*) AS report_rows,
+	   count(*) FILTER (WHERE rep.cases = ref.cases AND rep.results = ref.results
+						AND rep.errors = ref.errors AND rep.pending = ref.pending
+						AND rep.mean_score::numeric(20, 9) IS NOT DISTINCT FROM ref.mean_score::numeric(20, 9)
+						AND rep.score_low::numeric(20, 9) IS NOT DISTINCT FROM ref.score_low::numeric(20, 9)
+						AND rep.score_high::numeric(20, 9) IS NOT DISTINCT FROM ref.score_high::numeric(20, 9)
+						AND rep.pass_rate IS NOT DISTINCT FROM ref.pass_rate
+						AND rep.consistency IS NOT DISTINCT FROM ref.consistency
+						AND rep.pairwise_agreement::numeric(20, 9) IS NOT DISTINCT FROM ref.pairwise_agreement::numeric(20, 9)
+						AND rep.json_valid_rate IS NOT DISTINCT FROM ref.json_valid_rate
+						AND rep.latency_p50_ms IS NOT DISTINCT FROM ref.latency_p50_ms
+						AND rep.latency_p95_ms::numeric(20, 6) IS NOT DISTINCT FROM ref.latency_p95_ms::numeric(20, 6)
+						AND rep.input_tokens_per_case IS NOT DISTINCT FROM ref.input_tokens_per_case
+						AND rep.output_tokens_per_case IS NOT DISTINCT FROM ref.output_tokens_per_case
+						AND rep.cost_per_case IS NOT DISTINCT FROM ref.cost_per_case
+						AND rep.cost_usd IS NOT DISTINCT FROM ref.cost_usd
+						AND rep.judge_cost_usd IS NOT DISTINCT FROM ref.judge_cost_usd
+						AND rep.contaminated_cases = ref.contaminated_cases
+						AND rep.weighted_mean_score::numeric(20, 9)
+							IS NOT DISTINCT FROM ref.weighted_mean_score::numeric(20, 9)) AS equal
+  FROM llm.eval_report rep
+  FULL JOIN eval_report_from_rows ref USING (run, variant);
 -- every result names its ledger row
 SELECT llm_flush() AS flushed;
 SELECT count(*) AS results, count(c.entry_id) AS in_ledger, count(*) FILTER (WHERE c.model = 'learner') AS learner
@@ -158,10 +249,21 @@ SELECT count(*) FILTER (WHERE recorded) AS recorded FROM (SELECT llm.llm_eval_re
 RESET SESSION AUTHORIZATION;
 SELECT count(*) AS alice_results_changed FROM llm.eval_results WHERE run = :frun AND reason IS NULL AND score = 1 AND output = 'B';
 
+-- summing a run up again from its rows gives the same aggregates
+CREATE TEMP TABLE stats_before AS SELECT * FROM llm.eval_variant_stats WHERE run = :run;
+SELECT llm._eval_stats_rebuild(:run) AS rows_summed;
+SELECT count(*) AS variants, count(*) FILTER (WHERE a = b) AS same
+  FROM (SELECT s AS a, (SELECT b FROM stats_before b WHERE b.variant = s.variant) AS b
+		  FROM llm.eval_variant_stats s WHERE s.run = :run) x;
+
 SET client_min_messages = warning;
 DELETE FROM llm.eval_runs;
+SELECT (SELECT count(*) FROM llm.eval_case_stats) + (SELECT count(*) FROM llm.eval_variant_stats)
+	   AS aggregates_left;
 DELETE FROM llm.eval_sets;
 DROP FUNCTION public.ev_starts_a(text, jsonb, jsonb);
+DROP FUNCTION public.ev_fails_on_b(text, jsonb, jsonb);
+DROP VIEW public.eval_report_from_rows;
 DROP OWNED BY regress_ev_alice, regress_ev_bob;
 DROP ROLE regress_ev_alice, regress_ev_bob;
 RESET client_min_messages;

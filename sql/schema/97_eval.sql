@@ -41,8 +41,7 @@ CREATE TABLE llm.eval_runs (
 	cases			integer NOT NULL,		-- cases x variants x repeats requests queued
 	requests		integer NOT NULL,
 	created_at		timestamptz NOT NULL DEFAULT now(),
-	finished_at		timestamptz,
-	last_request	bigint			-- the last request queued for the run's answers (judges come later)
+	finished_at		timestamptz
 );
 COMMENT ON TABLE llm.eval_runs IS 'evaluation runs: a set, its variants, repeats and scorer; progress is the queue batch tag';
 
@@ -305,9 +304,11 @@ AS $$
 $$;
 REVOKE ALL ON FUNCTION llm._eval_last_user(jsonb) FROM PUBLIC;
 
--- Runs: every case x variant x repeat is queued (tag 'eval-<run>') with
--- the callback llm.eval_collect, which scores the answer into its
--- llm.eval_results row (made here, empty, with its request id).
+-- Runs: every case x variant x repeat is queued (tag 'eval-<run>'), and its
+-- llm.eval_results row made here, empty, with its request id.  The worker
+-- scores the answers in sets as it writes them (llm._eval_collect); only a
+-- "function" scorer, the submitter's own code, runs as a callback
+-- (llm.eval_collect) with the submitter's rights.
 CREATE FUNCTION llm_eval_run(set text, variants jsonb, repeats integer DEFAULT 1,
 							 scorer jsonb DEFAULT '{"type": "exact"}', options jsonb DEFAULT NULL)
 RETURNS bigint
@@ -341,6 +342,15 @@ DECLARE
 	contaminated boolean;
 	chosen record;
 	rep integer;
+	callback regprocedure;
+	-- the result rows, inserted at the end in one statement
+	row_case text[] := '{}';
+	row_variant text[] := '{}';
+	row_repeat integer[] := '{}';
+	row_request bigint[] := '{}';
+	row_temperature double precision[] := '{}';
+	row_seed bigint[] := '{}';
+	row_contaminated boolean[] := '{}';
 BEGIN
 	IF variants IS NULL OR jsonb_typeof(variants) <> 'array' OR jsonb_array_length(variants) = 0 THEN
 		RAISE EXCEPTION 'variants must be a non-empty JSON array'
@@ -445,6 +455,9 @@ BEGIN
 		END IF;
 	END LOOP;
 
+	IF scorer ->> 'type' = 'function' THEN
+		callback := 'llm.eval_collect(bigint, jsonb)'::regprocedure;
+	END IF;
 	run_id := nextval('llm.eval_runs_id_seq');
 	run_tag := 'eval-' || run_id;
 	INSERT INTO llm.eval_runs (id, set_name, variants, repeats, scorer, options, tag, submitted_by,
@@ -488,551 +501,25 @@ BEGIN
 				   AND NOT e.held_out
 				   AND llm._eval_last_user(e.line::jsonb -> 'messages') = llm._eval_last_user(msgs));
 			FOR rep IN 1 .. repeats LOOP
-				req := llm._enqueue(caller, login, model_name, msgs, opts, run_tag, 0,
-									'llm.eval_collect(bigint, jsonb)'::regprocedure,
+				req := llm._enqueue(caller, login, model_name, msgs, opts, run_tag, 0, callback,
 									rendered ->> 'prompt', (rendered ->> 'version')::integer);
-				INSERT INTO llm.eval_results (run, case_key, variant, repeat, request_id, temperature,
-											  seed, contaminated)
-				VALUES (run_id, c.case_key, v ->> 'name', rep, req,
-						CASE WHEN jsonb_typeof(opts -> 'temperature') = 'number' THEN (opts ->> 'temperature')::double precision END,
-						CASE WHEN jsonb_typeof(opts -> 'seed') = 'number' THEN (opts ->> 'seed')::numeric::bigint END,
-						contaminated);
+				row_case := row_case || c.case_key;
+				row_variant := row_variant || (v ->> 'name');
+				row_repeat := row_repeat || rep;
+				row_request := row_request || req;
+				row_temperature := row_temperature
+					|| CASE WHEN jsonb_typeof(opts -> 'temperature') = 'number'
+							THEN (opts ->> 'temperature')::double precision END;
+				row_seed := row_seed
+					|| CASE WHEN jsonb_typeof(opts -> 'seed') = 'number' THEN (opts ->> 'seed')::numeric::bigint END;
+				row_contaminated := row_contaminated || contaminated;
 			END LOOP;
 		END LOOP;
 	END LOOP;
-	UPDATE llm.eval_runs r SET last_request = req WHERE r.id = run_id;
+	INSERT INTO llm.eval_results (run, case_key, variant, repeat, request_id, temperature, seed, contaminated)
+	SELECT run_id, r.*
+	  FROM unnest(row_case, row_variant, row_repeat, row_request, row_temperature, row_seed, row_contaminated) r;
 	RETURN run_id;
 END
 $$;
 REVOKE ALL ON FUNCTION llm._eval_run(name, name, text, jsonb, integer, jsonb, jsonb) FROM PUBLIC;
-
--- Whether the answer to request_id may be the last of its run, so that the
--- run's end is worth looking for (llm._eval_sync reads all its rows): the
--- answer to the run's last request, and every 256th (judges' answers, a last
--- request answered early); llm_eval_wait looks on every poll.  Asked for
--- every answer, so it reads one row: a probe of the run's pending rows would
--- walk, while a session waits in llm_eval_wait with its snapshot, every row
--- already scored (the versions they replaced cannot be pruned yet).
-CREATE FUNCTION llm._eval_may_end(run_id bigint, request_id bigint)
-RETURNS boolean
-LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-	SELECT request_id % 256 = 0
-		OR request_id = (SELECT r.last_request FROM llm.eval_runs r WHERE r.id = run_id)
-$$;
-REVOKE ALL ON FUNCTION llm._eval_may_end(bigint, bigint) FROM PUBLIC;
-
--- Records errors and cancellations of a run's requests, and ends the run
--- when nothing is pending.  Never waits on a lock: a run row locked by
--- another session is being ended by it.
-CREATE FUNCTION llm._eval_sync(run_id bigint)
-RETURNS text
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-	run llm.eval_runs;
-BEGIN
-	SELECT * INTO run FROM llm.eval_runs r WHERE r.id = run_id;
-	IF NOT FOUND OR run.state <> 'running' THEN
-		RETURN run.state;
-	END IF;
-	UPDATE llm.eval_results res
-	   SET error = coalesce(q.error, 'the request failed'), scored_at = now()
-	  FROM llm.requests q
-	 WHERE res.run = run_id AND q.id = res.request_id AND res.scored_at IS NULL AND q.state = 'error';
-	UPDATE llm.eval_results res
-	   SET error = 'scoring failed: ' || q.callback_error, scored_at = now()
-	  FROM llm.requests q
-	 WHERE res.run = run_id AND q.id = res.request_id AND res.scored_at IS NULL
-	   AND q.state = 'done' AND q.callback_error IS NOT NULL;
-	-- a judge call that failed, whose answer could not be recorded, or was cancelled: no score
-	UPDATE llm.eval_results res
-	   SET reason = CASE q.state WHEN 'error' THEN 'the judge failed: ' || coalesce(q.error, 'the request failed')
-								 WHEN 'cancelled' THEN 'the judge was cancelled'
-								 ELSE 'recording the judge''s answer failed: ' || q.callback_error END,
-		   judge_cost_usd = q.cost_usd, scored_at = now()
-	  FROM llm.requests q
-	 WHERE res.run = run_id AND q.id = res.judge_request_id AND res.scored_at IS NULL
-	   AND (q.state IN ('error', 'cancelled') OR (q.state = 'done' AND q.callback_error IS NOT NULL));
-	-- a cancelled request has no result
-	DELETE FROM llm.eval_results res
-	 USING llm.requests q
-	 WHERE res.run = run_id AND q.id = res.request_id AND res.scored_at IS NULL AND q.state = 'cancelled';
-	IF EXISTS (SELECT FROM llm.requests q WHERE q.tag = run.tag AND q.state IN ('queued', 'running'))
-	   OR EXISTS (SELECT FROM llm.eval_results res WHERE res.run = run_id AND res.scored_at IS NULL) THEN
-		RETURN 'running';
-	END IF;
-	PERFORM FROM llm.eval_runs r WHERE r.id = run_id AND r.state = 'running' FOR UPDATE SKIP LOCKED;
-	IF FOUND THEN
-		UPDATE llm.eval_runs r
-		   SET state = CASE WHEN EXISTS (SELECT FROM llm.requests q
-										  WHERE q.tag = run.tag AND q.state = 'cancelled')
-							THEN 'cancelled' ELSE 'done' END,
-			   finished_at = now()
-		 WHERE r.id = run_id
-		RETURNING r.state INTO run.state;
-	END IF;
-	RETURN run.state;
-END
-$$;
-REVOKE ALL ON FUNCTION llm._eval_sync(bigint) FROM PUBLIC;
-
--- The result callback of every evaluation request (and judge call), run by the worker as
--- the submitter.  It reads the answer from llm.requests (never from its
--- argument), runs a "function" scorer with the submitter's rights, and has
--- llm.llm_eval_record write the row.  Harmless: it only scores requests of
--- the caller's own runs, from their stored answers.
-CREATE FUNCTION llm.eval_collect(request_id bigint, result jsonb)
-RETURNS void
-LANGUAGE plpgsql VOLATILE SECURITY INVOKER
-AS $$
-DECLARE
-	r record;
-	fscore double precision;
-	ferror text;
-	call text;
-BEGIN
-	-- from the one result row (by its request, an index): a plan that starts
-	-- from the run would walk all its cases for every answer
-	WITH res AS MATERIALIZED (
-		SELECT * FROM llm.eval_results res WHERE res.request_id = eval_collect.request_id)
-	SELECT run.scorer, c.expected, c.vars, c.input, q.completion
-	  INTO r
-	  FROM res
-	  JOIN llm.eval_runs run ON run.id = res.run
-	  JOIN llm.eval_cases c ON c.set_name = run.set_name AND c.case_key = res.case_key
-	  JOIN llm.requests q ON q.id = res.request_id
-	 WHERE res.request_id = eval_collect.request_id AND res.scored_at IS NULL AND q.state = 'done';
-	IF NOT FOUND THEN
-		-- perhaps a judge's answer (scorer "judge"): recorded the same way
-		PERFORM llm.llm_eval_record(request_id, NULL, NULL);
-		RETURN;
-	END IF;
-	IF r.scorer ->> 'type' = 'function' THEN
-		SELECT pg_catalog.format('SELECT %I.%I($1, $2, $3)::double precision', n.nspname, p.proname)
-		  INTO call
-		  FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
-		 WHERE p.oid = (r.scorer ->> 'function')::pg_catalog.regprocedure;
-		BEGIN
-			EXECUTE call
-			   INTO fscore
-			  USING r.completion, r.expected,
-					COALESCE(r.vars, '{}'::jsonb)
-					|| CASE WHEN r.input IS NOT NULL THEN pg_catalog.jsonb_build_object('input', r.input)
-							ELSE '{}'::jsonb END;
-		EXCEPTION WHEN OTHERS THEN
-			fscore := NULL;
-			ferror := SQLERRM;
-		END;
-	END IF;
-	PERFORM llm.llm_eval_record(request_id, fscore, ferror);
-END
-$$;
-COMMENT ON FUNCTION llm.eval_collect(bigint, jsonb) IS
-	'the callback of evaluation requests: scores the answer into its llm.eval_results row';
-REVOKE ALL ON FUNCTION llm.eval_collect(bigint, jsonb) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION llm.eval_collect(bigint, jsonb) TO llm_user;
-
-CREATE FUNCTION llm.llm_eval_record(request_id bigint, function_score double precision,
-									function_error text)
-RETURNS boolean
-AS 'MODULE_PATHNAME', 'llm_gate'
-LANGUAGE C VOLATILE;
-
-CREATE FUNCTION llm._eval_record(caller name, login name, request_id bigint,
-								 function_score double precision, function_error text)
-RETURNS boolean
-LANGUAGE plpgsql SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-	r record;
-	s jsonb;
-	parsed jsonb;
-	rendered jsonb;
-	judge_req bigint;
-BEGIN
-	-- a judge's answer: its score and reason, checked against the fixed schema
-	SELECT res.run, run.scorer, q.completion, q.cost_usd, q.response
-	  INTO r
-	  FROM llm.eval_results res
-	  JOIN llm.eval_runs run ON run.id = res.run
-	  JOIN llm.requests q ON q.id = res.judge_request_id
-	 WHERE res.judge_request_id = _eval_record.request_id AND res.scored_at IS NULL AND q.state = 'done'
-	   AND run.submitted_by = caller AND (run.login_role = login OR caller = login)
-	   FOR UPDATE OF res;
-	IF FOUND THEN
-		BEGIN
-			parsed := r.completion::jsonb;
-		EXCEPTION WHEN OTHERS THEN
-			parsed := NULL;
-		END;
-		IF parsed IS NULL THEN
-			s := jsonb_build_object('reason', 'the judge''s answer is not JSON: '
-											  || coalesce(left(r.completion, 200), '(none)'));
-		ELSIF jsonb_typeof(parsed) <> 'object' OR jsonb_typeof(parsed -> 'score') IS DISTINCT FROM 'number'
-			  OR (parsed ->> 'score')::double precision NOT BETWEEN 0 AND 1
-			  OR jsonb_typeof(parsed -> 'reason') IS DISTINCT FROM 'string' THEN
-			s := jsonb_build_object('reason', 'the judge''s answer is not {"score": 0..1, "reason": text}: '
-											  || left(parsed::text, 200));
-		ELSE
-			s := jsonb_build_object('score', (parsed ->> 'score')::double precision,
-									'passed', (parsed ->> 'score')::double precision
-											  >= coalesce((r.scorer ->> 'threshold')::double precision, 0.5),
-									'reason', parsed ->> 'reason');
-		END IF;
-		UPDATE llm.eval_results res
-		   SET score = (s ->> 'score')::double precision, passed = (s ->> 'passed')::boolean,
-			   reason = s ->> 'reason',
-			   judge_cost_usd = coalesce(r.cost_usd, (r.response ->> 'cost_usd')::numeric),
-			   scored_at = now()
-		 WHERE res.judge_request_id = _eval_record.request_id;
-		IF llm._eval_may_end(r.run, _eval_record.request_id) THEN
-			PERFORM llm._eval_sync(r.run);
-		END IF;
-		RETURN true;
-	END IF;
-
-	-- locked first, by its request (an index): a plan that starts from the run
-	-- would walk all its cases for every answer
-	PERFORM FROM llm.eval_results res WHERE res.request_id = _eval_record.request_id FOR UPDATE;
-	SELECT res.run, res.case_key, res.variant, res.repeat, run.scorer, run.tag, c.expected, c.vars,
-		   c.input, q.completion, q.response, q.cost_usd
-	  INTO r
-	  FROM (SELECT * FROM llm.eval_results x WHERE x.request_id = _eval_record.request_id OFFSET 0) res
-	  JOIN llm.eval_runs run ON run.id = res.run
-	  JOIN llm.eval_cases c ON c.set_name = run.set_name AND c.case_key = res.case_key
-	  JOIN llm.requests q ON q.id = res.request_id
-	 WHERE res.request_id = _eval_record.request_id AND res.scored_at IS NULL AND q.state = 'done'
-	   AND res.judge_request_id IS NULL
-	   AND run.submitted_by = caller AND (run.login_role = login OR caller = login);
-	IF NOT FOUND THEN
-		RETURN false;
-	END IF;
-	IF r.scorer ->> 'type' = 'judge' AND r.completion IS NOT NULL THEN
-		-- queued now with the run's tag (the run ends when the judge has answered);
-		-- the score waits for its answer, recorded by this function too
-		rendered := @extschema@.llm_render(r.scorer ->> 'prompt',
-			coalesce(r.vars, '{}')
-			|| jsonb_build_object('input', coalesce(r.input, r.vars ->> 'input', ''),
-								  'expected', CASE WHEN jsonb_typeof(r.expected) = 'string'
-												   THEN r.expected #>> '{}'
-												   ELSE coalesce(r.expected::text, '') END,
-								  'output', r.completion),
-			(r.scorer ->> 'version')::integer, NULL, NULL);
-		judge_req := llm._enqueue(caller, login, r.scorer ->> 'model', rendered -> 'messages',
-			coalesce(rendered -> 'params', '{}')
-			|| CASE WHEN jsonb_typeof(rendered -> 'response_format') = 'object'
-					THEN jsonb_build_object('response_format', rendered -> 'response_format')
-					ELSE '{}' END
-			|| '{"cache": "off"}',
-			r.tag, 0, 'llm.eval_collect(bigint, jsonb)'::regprocedure,
-			rendered ->> 'prompt', (rendered ->> 'version')::integer);
-		s := jsonb_build_object('judge_request_id', judge_req);
-	ELSIF r.scorer ->> 'type' = 'function' THEN
-		s := jsonb_build_object('score', CASE WHEN function_score IS NOT NULL THEN least(greatest(function_score, 0), 1) END,
-								'passed', function_score >= coalesce((r.scorer ->> 'threshold')::double precision, 0.5),
-								'reason', function_error);
-	ELSIF r.completion IS NULL THEN
-		s := '{"score": null, "passed": null, "reason": "no output"}';
-	ELSE
-		s := @extschema@.llm_eval_score(r.scorer, r.completion, r.expected,
-										coalesce(r.vars, '{}') || CASE WHEN r.input IS NOT NULL
-											THEN jsonb_build_object('input', r.input) ELSE '{}' END);
-	END IF;
-	BEGIN
-		parsed := r.completion::jsonb;
-	EXCEPTION WHEN OTHERS THEN
-		parsed := NULL;
-	END;
-	UPDATE llm.eval_results res
-	   SET output = r.completion, output_json = parsed,
-		   score = (s ->> 'score')::double precision, passed = (s ->> 'passed')::boolean,
-		   reason = s ->> 'reason',
-		   input_tokens = (r.response -> 'usage' ->> 'input_tokens')::numeric::bigint,
-		   output_tokens = (r.response -> 'usage' ->> 'output_tokens')::numeric::bigint,
-		   cost_usd = coalesce(r.cost_usd, (r.response ->> 'cost_usd')::numeric),
-		   latency_ms = (r.response ->> 'latency_ms')::double precision,
-		   call_entry_id = r.response ->> 'entry_id',
-		   judge_request_id = (s ->> 'judge_request_id')::bigint,
-		   scored_at = CASE WHEN s ? 'judge_request_id' THEN NULL ELSE now() END
-	 WHERE res.request_id = _eval_record.request_id;
-	IF llm._eval_may_end(r.run, _eval_record.request_id) THEN
-		PERFORM llm._eval_sync(r.run);
-	END IF;
-	RETURN true;
-END
-$$;
-REVOKE ALL ON FUNCTION llm._eval_record(name, name, bigint, double precision, text) FROM PUBLIC;
-REVOKE ALL ON FUNCTION llm.llm_eval_record(bigint, double precision, text) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION llm.llm_eval_record(bigint, double precision, text) TO llm_user;
-
-CREATE FUNCTION llm_eval_wait(run bigint, timeout interval DEFAULT '5 minutes')
-RETURNS jsonb
-AS 'MODULE_PATHNAME', 'llm_gate'
-LANGUAGE C VOLATILE;
-COMMENT ON FUNCTION llm_eval_wait(bigint, interval) IS
-	'wait until an evaluation run has ended (or the timeout passes): its state and counts';
-
-CREATE FUNCTION llm._eval_wait(caller name, login name, run bigint, timeout interval)
-RETURNS jsonb
-LANGUAGE plpgsql SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-	give_up timestamptz := clock_timestamp() + coalesce(timeout, '5 minutes');
-	pause double precision := 0.05;
-	r llm.eval_runs;
-	state text;
-	summary jsonb;
-BEGIN
-	SELECT * INTO r FROM llm.eval_runs e WHERE e.id = run;
-	IF NOT FOUND OR NOT llm._eval_owns(caller, login, r.submitted_by, r.login_role) THEN
-		RAISE EXCEPTION 'evaluation run % does not exist', run USING ERRCODE = 'undefined_object';
-	END IF;
-	LOOP
-		state := llm._eval_sync(run);
-		EXIT WHEN state <> 'running' OR clock_timestamp() >= give_up;
-		-- a look reads the whole run: more and more seldom, up to once a second
-		PERFORM pg_sleep(pause);
-		pause := least(pause * 1.5, 1.0);
-	END LOOP;
-	SELECT jsonb_build_object('run', _eval_wait.run, 'state', state, 'requests', r.requests,
-							  'results', count(*),
-							  'scored', count(*) FILTER (WHERE res.scored_at IS NOT NULL AND res.error IS NULL),
-							  'errors', count(*) FILTER (WHERE res.error IS NOT NULL),
-							  'pending', count(*) FILTER (WHERE res.scored_at IS NULL),
-							  'cancelled', r.requests - count(*))
-	  INTO summary
-	  FROM llm.eval_results res WHERE res.run = _eval_wait.run;
-	RETURN summary;
-END
-$$;
-REVOKE ALL ON FUNCTION llm._eval_wait(name, name, bigint, interval) FROM PUBLIC;
-
--- Reports.  The statistics (llm.eval_mean_interval, llm.eval_bootstrap,
--- llm.eval_sign_test, llm.eval_mcnemar) are bound when first called.
-CREATE FUNCTION llm._eval_interval(scores double precision[])
-RETURNS double precision[]
-LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-	IF coalesce(cardinality(scores), 0) = 0 THEN
-		RETURN ARRAY[NULL, NULL, NULL]::double precision[];
-	END IF;
-	RETURN llm.eval_mean_interval(scores);
-END
-$$;
-REVOKE ALL ON FUNCTION llm._eval_interval(double precision[]) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION llm._eval_interval(double precision[]) TO llm_user;
-
-CREATE VIEW llm.eval_report WITH (security_invoker = true) AS
-WITH by_output AS (
-	-- one pass over the rows: per case and distinct output (NULL: no answer)
-	SELECT res.run, res.variant, res.case_key, res.output,
-		   count(*)::integer AS n, sum(res.score) AS score_sum, count(res.score) AS scored,
-		   bool_or(res.contaminated) AS contaminated
-	  FROM llm.eval_results res
-	 GROUP BY res.run, res.variant, res.case_key, res.output),
-per_case AS (
-	SELECT o.run, o.variant, o.case_key,
-		   sum(o.score_sum) / nullif(sum(o.scored), 0) AS score,
-		   coalesce(sum(o.n) FILTER (WHERE o.output IS NOT NULL), 0) AS answers,
-		   count(*) FILTER (WHERE o.output IS NOT NULL) AS distinct_outputs,
-		   sum(o.n * (o.n - 1) / 2) FILTER (WHERE o.output IS NOT NULL) AS agreeing_pairs,
-		   bool_or(o.contaminated) AS contaminated
-	  FROM by_output o
-	 GROUP BY o.run, o.variant, o.case_key),
-by_case AS (
-	SELECT p.run, p.variant,
-		   count(*) AS cases,
-		   llm._eval_interval(array_agg(p.score) FILTER (WHERE p.score IS NOT NULL)) AS interval,
-		   avg((p.distinct_outputs = 1)::integer::float8) FILTER (WHERE p.answers >= 2) AS consistency,
-		   avg(p.agreeing_pairs::float8 / (p.answers * (p.answers - 1) / 2)) FILTER (WHERE p.answers >= 2) AS pairwise_agreement,
-		   count(*) FILTER (WHERE p.contaminated) AS contaminated_cases
-	  FROM per_case p
-	 GROUP BY p.run, p.variant),
-by_row AS (
-	SELECT res.run, res.variant,
-		   count(*) AS results,
-		   count(*) FILTER (WHERE res.error IS NOT NULL) AS errors,
-		   count(*) FILTER (WHERE res.scored_at IS NULL) AS pending,
-		   avg(CASE WHEN res.passed THEN 1.0 ELSE 0.0 END) FILTER (WHERE res.passed IS NOT NULL) AS pass_rate,
-		   avg(CASE WHEN res.output_json IS NOT NULL THEN 1.0 ELSE 0.0 END) FILTER (WHERE res.output IS NOT NULL) AS json_valid_rate,
-		   percentile_cont(0.5) WITHIN GROUP (ORDER BY res.latency_ms) AS latency_p50_ms,
-		   percentile_cont(0.95) WITHIN GROUP (ORDER BY res.latency_ms) AS latency_p95_ms,
-		   avg(res.input_tokens) FILTER (WHERE res.output IS NOT NULL) AS input_tokens_per_case,
-		   avg(res.output_tokens) FILTER (WHERE res.output IS NOT NULL) AS output_tokens_per_case,
-		   avg(res.cost_usd) FILTER (WHERE res.output IS NOT NULL) AS cost_per_case,
-		   sum(res.cost_usd) AS cost_usd,
-		   sum(res.judge_cost_usd) AS judge_cost_usd
-	  FROM llm.eval_results res
-	 GROUP BY res.run, res.variant)
-SELECT r.run, r.variant, c.cases, r.results, r.errors, r.pending,
-	   c.interval[1] AS mean_score, c.interval[2] AS score_low, c.interval[3] AS score_high,
-	   r.pass_rate, c.consistency, c.pairwise_agreement, r.json_valid_rate,
-	   r.latency_p50_ms, r.latency_p95_ms, r.input_tokens_per_case, r.output_tokens_per_case,
-	   r.cost_per_case, r.cost_per_case * 1000 AS cost_per_1000_cases, r.cost_usd, r.judge_cost_usd,
-	   c.contaminated_cases
-  FROM by_row r
-  JOIN by_case c USING (run, variant);
-COMMENT ON VIEW llm.eval_report IS
-	'per run and variant: cases, errors, mean score with a 95% interval, pass rate, consistency, JSON validity, latency, tokens, cost, contamination';
-GRANT SELECT ON llm.eval_report TO llm_user;
-
--- Paired per case (mean over repeats): a against b.
-CREATE FUNCTION llm_eval_compare(run bigint, a text, b text)
-RETURNS TABLE (cases bigint, wins bigint, ties bigint, losses bigint,
-			   mean_diff double precision, diff_low double precision, diff_high double precision,
-			   sign_test_p double precision, a_only_passed bigint, b_only_passed bigint,
-			   mcnemar_p double precision, cost_diff_per_case numeric,
-			   input_tokens_diff_per_case numeric, output_tokens_diff_per_case numeric,
-			   latency_diff_ms double precision)
-LANGUAGE plpgsql STABLE SECURITY INVOKER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-	diffs double precision[];
-	interval_ double precision[];
-BEGIN
-	IF run IS NULL OR a IS NULL OR b IS NULL THEN
-		RAISE EXCEPTION 'the run and both variants must not be NULL' USING ERRCODE = 'null_value_not_allowed';
-	END IF;
-	IF NOT EXISTS (SELECT FROM llm.eval_runs r WHERE r.id = run) THEN
-		RAISE EXCEPTION 'evaluation run % does not exist', run USING ERRCODE = 'undefined_object';
-	END IF;
-	IF NOT EXISTS (SELECT FROM llm.eval_results res WHERE res.run = llm_eval_compare.run AND res.variant = a)
-	   OR NOT EXISTS (SELECT FROM llm.eval_results res WHERE res.run = llm_eval_compare.run AND res.variant = b) THEN
-		RAISE EXCEPTION 'run % has no results of variant "%" or "%"', run, a, b USING ERRCODE = 'undefined_object';
-	END IF;
-	RETURN QUERY
-	WITH per_case AS (
-		SELECT res.case_key, res.variant, avg(res.score) AS score,
-			   avg(CASE WHEN res.passed THEN 1.0 ELSE 0.0 END) >= 0.5 AS passed,
-			   avg(res.cost_usd) AS cost, avg(res.input_tokens) AS input_tokens,
-			   avg(res.output_tokens) AS output_tokens, avg(res.latency_ms) AS latency
-		  FROM llm.eval_results res
-		 WHERE res.run = llm_eval_compare.run AND res.variant IN (a, b) AND res.score IS NOT NULL
-		 GROUP BY res.case_key, res.variant),
-	paired AS (
-		SELECT x.score - y.score AS d, x.passed AS pa, y.passed AS pb,
-			   x.cost - y.cost AS cost, x.input_tokens - y.input_tokens AS itok,
-			   x.output_tokens - y.output_tokens AS otok, x.latency - y.latency AS lat
-		  FROM per_case x JOIN per_case y ON x.case_key = y.case_key AND x.variant = a AND y.variant = b),
-	summary AS (
-		SELECT count(*) AS n,
-			   count(*) FILTER (WHERE d > 0) AS w, count(*) FILTER (WHERE d = 0) AS t,
-			   count(*) FILTER (WHERE d < 0) AS l, avg(d) AS mean_d, array_agg(d) AS ds,
-			   count(*) FILTER (WHERE pa AND NOT pb) AS ab, count(*) FILTER (WHERE pb AND NOT pa) AS ba,
-			   avg(cost) AS cost, avg(itok) AS itok, avg(otok) AS otok, avg(lat) AS lat
-		  FROM paired)
-	SELECT s.n, s.w, s.t, s.l, s.mean_d,
-		   bs[1], bs[2],
-		   CASE WHEN s.n > 0 THEN llm.eval_sign_test(s.w::integer, s.l::integer) END,
-		   s.ab, s.ba,
-		   CASE WHEN s.n > 0 THEN llm.eval_mcnemar(s.ab::integer, s.ba::integer) END,
-		   s.cost, s.itok, s.otok, s.lat
-	  FROM summary s,
-		   LATERAL (SELECT CASE WHEN s.n > 0 THEN llm.eval_bootstrap(s.ds) END AS bs) b;
-END
-$$;
-COMMENT ON FUNCTION llm_eval_compare(bigint, text, text) IS
-	'variant a against b, paired per case: wins, ties, losses, mean difference with a bootstrap 95% interval, sign test, McNemar, cost, token and latency differences';
-
-CREATE FUNCTION llm_eval_cases_diff(run bigint, a text, b text)
-RETURNS TABLE (case_key text, input text, vars jsonb, expected jsonb,
-			   a_score double precision, b_score double precision,
-			   a_outputs text[], b_outputs text[])
-LANGUAGE sql STABLE SECURITY INVOKER
-SET search_path = pg_catalog, pg_temp
-AS $$
-	WITH per_case AS (
-		SELECT res.case_key, res.variant, avg(res.score) AS score,
-			   array_agg(res.output ORDER BY res.repeat) AS outputs
-		  FROM llm.eval_results res
-		 WHERE res.run = llm_eval_cases_diff.run AND res.variant IN (a, b)
-		 GROUP BY res.case_key, res.variant)
-	SELECT x.case_key, c.input, c.vars, c.expected, x.score, y.score, x.outputs, y.outputs
-	  FROM per_case x
-	  JOIN per_case y ON y.case_key = x.case_key AND y.variant = b
-	  JOIN llm.eval_runs r ON r.id = llm_eval_cases_diff.run
-	  JOIN llm.eval_cases c ON c.set_name = r.set_name AND c.case_key = x.case_key
-	 WHERE x.variant = a AND x.score IS DISTINCT FROM y.score
-	 ORDER BY x.case_key
-$$;
-COMMENT ON FUNCTION llm_eval_cases_diff(bigint, text, text) IS
-	'the cases where two variants of a run score differently, with both outputs';
-
-REVOKE ALL ON FUNCTION llm_eval_set_create(text, text) FROM PUBLIC;
-REVOKE ALL ON FUNCTION llm_eval_cases_add(text, text) FROM PUBLIC;
-REVOKE ALL ON FUNCTION llm_eval_cases_from_training(text, text, integer) FROM PUBLIC;
-REVOKE ALL ON FUNCTION llm_eval_run(text, jsonb, integer, jsonb, jsonb) FROM PUBLIC;
-REVOKE ALL ON FUNCTION llm_eval_wait(bigint, interval) FROM PUBLIC;
-REVOKE ALL ON FUNCTION llm_eval_compare(bigint, text, text) FROM PUBLIC;
-REVOKE ALL ON FUNCTION llm_eval_cases_diff(bigint, text, text) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION llm_eval_set_create(text, text) TO llm_user;
-GRANT EXECUTE ON FUNCTION llm_eval_cases_add(text, text) TO llm_user;
-GRANT EXECUTE ON FUNCTION llm_eval_cases_from_training(text, text, integer) TO llm_user;
-GRANT EXECUTE ON FUNCTION llm_eval_run(text, jsonb, integer, jsonb, jsonb) TO llm_user;
-GRANT EXECUTE ON FUNCTION llm_eval_wait(bigint, interval) TO llm_user;
-GRANT EXECUTE ON FUNCTION llm_eval_compare(bigint, text, text) TO llm_user;
-GRANT EXECUTE ON FUNCTION llm_eval_cases_diff(bigint, text, text) TO llm_user;
-
--- Scores one output: {"score": 0..1 or null, "passed": bool or null,
--- "reason": text or null}.  scorer is {"type": "exact" | "normalized" |
--- "contains" | "regex" | "json_valid" | "json_schema" | "json_match" |
--- "numeric" | "similarity", ...options}; "judge" and "function" scorers are
--- run by the evaluation itself (see llm_eval_run).
-CREATE FUNCTION llm_eval_score(scorer jsonb, output text, expected jsonb, vars jsonb DEFAULT NULL)
-RETURNS jsonb
-AS 'MODULE_PATHNAME', 'llm_eval_score'
-LANGUAGE C STABLE PARALLEL SAFE;
-COMMENT ON FUNCTION llm_eval_score(jsonb, text, jsonb, jsonb) IS
-	'score one output against the expected answer: {"score", "passed", "reason"}';
-REVOKE ALL ON FUNCTION llm_eval_score(jsonb, text, jsonb, jsonb) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION llm_eval_score(jsonb, text, jsonb, jsonb) TO llm_user;
-
--- Statistics of comparisons (src/core/stats.c), for llm_eval_compare and
--- for analysts: exact sign test and McNemar's exact test (p-values), the
--- percentile bootstrap 95 % interval of a mean difference (a fixed seed:
--- the same input gives the same interval), and a mean with its 95 %
--- Student's t interval.
-CREATE FUNCTION llm.eval_sign_test(wins integer, losses integer)
-RETURNS double precision
-AS 'MODULE_PATHNAME', 'llm_eval_sign_test'
-LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
-COMMENT ON FUNCTION llm.eval_sign_test(integer, integer) IS
-	'exact two-sided sign test p-value of wins against losses (ties dropped)';
-
-CREATE FUNCTION llm.eval_mcnemar(b integer, c integer)
-RETURNS double precision
-AS 'MODULE_PATHNAME', 'llm_eval_mcnemar'
-LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
-COMMENT ON FUNCTION llm.eval_mcnemar(integer, integer) IS
-	'McNemar''s exact test p-value of paired pass/fail: b passed with the first only, c with the second only';
-
-CREATE FUNCTION llm.eval_bootstrap(diffs double precision[], resamples integer DEFAULT 2000)
-RETURNS double precision[]
-AS 'MODULE_PATHNAME', 'llm_eval_bootstrap'
-LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
-COMMENT ON FUNCTION llm.eval_bootstrap(double precision[], integer) IS
-	'percentile bootstrap 95 % interval {low, high} of the mean of paired differences (NULLs skipped; fixed seed)';
-
-CREATE FUNCTION llm.eval_mean_interval(scores double precision[])
-RETURNS double precision[]
-AS 'MODULE_PATHNAME', 'llm_eval_mean_interval'
-LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
-COMMENT ON FUNCTION llm.eval_mean_interval(double precision[]) IS
-	'the mean of scores and its 95 % Student''s t interval: {mean, low, high} (NULLs skipped)';
-
-REVOKE ALL ON FUNCTION llm.eval_sign_test(integer, integer) FROM PUBLIC;
-REVOKE ALL ON FUNCTION llm.eval_mcnemar(integer, integer) FROM PUBLIC;
-REVOKE ALL ON FUNCTION llm.eval_bootstrap(double precision[], integer) FROM PUBLIC;
-REVOKE ALL ON FUNCTION llm.eval_mean_interval(double precision[]) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION llm.eval_sign_test(integer, integer) TO llm_user;
-GRANT EXECUTE ON FUNCTION llm.eval_mcnemar(integer, integer) TO llm_user;
-GRANT EXECUTE ON FUNCTION llm.eval_bootstrap(double precision[], integer) TO llm_user;
-GRANT EXECUTE ON FUNCTION llm.eval_mean_interval(double precision[]) TO llm_user;

@@ -75,6 +75,17 @@ extern SPIPlanPtr llm_queue_keep_plan(const char *sql, int nargs, Oid *types);
 /* A row put back to run after delay_ms: the worker wakes up for it. */
 extern void llm_queue_expect_due(LlmQueue *queue, double delay_ms);
 
+/*
+ * The time limit of user code the worker runs, llmext.callback_timeout:
+ * cancels it once it runs past, and again every tick while it goes on.
+ */
+extern void llm_queue_timer_start(void);
+extern void llm_queue_timer_stop(void);
+extern bool llm_queue_timer_overran(void);
+
+/* Scores the evaluation answers among a turn's written outcomes (eval_collect.c). */
+extern void llm_queue_collect_evals(List *finished);
+
 /* The batches with requests claimed and not yet ended here, as a text[]. */
 extern Datum llm_queue_busy_tags(LlmQueue *queue);
 

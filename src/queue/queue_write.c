@@ -95,7 +95,8 @@ write_outcome(QueuedCall *qc, const char *state, const char *error, bool retry, 
 }
 
 /*
- * The time limit of a callback.  A timer cancels the callback once it runs
+ * The time limit of a callback (and of scoring evaluation answers, whose
+ * patterns users give).  A timer cancels the callback once it runs
  * past llmext.callback_timeout, and again every tick while it goes on
  * (PL/pgSQL can catch one cancel); a callback that has ignored cancels for
  * CALLBACK_DIE_TICKS ticks ends the worker, which the postmaster restarts
@@ -119,8 +120,8 @@ callback_timer_fired(void)
 	SetLatch(MyLatch);
 }
 
-static void
-callback_timer_start(void)
+void
+llm_queue_timer_start(void)
 {
 	if (callback_timer == MAX_TIMEOUTS)
 		callback_timer = RegisterTimeout(USER_TIMEOUT, callback_timer_fired);
@@ -131,13 +132,19 @@ callback_timer_start(void)
 						 CALLBACK_TICK_MS);
 }
 
-static void
-callback_timer_stop(void)
+void
+llm_queue_timer_stop(void)
 {
 	if (callback_timer != MAX_TIMEOUTS)
 		disable_timeout(callback_timer, false);
 	/* a tick that came after the callback's last check is not for the worker */
 	QueryCancelPending = false;
+}
+
+bool
+llm_queue_timer_overran(void)
+{
+	return callback_overran;
 }
 
 /*
@@ -183,11 +190,11 @@ run_callback(QueuedCall *qc)
 		(void) set_config_option("search_path", "\"$user\", public", PGC_USERSET, PGC_S_SESSION,
 								 GUC_ACTION_SAVE, true, 0, false);
 		llm_act_for(&acting, qc->submitter, qc->login, SECURITY_RESTRICTED_OPERATION);
-		callback_timer_start();
+		llm_queue_timer_start();
 		if (SPI_execute_with_args(psprintf("SELECT %s($1, $2)", quote_qualified_identifier(schema, name)),
 								  2, types, args, NULL, false, 0) != SPI_OK_SELECT)
 			elog(ERROR, "running the callback failed");
-		callback_timer_stop();
+		llm_queue_timer_stop();
 		llm_act_done(&acting);
 		AtEOXact_GUC(false, nest_level);
 
@@ -200,7 +207,7 @@ run_callback(QueuedCall *qc)
 		ErrorData  *edata;
 		const char *message;
 
-		callback_timer_stop();
+		llm_queue_timer_stop();
 		/* the abort below restores the user and the settings; this, the login */
 		llm_act_reset();
 		MemoryContextSwitchTo(context);
@@ -408,6 +415,7 @@ llm_queue_write(LlmQueue *queue)
 	MemoryContext caller = CurrentMemoryContext;
 	QueuedCall *qc;
 	List	   *callbacks = NIL;
+	List	   *ended = NIL;
 	ListCell   *cell;
 	dlist_mutable_iter iter;
 
@@ -455,8 +463,14 @@ llm_queue_write(LlmQueue *queue)
 			if (done && OidIsValid(qc->callback))
 				callbacks = lappend(callbacks, qc);
 			else
-				MemoryContextDelete(qc->context);
+				ended = lappend(ended, qc);
 		}
+		/* evaluation answers are scored with the outcomes, in one transaction */
+		llm_queue_collect_evals(finished);
+		foreach(cell, ended)
+			MemoryContextDelete(((QueuedCall *) lfirst(cell))->context);
+		list_free(ended);
+		list_free(finished);
 	}
 	SPI_finish();
 	llm_queue_end();

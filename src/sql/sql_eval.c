@@ -3,16 +3,19 @@
  * scored against the expected answer, core/score.c, and the regex scorer
  * with the server's own regular expressions) and the statistics of
  * comparisons (core/stats.c): llm.eval_sign_test, llm.eval_mcnemar,
- * llm.eval_bootstrap, llm.eval_mean_interval.
+ * llm.eval_bootstrap, llm.eval_mean_interval, llm.eval_t975; and
+ * llm._eval_output_json, an answer as jsonb when it is JSON.
  */
 #include "llmext.h"
 
 #include <math.h>
 
 #include "call/call.h"
+#include "core/json_checks.h"
 #include "core/score.h"
 #include "core/stats.h"
 
+#include "access/xact.h"
 #include "catalog/pg_collation.h"
 #include "catalog/pg_type.h"
 #include "fmgr.h"
@@ -21,12 +24,16 @@
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
+#include "utils/memutils.h"
+#include "utils/resowner.h"
 
 PG_FUNCTION_INFO_V1(llm_eval_score);
 PG_FUNCTION_INFO_V1(llm_eval_sign_test);
 PG_FUNCTION_INFO_V1(llm_eval_mcnemar);
 PG_FUNCTION_INFO_V1(llm_eval_bootstrap);
 PG_FUNCTION_INFO_V1(llm_eval_mean_interval);
+PG_FUNCTION_INFO_V1(llm_eval_t975);
+PG_FUNCTION_INFO_V1(llm_eval_output_json);
 
 /* The regex scorer: the pattern (option "pattern", else the expected text) found in output. */
 static void
@@ -245,4 +252,74 @@ llm_eval_mean_interval(PG_FUNCTION_ARGS)
 		nulls[1] = nulls[2] = isnan(v[1]);
 	}
 	PG_RETURN_DATUM(float8_array(v, nulls, 3));
+}
+
+/* llm.eval_t975(df bigint) RETURNS double precision; NULL below 1. */
+Datum
+llm_eval_t975(PG_FUNCTION_ARGS)
+{
+	int64		df = PG_GETARG_INT64(0);
+
+	if (df < 1)
+		PG_RETURN_NULL();
+	PG_RETURN_FLOAT8(llm_t975(df));
+}
+
+/*
+ * llm._eval_output_json(output text) RETURNS jsonb: the answer as jsonb, or
+ * NULL when it is not JSON that jsonb holds.  Most answers are plain text
+ * and are told apart by their first character or by cJSON; nesting deeper
+ * than the parsers allow and \u0000 are refused before parsing; what is
+ * left is parsed by jsonb_in in a subtransaction, whose errors (a number
+ * numeric cannot hold, say) mean "not JSON".  Called for every answer an evaluation
+ * records, in one statement: it must never fail it.
+ */
+Datum
+llm_eval_output_json(PG_FUNCTION_ARGS)
+{
+	text	   *output = PG_GETARG_TEXT_PP(0);
+	const char *p = VARDATA_ANY(output);
+	const char *end = p + VARSIZE_ANY_EXHDR(output);
+	char	   *cstring;
+	MemoryContext caller = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	Datum		volatile json = (Datum) 0;
+
+	while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
+		p++;
+	if (p == end || strchr("{[\"-0123456789tfn", *p) == NULL)
+		PG_RETURN_NULL();
+	cstring = text_to_cstring(output);
+	if (llm_json_text_depth(cstring) > LLM_JSON_MAX_DEPTH ||
+		llm_json_has_nul_escape(cstring, strlen(cstring)))
+		PG_RETURN_NULL();
+	{
+		/* cJSON tells most text from JSON without a subtransaction */
+		cJSON	   *parsed = cJSON_ParseWithLength(cstring, strlen(cstring));
+
+		if (parsed == NULL)
+			PG_RETURN_NULL();
+		cJSON_Delete(parsed);
+	}
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(caller);
+	PG_TRY();
+	{
+		json = DirectFunctionCall1(jsonb_in, CStringGetDatum(cstring));
+		ReleaseCurrentSubTransaction();
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(caller);
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		json = (Datum) 0;
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(caller);
+	CurrentResourceOwner = owner;
+	if (json == (Datum) 0)
+		PG_RETURN_NULL();
+	PG_RETURN_DATUM(json);
 }

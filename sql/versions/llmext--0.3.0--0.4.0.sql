@@ -1,0 +1,940 @@
+-- llmext 0.3.0 -> 0.4.0: evaluation answers are scored in sets, and the
+-- report reads aggregates kept as they are recorded.
+--
+-- The worker scores a turn's evaluation answers in one statement
+-- (llm._eval_collect) instead of a callback per answer; only a "function"
+-- scorer keeps its callback.  llm.eval_case_stats and llm.eval_variant_stats
+-- are kept by triggers on llm.eval_results, and llm.eval_report reads them
+-- (with a new column, weighted_mean_score).  A judge that fails, or whose
+-- answer is not a verdict, and a function scorer that fails, are errors of
+-- the result now (they were reasons).  Requests queued by 0.3.0 still carry
+-- the callback llm.eval_collect, which records them the new way.
+\echo Use "ALTER EXTENSION llmext UPDATE TO '0.4.0'" to load this file. \quit
+
+DROP VIEW llm.eval_report;
+DROP FUNCTION llm._eval_interval(double precision[]);
+DROP FUNCTION llm._eval_sync(bigint);
+DROP FUNCTION llm._eval_may_end(bigint, bigint);
+ALTER TABLE llm.eval_runs DROP COLUMN last_request;
+
+CREATE OR REPLACE FUNCTION llm._eval_run(caller name, login name, set text, variants jsonb, repeats integer,
+							  scorer jsonb, options jsonb)
+RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	s llm.eval_sets := llm._eval_set_of(caller, login, set);
+	v jsonb;
+	vname text;
+	names text[] := '{}';
+	m llm.models;
+	c llm.eval_cases;
+	fn regprocedure;
+	run_id bigint;
+	run_tag text;
+	n_cases integer;
+	rendered jsonb;
+	msgs jsonb;
+	opts jsonb;
+	model_name text;
+	req bigint;
+	contaminated boolean;
+	chosen record;
+	rep integer;
+	callback regprocedure;
+	-- the result rows, inserted at the end in one statement
+	row_case text[] := '{}';
+	row_variant text[] := '{}';
+	row_repeat integer[] := '{}';
+	row_request bigint[] := '{}';
+	row_temperature double precision[] := '{}';
+	row_seed bigint[] := '{}';
+	row_contaminated boolean[] := '{}';
+BEGIN
+	IF variants IS NULL OR jsonb_typeof(variants) <> 'array' OR jsonb_array_length(variants) = 0 THEN
+		RAISE EXCEPTION 'variants must be a non-empty JSON array'
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'For example ''[{"name": "a", "prompt": "triage", "version": 3, "model": "mini"}]''.';
+	END IF;
+	IF repeats IS NULL OR repeats NOT BETWEEN 1 AND 100 THEN
+		RAISE EXCEPTION 'repeats must be from 1 to 100' USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	IF options IS NOT NULL AND jsonb_typeof(options) <> 'object' THEN
+		RAISE EXCEPTION 'options must be a JSON object' USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	scorer := coalesce(scorer, '{"type": "exact"}');
+	IF jsonb_typeof(scorer) <> 'object' OR jsonb_typeof(scorer -> 'type') IS DISTINCT FROM 'string' THEN
+		RAISE EXCEPTION 'a scorer is a JSON object with a "type"' USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	IF scorer ->> 'type' = 'function' THEN
+		fn := to_regprocedure((scorer ->> 'function') || '(text, jsonb, jsonb)');
+		IF fn IS NULL THEN
+			RAISE EXCEPTION 'function %(text, jsonb, jsonb) does not exist', scorer ->> 'function'
+				USING ERRCODE = 'undefined_function',
+					  HINT = 'Name the scorer function with its schema, e.g. {"type": "function", "function": "public.my_score"}.';
+		END IF;
+		IF NOT has_function_privilege(caller, fn, 'EXECUTE') THEN
+			RAISE EXCEPTION 'role "%" may not execute %', caller, fn USING ERRCODE = 'insufficient_privilege';
+		END IF;
+		scorer := scorer || jsonb_build_object('function', fn::text);
+	ELSIF scorer ->> 'type' = 'judge' THEN
+		-- a stored prompt run on a judge model: both exist, the version is fixed now
+		IF jsonb_typeof(scorer -> 'prompt') IS DISTINCT FROM 'string' THEN
+			RAISE EXCEPTION 'a judge scorer names its stored prompt: {"type": "judge", "prompt": "...", "model": "..."}'
+				USING ERRCODE = 'invalid_parameter_value';
+		END IF;
+		IF scorer ? 'version' AND scorer ? 'label' THEN
+			RAISE EXCEPTION 'the judge scorer: give a version or a label, not both'
+				USING ERRCODE = 'invalid_parameter_value';
+		END IF;
+		IF scorer ? 'threshold' AND jsonb_typeof(scorer -> 'threshold') IS DISTINCT FROM 'number' THEN
+			RAISE EXCEPTION 'the judge scorer''s threshold must be a number'
+				USING ERRCODE = 'invalid_parameter_value';
+		END IF;
+		SELECT * INTO chosen FROM llm._prompt_choose(scorer ->> 'prompt', (scorer ->> 'version')::integer,
+													 scorer ->> 'label', NULL);
+		model_name := coalesce(scorer ->> 'model', chosen.chosen_model,
+							   (SELECT p.model FROM llm.prompts p
+								 WHERE p.name = scorer ->> 'prompt' AND p.version = chosen.chosen_version));
+		IF model_name IS NULL THEN
+			RAISE EXCEPTION 'the judge scorer names no model' USING ERRCODE = 'invalid_parameter_value';
+		END IF;
+		IF NOT EXISTS (SELECT FROM llm.models mm WHERE mm.name = model_name) THEN
+			RAISE EXCEPTION 'the judge scorer: model "%" does not exist', model_name
+				USING ERRCODE = 'undefined_object';
+		END IF;
+		scorer := scorer || jsonb_build_object('version', chosen.chosen_version, 'model', model_name);
+	ELSE
+		PERFORM @extschema@.llm_eval_score(scorer, 'x', '"x"', '{}');	-- refuses an unknown scorer
+	END IF;
+	SELECT count(*) INTO n_cases FROM llm.eval_cases ec WHERE ec.set_name = s.name;
+	IF n_cases = 0 THEN
+		RAISE EXCEPTION 'evaluation set "%" has no cases', s.name USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+
+	-- every variant is checked before anything is queued
+	FOR v IN SELECT value FROM jsonb_array_elements(variants) LOOP
+		vname := v ->> 'name';
+		IF jsonb_typeof(v) <> 'object' OR vname IS NULL
+		   OR vname !~ '^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$' THEN
+			RAISE EXCEPTION 'every variant needs a "name" (1 to 63 letters, digits, "_", "." or "-")'
+				USING ERRCODE = 'invalid_parameter_value';
+		END IF;
+		IF vname = ANY (names) THEN
+			RAISE EXCEPTION 'variant name "%" is used twice', vname USING ERRCODE = 'invalid_parameter_value';
+		END IF;
+		names := names || vname;
+		IF v ? 'options' AND jsonb_typeof(v -> 'options') <> 'object' THEN
+			RAISE EXCEPTION 'variant "%": options must be a JSON object', vname
+				USING ERRCODE = 'invalid_parameter_value';
+		END IF;
+		IF v ? 'prompt' THEN
+			IF v ? 'system' THEN
+				RAISE EXCEPTION 'variant "%": give a prompt or a system text, not both', vname
+					USING ERRCODE = 'invalid_parameter_value';
+			END IF;
+			IF v ? 'version' AND v ? 'label' THEN
+				RAISE EXCEPTION 'variant "%": give a version or a label, not both', vname
+					USING ERRCODE = 'invalid_parameter_value';
+			END IF;
+			SELECT * INTO chosen FROM llm._prompt_choose(v ->> 'prompt', (v ->> 'version')::integer,
+														 v ->> 'label', NULL);
+			model_name := coalesce(v ->> 'model', chosen.chosen_model,
+								   (SELECT p.model FROM llm.prompts p
+									 WHERE p.name = v ->> 'prompt' AND p.version = chosen.chosen_version));
+		ELSE
+			model_name := v ->> 'model';
+		END IF;
+		IF model_name IS NULL THEN
+			RAISE EXCEPTION 'variant "%" names no model', vname USING ERRCODE = 'invalid_parameter_value';
+		END IF;
+		IF NOT EXISTS (SELECT FROM llm.models mm WHERE mm.name = model_name) THEN
+			RAISE EXCEPTION 'variant "%": model "%" does not exist', vname, model_name
+				USING ERRCODE = 'undefined_object';
+		END IF;
+	END LOOP;
+
+	IF scorer ->> 'type' = 'function' THEN
+		callback := 'llm.eval_collect(bigint, jsonb)'::regprocedure;
+	END IF;
+	run_id := nextval('llm.eval_runs_id_seq');
+	run_tag := 'eval-' || run_id;
+	INSERT INTO llm.eval_runs (id, set_name, variants, repeats, scorer, options, tag, submitted_by,
+							   login_role, cases, requests)
+	VALUES (run_id, s.name, variants, repeats, scorer, options, run_tag, caller, login, n_cases,
+			n_cases * jsonb_array_length(variants) * repeats);
+
+	FOR c IN SELECT * FROM llm.eval_cases ec WHERE ec.set_name = s.name ORDER BY ec.case_key LOOP
+		FOR v IN SELECT value FROM jsonb_array_elements(variants) LOOP
+			IF v ? 'prompt' THEN
+				rendered := @extschema@.llm_render(v ->> 'prompt',
+					coalesce(c.vars, '{}') || CASE WHEN c.input IS NOT NULL
+												   THEN jsonb_build_object('input', c.input) ELSE '{}' END,
+					(v ->> 'version')::integer, v ->> 'label', NULL);
+				msgs := rendered -> 'messages';
+				model_name := coalesce(v ->> 'model', rendered ->> 'model');
+				opts := coalesce(rendered -> 'params', '{}')
+						|| CASE WHEN jsonb_typeof(rendered -> 'response_format') = 'object'
+								THEN jsonb_build_object('response_format', rendered -> 'response_format')
+								ELSE '{}' END;
+			ELSE
+				rendered := NULL;
+				IF coalesce(c.input, c.vars ->> 'input') IS NULL THEN
+					RAISE EXCEPTION 'case "%" has no input for variant "%", which has no prompt',
+						c.case_key, v ->> 'name' USING ERRCODE = 'invalid_parameter_value';
+				END IF;
+				msgs := CASE WHEN coalesce(v ->> 'system', '') = '' THEN '[]'::jsonb
+							 ELSE jsonb_build_array(jsonb_build_object('role', 'system', 'content', v ->> 'system')) END
+						|| jsonb_build_array(jsonb_build_object('role', 'user',
+															   'content', coalesce(c.input, c.vars ->> 'input')));
+				model_name := v ->> 'model';
+				opts := '{}';
+			END IF;
+			-- repeats measure consistency: never answered from the cache
+			opts := opts || coalesce(options, '{}') || coalesce(v -> 'options', '{}')
+					|| '{"cache": "off"}';
+			SELECT * INTO m FROM llm.models mm WHERE mm.name = model_name;
+			contaminated := m.training_set IS NOT NULL AND EXISTS (
+				SELECT FROM llm.training_examples e
+				 WHERE e.set_name = m.training_set AND e.set_version = m.training_version
+				   AND NOT e.held_out
+				   AND llm._eval_last_user(e.line::jsonb -> 'messages') = llm._eval_last_user(msgs));
+			FOR rep IN 1 .. repeats LOOP
+				req := llm._enqueue(caller, login, model_name, msgs, opts, run_tag, 0, callback,
+									rendered ->> 'prompt', (rendered ->> 'version')::integer);
+				row_case := row_case || c.case_key;
+				row_variant := row_variant || (v ->> 'name');
+				row_repeat := row_repeat || rep;
+				row_request := row_request || req;
+				row_temperature := row_temperature
+					|| CASE WHEN jsonb_typeof(opts -> 'temperature') = 'number'
+							THEN (opts ->> 'temperature')::double precision END;
+				row_seed := row_seed
+					|| CASE WHEN jsonb_typeof(opts -> 'seed') = 'number' THEN (opts ->> 'seed')::numeric::bigint END;
+				row_contaminated := row_contaminated || contaminated;
+			END LOOP;
+		END LOOP;
+	END LOOP;
+	INSERT INTO llm.eval_results (run, case_key, variant, repeat, request_id, temperature, seed, contaminated)
+	SELECT run_id, r.*
+	  FROM unnest(row_case, row_variant, row_repeat, row_request, row_temperature, row_seed, row_contaminated) r;
+	RETURN run_id;
+END
+$$;
+
+-- Per case of a run and variant (its repeats).
+CREATE TABLE llm.eval_case_stats (
+	run				bigint NOT NULL REFERENCES llm.eval_runs ON DELETE CASCADE,
+	variant			text NOT NULL,
+	case_key		text NOT NULL,
+	weight			numeric NOT NULL,	-- the case's weight in its set
+	results			integer NOT NULL,	-- result rows (repeats)
+	answers			integer NOT NULL,	-- with an output
+	scored			integer NOT NULL,	-- with a score
+	mean_score		numeric,			-- the mean of its scores (15 decimals); NULL: none
+	distinct_outputs integer NOT NULL,
+	agreement		numeric,			-- share of pairs of answers that agree (15 decimals); NULL: fewer than 2
+	contaminated	boolean NOT NULL,
+	PRIMARY KEY (run, variant, case_key)
+);
+COMMENT ON TABLE llm.eval_case_stats IS 'per run, variant and case: its repeats summed up (kept by triggers on llm.eval_results)';
+
+-- Per run and variant: sums of the rows, and of the per-case rows.
+CREATE TABLE llm.eval_variant_stats (
+	run				bigint NOT NULL REFERENCES llm.eval_runs ON DELETE CASCADE,
+	variant			text NOT NULL,
+	results			bigint NOT NULL DEFAULT 0,
+	errors			bigint NOT NULL DEFAULT 0,
+	pending			bigint NOT NULL DEFAULT 0,
+	answered		bigint NOT NULL DEFAULT 0,	-- rows with an output
+	passed			bigint NOT NULL DEFAULT 0,
+	pass_known		bigint NOT NULL DEFAULT 0,	-- rows with passed not NULL
+	json_valid		bigint NOT NULL DEFAULT 0,	-- answered rows whose output is JSON
+	input_tokens	numeric NOT NULL DEFAULT 0,	-- of answered rows
+	input_tokens_n	bigint NOT NULL DEFAULT 0,
+	output_tokens	numeric NOT NULL DEFAULT 0,
+	output_tokens_n	bigint NOT NULL DEFAULT 0,
+	cost_answered	numeric NOT NULL DEFAULT 0,
+	cost_answered_n	bigint NOT NULL DEFAULT 0,
+	cost_usd		numeric NOT NULL DEFAULT 0,	-- of every row
+	cost_n			bigint NOT NULL DEFAULT 0,
+	judge_cost_usd	numeric NOT NULL DEFAULT 0,
+	judge_cost_n	bigint NOT NULL DEFAULT 0,
+	latencies		bigint NOT NULL DEFAULT 0,	-- rows with a latency (the percentiles' n)
+	cases			bigint NOT NULL DEFAULT 0,
+	scored_cases	bigint NOT NULL DEFAULT 0,
+	score_sum		numeric NOT NULL DEFAULT 0,	-- of the cases' mean scores
+	score_sumsq		numeric NOT NULL DEFAULT 0,
+	weight_sum		numeric NOT NULL DEFAULT 0,	-- of scored cases
+	weighted_score_sum numeric NOT NULL DEFAULT 0,
+	repeated_cases	bigint NOT NULL DEFAULT 0,	-- cases with 2 answers or more
+	consistent_cases bigint NOT NULL DEFAULT 0,	-- of those, all answers alike
+	agreement_sum	numeric NOT NULL DEFAULT 0,
+	contaminated_cases bigint NOT NULL DEFAULT 0,
+	PRIMARY KEY (run, variant)
+);
+COMMENT ON TABLE llm.eval_variant_stats IS 'per run and variant: the sums llm.eval_report is computed from (kept by triggers on llm.eval_results)';
+
+-- Derived data: not dumped; restoring llm.eval_results fills them again.
+ALTER TABLE llm.eval_case_stats ENABLE ROW LEVEL SECURITY;
+CREATE POLICY eval_case_stats_own_rows ON llm.eval_case_stats FOR SELECT
+	USING (run IN (SELECT r.id FROM llm.eval_runs r));
+ALTER TABLE llm.eval_variant_stats ENABLE ROW LEVEL SECURITY;
+CREATE POLICY eval_variant_stats_own_rows ON llm.eval_variant_stats FOR SELECT
+	USING (run IN (SELECT r.id FROM llm.eval_runs r));
+GRANT SELECT ON llm.eval_case_stats, llm.eval_variant_stats TO llm_user;
+
+-- The latencies of a run and variant in order, for the report's percentiles.
+CREATE INDEX eval_results_latency_idx ON llm.eval_results (run, variant, latency_ms)
+	WHERE latency_ms IS NOT NULL;
+
+-- Applies rows added and removed (an update is both) to the aggregates:
+-- the rows' own sums change by what they add and remove; each case touched
+-- is summed up again from its rows, and its variant changes by the new
+-- case row less the old.  Exact: numeric sums of stored values, so that
+-- any order of changes gives what summing up from scratch gives.
+CREATE FUNCTION llm._eval_stats_apply(added llm.eval_results[], removed llm.eval_results[])
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	runs bigint[];
+	variants text[];
+	keys text[];
+	before llm.eval_case_stats[];
+	after llm.eval_case_stats[];
+BEGIN
+	added := coalesce(added, '{}');
+	removed := coalesce(removed, '{}');
+	IF cardinality(added) = 0 AND cardinality(removed) = 0 THEN
+		RETURN;
+	END IF;
+	-- a run being dropped takes its aggregates with it
+	WITH d AS (
+		SELECT 1 AS sign, a.* FROM unnest(added) a
+		UNION ALL
+		SELECT -1, r.* FROM unnest(removed) r)
+	INSERT INTO llm.eval_variant_stats AS s
+		(run, variant, results, errors, pending, answered, passed, pass_known, json_valid,
+		 input_tokens, input_tokens_n, output_tokens, output_tokens_n, cost_answered, cost_answered_n,
+		 cost_usd, cost_n, judge_cost_usd, judge_cost_n, latencies)
+	SELECT d.run, d.variant, sum(d.sign),
+		   sum(CASE WHEN d.error IS NOT NULL THEN d.sign ELSE 0 END),
+		   sum(CASE WHEN d.scored_at IS NULL THEN d.sign ELSE 0 END),
+		   sum(CASE WHEN d.output IS NOT NULL THEN d.sign ELSE 0 END),
+		   sum(CASE WHEN d.passed THEN d.sign ELSE 0 END),
+		   sum(CASE WHEN d.passed IS NOT NULL THEN d.sign ELSE 0 END),
+		   sum(CASE WHEN d.output IS NOT NULL AND d.output_json IS NOT NULL THEN d.sign ELSE 0 END),
+		   coalesce(sum(d.sign * d.input_tokens) FILTER (WHERE d.output IS NOT NULL), 0),
+		   sum(CASE WHEN d.output IS NOT NULL AND d.input_tokens IS NOT NULL THEN d.sign ELSE 0 END),
+		   coalesce(sum(d.sign * d.output_tokens) FILTER (WHERE d.output IS NOT NULL), 0),
+		   sum(CASE WHEN d.output IS NOT NULL AND d.output_tokens IS NOT NULL THEN d.sign ELSE 0 END),
+		   coalesce(sum(d.sign * d.cost_usd) FILTER (WHERE d.output IS NOT NULL), 0),
+		   sum(CASE WHEN d.output IS NOT NULL AND d.cost_usd IS NOT NULL THEN d.sign ELSE 0 END),
+		   coalesce(sum(d.sign * d.cost_usd), 0),
+		   sum(CASE WHEN d.cost_usd IS NOT NULL THEN d.sign ELSE 0 END),
+		   coalesce(sum(d.sign * d.judge_cost_usd), 0),
+		   sum(CASE WHEN d.judge_cost_usd IS NOT NULL THEN d.sign ELSE 0 END),
+		   sum(CASE WHEN d.latency_ms IS NOT NULL THEN d.sign ELSE 0 END)
+	  FROM d
+	 WHERE d.run IN (SELECT r.id FROM llm.eval_runs r)
+	 GROUP BY d.run, d.variant
+	 ORDER BY d.run, d.variant
+	ON CONFLICT (run, variant) DO UPDATE
+	   SET results = s.results + excluded.results, errors = s.errors + excluded.errors,
+		   pending = s.pending + excluded.pending, answered = s.answered + excluded.answered,
+		   passed = s.passed + excluded.passed, pass_known = s.pass_known + excluded.pass_known,
+		   json_valid = s.json_valid + excluded.json_valid,
+		   input_tokens = s.input_tokens + excluded.input_tokens,
+		   input_tokens_n = s.input_tokens_n + excluded.input_tokens_n,
+		   output_tokens = s.output_tokens + excluded.output_tokens,
+		   output_tokens_n = s.output_tokens_n + excluded.output_tokens_n,
+		   cost_answered = s.cost_answered + excluded.cost_answered,
+		   cost_answered_n = s.cost_answered_n + excluded.cost_answered_n,
+		   cost_usd = s.cost_usd + excluded.cost_usd, cost_n = s.cost_n + excluded.cost_n,
+		   judge_cost_usd = s.judge_cost_usd + excluded.judge_cost_usd,
+		   judge_cost_n = s.judge_cost_n + excluded.judge_cost_n,
+		   latencies = s.latencies + excluded.latencies;
+
+	SELECT array_agg(t.run), array_agg(t.variant), array_agg(t.case_key)
+	  INTO runs, variants, keys
+	  FROM (SELECT DISTINCT x.run, x.variant, x.case_key
+			  FROM (SELECT a.run, a.variant, a.case_key FROM unnest(added) a
+					UNION ALL
+					SELECT r.run, r.variant, r.case_key FROM unnest(removed) r) x
+			 WHERE x.run IN (SELECT r.id FROM llm.eval_runs r)) t;
+	IF runs IS NULL THEN
+		RETURN;
+	END IF;
+	SELECT array_agg(c) INTO before
+	  FROM unnest(runs, variants, keys) AS t(run, variant, case_key)
+	  JOIN llm.eval_case_stats c USING (run, variant, case_key);
+	SELECT array_agg(ROW(t.run, t.variant, t.case_key,
+						 coalesce((SELECT ec.weight FROM llm.eval_runs er
+									 JOIN llm.eval_cases ec ON ec.set_name = er.set_name
+								   WHERE er.id = t.run AND ec.case_key = t.case_key), 1),
+						 f.results, f.answers, f.scored, f.mean_score, f.distinct_outputs,
+						 CASE WHEN f.answers >= 2
+							  THEN round(f.agreeing_pairs::numeric / (f.answers * (f.answers - 1) / 2), 15) END,
+						 f.contaminated)::llm.eval_case_stats)
+	  INTO after
+	  FROM unnest(runs, variants, keys) AS t(run, variant, case_key)
+	 CROSS JOIN LATERAL (
+		SELECT sum(o.n)::integer AS results,
+			   coalesce(sum(o.n) FILTER (WHERE o.output IS NOT NULL), 0)::integer AS answers,
+			   sum(o.scored)::integer AS scored,
+			   round(sum(o.score_sum) / nullif(sum(o.scored), 0), 15) AS mean_score,
+			   count(*) FILTER (WHERE o.output IS NOT NULL)::integer AS distinct_outputs,
+			   coalesce(sum(o.n * (o.n - 1) / 2) FILTER (WHERE o.output IS NOT NULL), 0) AS agreeing_pairs,
+			   coalesce(bool_or(o.contaminated), false) AS contaminated
+		  FROM (SELECT res.output, count(*) AS n, count(res.score) AS scored,
+					   sum(res.score::numeric) AS score_sum, bool_or(res.contaminated) AS contaminated
+				  FROM llm.eval_results res
+				 WHERE res.run = t.run AND res.case_key = t.case_key AND res.variant = t.variant
+				 GROUP BY res.output) o) f
+	 WHERE f.results > 0;
+
+	-- the variants change by the cases after less the cases before
+	WITH d AS (
+		SELECT 1 AS sign, a.* FROM unnest(after) a
+		UNION ALL
+		SELECT -1, b.* FROM unnest(before) b)
+	INSERT INTO llm.eval_variant_stats AS s
+		(run, variant, cases, scored_cases, score_sum, score_sumsq, weight_sum, weighted_score_sum,
+		 repeated_cases, consistent_cases, agreement_sum, contaminated_cases)
+	SELECT d.run, d.variant, sum(d.sign),
+		   sum(CASE WHEN d.mean_score IS NOT NULL THEN d.sign ELSE 0 END),
+		   coalesce(sum(d.sign * d.mean_score), 0),
+		   coalesce(sum(d.sign * d.mean_score * d.mean_score), 0),
+		   coalesce(sum(d.sign * d.weight) FILTER (WHERE d.mean_score IS NOT NULL), 0),
+		   coalesce(sum(d.sign * d.weight * d.mean_score), 0),
+		   sum(CASE WHEN d.answers >= 2 THEN d.sign ELSE 0 END),
+		   sum(CASE WHEN d.answers >= 2 AND d.distinct_outputs = 1 THEN d.sign ELSE 0 END),
+		   coalesce(sum(d.sign * d.agreement), 0),
+		   sum(CASE WHEN d.contaminated THEN d.sign ELSE 0 END)
+	  FROM d
+	 GROUP BY d.run, d.variant
+	 ORDER BY d.run, d.variant
+	ON CONFLICT (run, variant) DO UPDATE
+	   SET cases = s.cases + excluded.cases, scored_cases = s.scored_cases + excluded.scored_cases,
+		   score_sum = s.score_sum + excluded.score_sum,
+		   score_sumsq = s.score_sumsq + excluded.score_sumsq,
+		   weight_sum = s.weight_sum + excluded.weight_sum,
+		   weighted_score_sum = s.weighted_score_sum + excluded.weighted_score_sum,
+		   repeated_cases = s.repeated_cases + excluded.repeated_cases,
+		   consistent_cases = s.consistent_cases + excluded.consistent_cases,
+		   agreement_sum = s.agreement_sum + excluded.agreement_sum,
+		   contaminated_cases = s.contaminated_cases + excluded.contaminated_cases;
+
+	DELETE FROM llm.eval_case_stats c
+	 USING unnest(runs, variants, keys) AS t(run, variant, case_key)
+	 WHERE c.run = t.run AND c.variant = t.variant AND c.case_key = t.case_key;
+	INSERT INTO llm.eval_case_stats SELECT a.* FROM unnest(after) a;
+	-- a variant whose rows are all gone
+	DELETE FROM llm.eval_variant_stats s
+	 WHERE s.results = 0 AND (s.run, s.variant) IN (SELECT DISTINCT t.run, t.variant
+													 FROM unnest(runs, variants) AS t(run, variant));
+END
+$$;
+REVOKE ALL ON FUNCTION llm._eval_stats_apply(llm.eval_results[], llm.eval_results[]) FROM PUBLIC;
+
+-- A trigger may name transition tables for one event only: three triggers.
+CREATE FUNCTION llm._eval_results_changed()
+RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF TG_OP = 'INSERT' THEN
+		PERFORM llm._eval_stats_apply((SELECT array_agg(ROW(n.*)::llm.eval_results) FROM new_rows n), NULL);
+	ELSIF TG_OP = 'UPDATE' THEN
+		PERFORM llm._eval_stats_apply((SELECT array_agg(ROW(n.*)::llm.eval_results) FROM new_rows n),
+									  (SELECT array_agg(ROW(o.*)::llm.eval_results) FROM old_rows o));
+	ELSE
+		PERFORM llm._eval_stats_apply(NULL, (SELECT array_agg(ROW(o.*)::llm.eval_results) FROM old_rows o));
+	END IF;
+	RETURN NULL;
+END
+$$;
+REVOKE ALL ON FUNCTION llm._eval_results_changed() FROM PUBLIC;
+CREATE TRIGGER eval_results_added AFTER INSERT ON llm.eval_results
+	REFERENCING NEW TABLE AS new_rows
+	FOR EACH STATEMENT EXECUTE FUNCTION llm._eval_results_changed();
+CREATE TRIGGER eval_results_changed AFTER UPDATE ON llm.eval_results
+	REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+	FOR EACH STATEMENT EXECUTE FUNCTION llm._eval_results_changed();
+CREATE TRIGGER eval_results_removed AFTER DELETE ON llm.eval_results
+	REFERENCING OLD TABLE AS old_rows
+	FOR EACH STATEMENT EXECUTE FUNCTION llm._eval_results_changed();
+
+-- Sums a run's aggregates up again from its rows (after an upgrade, or to
+-- check them): the number of result rows.
+CREATE FUNCTION llm._eval_stats_rebuild(run_id bigint)
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	rows llm.eval_results[];
+BEGIN
+	DELETE FROM llm.eval_case_stats c WHERE c.run = run_id;
+	DELETE FROM llm.eval_variant_stats s WHERE s.run = run_id;
+	SELECT array_agg(res) INTO rows FROM llm.eval_results res WHERE res.run = run_id;
+	PERFORM llm._eval_stats_apply(rows, NULL);
+	RETURN coalesce(cardinality(rows), 0);
+END
+$$;
+REVOKE ALL ON FUNCTION llm._eval_stats_rebuild(bigint) FROM PUBLIC;
+
+-- An answer as JSON, or NULL when it is not JSON that jsonb can hold.
+CREATE FUNCTION llm._eval_output_json(output text)
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'llm_eval_output_json'
+LANGUAGE C IMMUTABLE STRICT;
+REVOKE ALL ON FUNCTION llm._eval_output_json(text) FROM PUBLIC;
+
+-- Queues the judge of one answer (scorer "judge") with the run's tag: the
+-- stored prompt, at the version fixed when the run was queued, rendered
+-- with the case, the expected answer and the output.
+CREATE FUNCTION llm._eval_judge_enqueue(run llm.eval_runs, c llm.eval_cases, output text)
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	rendered jsonb;
+BEGIN
+	rendered := @extschema@.llm_render(run.scorer ->> 'prompt',
+		coalesce(c.vars, '{}')
+		|| jsonb_build_object('input', coalesce(c.input, c.vars ->> 'input', ''),
+							  'expected', CASE WHEN jsonb_typeof(c.expected) = 'string'
+											   THEN c.expected #>> '{}'
+											   ELSE coalesce(c.expected::text, '') END,
+							  'output', output),
+		(run.scorer ->> 'version')::integer, NULL, NULL);
+	RETURN llm._enqueue(run.submitted_by, run.login_role, run.scorer ->> 'model', rendered -> 'messages',
+		coalesce(rendered -> 'params', '{}')
+		|| CASE WHEN jsonb_typeof(rendered -> 'response_format') = 'object'
+				THEN jsonb_build_object('response_format', rendered -> 'response_format')
+				ELSE '{}' END
+		|| '{"cache": "off"}',
+		run.tag, 0, NULL, rendered ->> 'prompt', (rendered ->> 'version')::integer);
+END
+$$;
+REVOKE ALL ON FUNCTION llm._eval_judge_enqueue(llm.eval_runs, llm.eval_cases, text) FROM PUBLIC;
+
+-- Records the answers to the requests ids into their result rows, in sets:
+-- answers scored (or their judges queued), failed requests as errors, and
+-- judges' verdicts checked against {"score": 0..1, "reason": text}.
+-- Called by the worker with each turn's finished evaluation requests, in
+-- the transaction that wrote them; by the callback of a "function" scorer
+-- with its score (by_function); and when a run ends, for what is left.  A
+-- row whose request was cancelled is left for the run's end.  Ends the runs
+-- it completed unless told not to.  The number of rows recorded.
+CREATE FUNCTION llm._eval_collect(ids bigint[], function_score double precision DEFAULT NULL,
+								  function_error text DEFAULT NULL, by_function boolean DEFAULT false,
+								  end_runs boolean DEFAULT true)
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	answered bigint[];
+	judged bigint[];
+	run_id bigint;
+BEGIN
+	WITH answer AS (
+		SELECT res.run, res.case_key, res.variant, res.repeat, q.state, q.completion, q.response,
+			   q.cost_usd, er AS run_row, ec AS case_row,
+			   CASE WHEN q.state = 'error' THEN coalesce(q.error, 'the request failed')
+					WHEN er.scorer ->> 'type' = 'function' AND NOT by_function
+					THEN 'the scorer failed: ' || q.callback_error
+			   END AS failure
+		  FROM unnest(ids) AS i(id)
+		  JOIN llm.eval_results res ON res.request_id = i.id
+		  JOIN llm.requests q ON q.id = i.id
+		  JOIN llm.eval_runs er ON er.id = res.run
+		  JOIN llm.eval_cases ec ON ec.set_name = er.set_name AND ec.case_key = res.case_key
+		 WHERE res.scored_at IS NULL AND res.judge_request_id IS NULL
+		   AND (q.state = 'error'
+				OR (q.state = 'done'
+					AND (er.scorer ->> 'type' <> 'function' OR by_function OR q.callback_error IS NOT NULL)))),
+	scored AS (
+		SELECT a.*,
+			   CASE WHEN a.failure IS NOT NULL OR a.completion IS NULL OR (a.run_row).scorer ->> 'type' = 'judge'
+					THEN NULL
+					WHEN (a.run_row).scorer ->> 'type' = 'function'
+					THEN jsonb_build_object('score', CASE WHEN function_score IS NOT NULL
+														  THEN least(greatest(function_score, 0), 1) END,
+											'passed', function_score
+													  >= coalesce(((a.run_row).scorer ->> 'threshold')::double precision, 0.5))
+					ELSE @extschema@.llm_eval_score((a.run_row).scorer, a.completion, (a.case_row).expected,
+						coalesce((a.case_row).vars, '{}')
+						|| CASE WHEN (a.case_row).input IS NOT NULL
+								THEN jsonb_build_object('input', (a.case_row).input) ELSE '{}' END)
+			   END AS verdict,
+			   CASE WHEN a.failure IS NULL AND a.completion IS NOT NULL
+						 AND (a.run_row).scorer ->> 'type' = 'judge'
+					THEN llm._eval_judge_enqueue(a.run_row, a.case_row, a.completion)
+			   END AS judge_id
+		  FROM answer a),
+	written AS (
+		UPDATE llm.eval_results res
+		   SET output = s.completion, output_json = llm._eval_output_json(s.completion),
+			   score = (s.verdict ->> 'score')::double precision,
+			   passed = (s.verdict ->> 'passed')::boolean,
+			   reason = CASE WHEN s.failure IS NULL AND s.completion IS NULL AND s.state = 'done'
+							 THEN 'no output' ELSE s.verdict ->> 'reason' END,
+			   error = CASE WHEN s.failure IS NOT NULL THEN s.failure
+							WHEN (s.run_row).scorer ->> 'type' = 'function' AND function_error IS NOT NULL
+							THEN 'the scorer failed: ' || function_error END,
+			   input_tokens = (s.response -> 'usage' ->> 'input_tokens')::numeric::bigint,
+			   output_tokens = (s.response -> 'usage' ->> 'output_tokens')::numeric::bigint,
+			   cost_usd = coalesce(s.cost_usd, (s.response ->> 'cost_usd')::numeric),
+			   latency_ms = (s.response ->> 'latency_ms')::double precision,
+			   call_entry_id = s.response ->> 'entry_id',
+			   judge_request_id = s.judge_id,
+			   scored_at = CASE WHEN s.judge_id IS NULL THEN now() END
+		  FROM scored s
+		 WHERE res.run = s.run AND res.case_key = s.case_key AND res.variant = s.variant
+		   AND res.repeat = s.repeat
+		RETURNING res.run)
+	SELECT array_agg(w.run) INTO answered FROM written w;
+
+	-- judges' verdicts (and judges that failed or were cancelled)
+	WITH verdict AS (
+		SELECT res.run, res.case_key, res.variant, res.repeat, q.state, q.error, q.completion,
+			   coalesce(q.cost_usd, (q.response ->> 'cost_usd')::numeric) AS cost,
+			   llm._eval_output_json(q.completion) AS parsed,
+			   coalesce((run.scorer ->> 'threshold')::double precision, 0.5) AS threshold
+		  FROM unnest(ids) AS i(id)
+		  JOIN llm.eval_results res ON res.judge_request_id = i.id
+		  JOIN llm.requests q ON q.id = i.id
+		  JOIN llm.eval_runs run ON run.id = res.run
+		 WHERE res.scored_at IS NULL AND q.state IN ('done', 'error', 'cancelled')),
+	checked AS (
+		SELECT v.*,
+			   CASE WHEN v.state <> 'done' OR jsonb_typeof(v.parsed) IS DISTINCT FROM 'object'
+						 OR jsonb_typeof(v.parsed -> 'score') IS DISTINCT FROM 'number'
+						 OR jsonb_typeof(v.parsed -> 'reason') IS DISTINCT FROM 'string' THEN false
+					ELSE (v.parsed ->> 'score')::numeric BETWEEN 0 AND 1
+			   END AS valid
+		  FROM verdict v),
+	written AS (
+		UPDATE llm.eval_results res
+		   SET score = CASE WHEN j.valid THEN (j.parsed ->> 'score')::double precision END,
+			   passed = CASE WHEN j.valid THEN (j.parsed ->> 'score')::double precision >= j.threshold END,
+			   reason = CASE WHEN j.valid THEN j.parsed ->> 'reason' END,
+			   error = CASE WHEN j.valid THEN NULL
+							WHEN j.state = 'error' THEN 'the judge failed: ' || coalesce(j.error, 'the request failed')
+							WHEN j.state = 'cancelled' THEN 'the judge was cancelled'
+							WHEN j.parsed IS NULL
+							THEN 'the judge''s answer is not JSON: ' || coalesce(left(j.completion, 200), '(none)')
+							ELSE 'the judge''s answer is not {"score": 0..1, "reason": text}: '
+								 || left(j.parsed::text, 200) END,
+			   judge_cost_usd = j.cost, scored_at = now()
+		  FROM checked j
+		 WHERE res.run = j.run AND res.case_key = j.case_key AND res.variant = j.variant
+		   AND res.repeat = j.repeat
+		RETURNING res.run)
+	SELECT array_agg(w.run) INTO judged FROM written w;
+
+	IF end_runs THEN
+		FOR run_id IN SELECT DISTINCT x FROM unnest(answered || judged) x ORDER BY x LOOP
+			PERFORM llm._eval_try_end(run_id, false);
+		END LOOP;
+	END IF;
+	RETURN coalesce(cardinality(answered), 0) + coalesce(cardinality(judged), 0);
+END
+$$;
+REVOKE ALL ON FUNCTION llm._eval_collect(bigint[], double precision, text, boolean, boolean) FROM PUBLIC;
+
+-- When scoring a request's answer fails even alone (an expected answer that
+-- is not a valid regular expression, a judge's budget spent...), the worker
+-- records why on its row, which then counts as an error, never as pending.
+CREATE FUNCTION llm._eval_collect_failed(id bigint, message text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	run_id bigint;
+BEGIN
+	UPDATE llm.eval_results res
+	   SET output = CASE WHEN res.request_id = _eval_collect_failed.id THEN q.completion ELSE res.output END,
+		   cost_usd = CASE WHEN res.request_id = _eval_collect_failed.id THEN q.cost_usd ELSE res.cost_usd END,
+		   judge_cost_usd = CASE WHEN res.judge_request_id = _eval_collect_failed.id
+								 THEN q.cost_usd ELSE res.judge_cost_usd END,
+		   error = 'scoring failed: ' || message, scored_at = now()
+	  FROM llm.requests q
+	 WHERE q.id = _eval_collect_failed.id AND q.state IN ('done', 'error')
+	   AND (res.request_id = _eval_collect_failed.id OR res.judge_request_id = _eval_collect_failed.id)
+	   AND res.scored_at IS NULL
+	RETURNING res.run INTO run_id;
+	IF run_id IS NOT NULL THEN
+		PERFORM llm._eval_try_end(run_id, false);
+	END IF;
+END
+$$;
+REVOKE ALL ON FUNCTION llm._eval_collect_failed(bigint, text) FROM PUBLIC;
+
+-- Ends a run when nothing of it is pending: 'done', or 'cancelled' when a
+-- request of it was.  Rows still pending whose requests were cancelled are
+-- removed, once nothing of the run is queued or running (the worker is done
+-- with it); rows whose answers were never recorded are recorded then.  The
+-- worker asks after its answers (look_everywhere false: it looks for queued
+-- and running requests only when some of the run were cancelled, a probe
+-- that walks the tag's index); llm_eval_wait on every poll.  Never waits on
+-- a lock: a run row locked by another session is being ended by it.
+CREATE FUNCTION llm._eval_try_end(run_id bigint, look_everywhere boolean)
+RETURNS text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	run llm.eval_runs;
+	pending bigint;
+	cancelled boolean;
+BEGIN
+	SELECT * INTO run FROM llm.eval_runs r WHERE r.id = run_id;
+	IF NOT FOUND OR run.state <> 'running' THEN
+		RETURN run.state;
+	END IF;
+	SELECT coalesce(sum(s.pending), 0) INTO pending FROM llm.eval_variant_stats s WHERE s.run = run_id;
+	cancelled := EXISTS (SELECT FROM llm.requests q WHERE q.tag = run.tag AND q.state = 'cancelled');
+	IF pending > 0 THEN
+		IF NOT (look_everywhere OR cancelled)
+		   OR EXISTS (SELECT FROM llm.requests q WHERE q.tag = run.tag AND q.state IN ('queued', 'running')) THEN
+			RETURN 'running';
+		END IF;
+		-- a function scorer's callback still to run (the worker runs it after writing the answer)
+		IF run.scorer ->> 'type' = 'function'
+		   AND EXISTS (SELECT FROM llm.eval_results res JOIN llm.requests q ON q.id = res.request_id
+						WHERE res.run = run_id AND res.scored_at IS NULL AND res.judge_request_id IS NULL
+						  AND q.state = 'done' AND q.callback_error IS NULL) THEN
+			RETURN 'running';
+		END IF;
+	END IF;
+	PERFORM FROM llm.eval_runs r WHERE r.id = run_id AND r.state = 'running' FOR UPDATE SKIP LOCKED;
+	IF NOT FOUND THEN
+		RETURN 'running';
+	END IF;
+	IF pending > 0 THEN
+		PERFORM llm._eval_collect(
+			ARRAY(SELECT coalesce(res.judge_request_id, res.request_id) FROM llm.eval_results res
+				   WHERE res.run = run_id AND res.scored_at IS NULL),
+			end_runs => false);
+		DELETE FROM llm.eval_results res
+		 USING llm.requests q
+		 WHERE res.run = run_id AND res.scored_at IS NULL AND q.id = res.request_id AND q.state = 'cancelled';
+		-- what is left has no request any more (purged): recorded so, never left pending
+		UPDATE llm.eval_results res
+		   SET error = 'no answer: the request is gone', scored_at = now()
+		 WHERE res.run = run_id AND res.scored_at IS NULL;
+	END IF;
+	UPDATE llm.eval_runs r
+	   SET state = CASE WHEN cancelled THEN 'cancelled' ELSE 'done' END, finished_at = now()
+	 WHERE r.id = run_id
+	RETURNING r.state INTO run.state;
+	RETURN run.state;
+END
+$$;
+REVOKE ALL ON FUNCTION llm._eval_try_end(bigint, boolean) FROM PUBLIC;
+
+-- The callback of a "function" scorer's requests, run by the worker as the
+-- submitter.  It reads the answer from llm.requests (never from its
+-- argument), runs the scorer with the submitter's rights, and has
+-- llm.llm_eval_record write the row.  Harmless: it only scores requests of
+-- the caller's own runs, from their stored answers.  (Requests queued by
+-- llmext 0.3.0 carry it whatever their scorer.)
+CREATE OR REPLACE FUNCTION llm.eval_collect(request_id bigint, result jsonb)
+RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY INVOKER
+AS $$
+DECLARE
+	r record;
+	fscore double precision;
+	ferror text;
+	call text;
+BEGIN
+	-- from the one result row (by its request, an index): a plan that starts
+	-- from the run would walk all its cases for every answer
+	WITH res AS MATERIALIZED (
+		SELECT * FROM llm.eval_results res WHERE res.request_id = eval_collect.request_id)
+	SELECT run.scorer, c.expected, c.vars, c.input, q.completion
+	  INTO r
+	  FROM res
+	  JOIN llm.eval_runs run ON run.id = res.run
+	  JOIN llm.eval_cases c ON c.set_name = run.set_name AND c.case_key = res.case_key
+	  JOIN llm.requests q ON q.id = res.request_id
+	 WHERE res.request_id = eval_collect.request_id AND res.scored_at IS NULL AND q.state = 'done';
+	IF NOT FOUND OR r.scorer ->> 'type' <> 'function' THEN
+		PERFORM llm.llm_eval_record(request_id, NULL, NULL);
+		RETURN;
+	END IF;
+	IF r.completion IS NOT NULL THEN
+		SELECT pg_catalog.format('SELECT %I.%I($1, $2, $3)::double precision', n.nspname, p.proname)
+		  INTO call
+		  FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+		 WHERE p.oid = (r.scorer ->> 'function')::pg_catalog.regprocedure;
+		BEGIN
+			EXECUTE call
+			   INTO fscore
+			  USING r.completion, r.expected,
+					COALESCE(r.vars, '{}'::jsonb)
+					|| CASE WHEN r.input IS NOT NULL THEN pg_catalog.jsonb_build_object('input', r.input)
+							ELSE '{}'::jsonb END;
+			IF fscore IS NULL THEN
+				ferror := 'it returned NULL';
+			END IF;
+		EXCEPTION WHEN OTHERS THEN
+			fscore := NULL;
+			ferror := SQLERRM;
+		END;
+	END IF;
+	PERFORM llm.llm_eval_record(request_id, fscore, ferror);
+END
+$$;
+COMMENT ON FUNCTION llm.eval_collect(bigint, jsonb) IS
+	'the callback of a function scorer''s evaluation requests: scores the answer into its llm.eval_results row';
+REVOKE ALL ON FUNCTION llm.eval_collect(bigint, jsonb) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION llm.eval_collect(bigint, jsonb) TO llm_user;
+
+-- Records the answer to one request of the caller's own runs (a function
+-- scorer's score given), as the worker does for the others.
+CREATE OR REPLACE FUNCTION llm._eval_record(caller name, login name, request_id bigint,
+								 function_score double precision, function_error text)
+RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF NOT EXISTS (SELECT FROM llm.eval_results res JOIN llm.eval_runs run ON run.id = res.run
+					WHERE res.request_id = _eval_record.request_id AND res.scored_at IS NULL
+					  AND run.submitted_by = caller AND (run.login_role = login OR caller = login))
+	   AND NOT EXISTS (SELECT FROM llm.eval_results res JOIN llm.eval_runs run ON run.id = res.run
+						WHERE res.judge_request_id = _eval_record.request_id AND res.scored_at IS NULL
+						  AND run.submitted_by = caller AND (run.login_role = login OR caller = login)) THEN
+		RETURN false;
+	END IF;
+	RETURN llm._eval_collect(ARRAY[request_id], function_score, function_error, true) > 0;
+END
+$$;
+REVOKE ALL ON FUNCTION llm._eval_record(name, name, bigint, double precision, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION llm.llm_eval_record(bigint, double precision, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION llm.llm_eval_record(bigint, double precision, text) TO llm_user;
+
+CREATE OR REPLACE FUNCTION llm._eval_wait(caller name, login name, run bigint, timeout interval)
+RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	give_up timestamptz := clock_timestamp() + coalesce(timeout, '5 minutes');
+	pause double precision := 0.05;
+	r llm.eval_runs;
+	state text;
+	summary jsonb;
+BEGIN
+	SELECT * INTO r FROM llm.eval_runs e WHERE e.id = run;
+	IF NOT FOUND OR NOT llm._eval_owns(caller, login, r.submitted_by, r.login_role) THEN
+		RAISE EXCEPTION 'evaluation run % does not exist', run USING ERRCODE = 'undefined_object';
+	END IF;
+	LOOP
+		state := llm._eval_try_end(run, true);
+		EXIT WHEN state <> 'running' OR clock_timestamp() >= give_up;
+		-- a look may walk the run's requests: more and more seldom, up to once a second
+		PERFORM pg_sleep(pause);
+		pause := least(pause * 1.5, 1.0);
+	END LOOP;
+	SELECT jsonb_build_object('run', _eval_wait.run, 'state', state, 'requests', r.requests,
+							  'results', coalesce(sum(s.results), 0),
+							  'scored', coalesce(sum(s.results - s.pending - s.errors), 0),
+							  'errors', coalesce(sum(s.errors), 0),
+							  'pending', coalesce(sum(s.pending), 0),
+							  'cancelled', r.requests - coalesce(sum(s.results), 0))
+	  INTO summary
+	  FROM llm.eval_variant_stats s WHERE s.run = _eval_wait.run;
+	RETURN summary;
+END
+$$;
+REVOKE ALL ON FUNCTION llm._eval_wait(name, name, bigint, interval) FROM PUBLIC;
+
+-- The 97.5 % quantile of Student's t with df degrees of freedom.
+CREATE FUNCTION llm.eval_t975(df bigint)
+RETURNS double precision
+AS 'MODULE_PATHNAME', 'llm_eval_t975'
+LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION llm.eval_t975(bigint) IS
+	'the 97.5 % quantile of Student''s t with df degrees of freedom (NULL below 1)';
+REVOKE ALL ON FUNCTION llm.eval_t975(bigint) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION llm.eval_t975(bigint) TO llm_user;
+
+-- The mean of n values from their sum and sum of squares, with its 95 %
+-- Student's t interval: {mean, low, high} (bounds NULL for one value).
+CREATE FUNCTION llm._eval_mean_interval(n bigint, total numeric, squares numeric)
+RETURNS double precision[]
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT CASE WHEN coalesce(n, 0) < 1 THEN ARRAY[NULL, NULL, NULL]::double precision[]
+				WHEN n = 1 THEN ARRAY[total::double precision, NULL, NULL]
+				ELSE ARRAY[m, m - half, m + half] END
+	  FROM (SELECT (total / nullif(n, 0))::double precision AS m,
+				   CASE WHEN n > 1
+						THEN llm.eval_t975(n - 1)
+							 * sqrt(greatest((squares - total * total / n) / (n - 1), 0)::double precision / n)
+				   END AS half) x
+$$;
+REVOKE ALL ON FUNCTION llm._eval_mean_interval(bigint, numeric, numeric) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION llm._eval_mean_interval(bigint, numeric, numeric) TO llm_user;
+
+-- The fraction-th latency of a run's variant (of n), interpolated as
+-- percentile_cont does: two rows read from an index instead of a sort.
+CREATE FUNCTION llm._eval_latency(run bigint, variant text, n bigint, fraction double precision)
+RETURNS double precision
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT CASE WHEN count(*) = 0 THEN NULL
+				ELSE min(x.v) + (fraction * (n - 1) - floor(fraction * (n - 1))) * (max(x.v) - min(x.v)) END
+	  FROM (SELECT res.latency_ms AS v
+			  FROM llm.eval_results res
+			 WHERE res.run = _eval_latency.run AND res.variant = _eval_latency.variant
+			   AND res.latency_ms IS NOT NULL
+			 ORDER BY res.latency_ms
+			OFFSET floor(fraction * (greatest(n, 1) - 1))::bigint LIMIT 2) x
+$$;
+REVOKE ALL ON FUNCTION llm._eval_latency(bigint, text, bigint, double precision) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION llm._eval_latency(bigint, text, bigint, double precision) TO llm_user;
+
+-- Per run and variant, from the aggregates kept as answers are recorded
+-- (llm.eval_variant_stats): a row per variant is read, not every result.
+CREATE VIEW llm.eval_report WITH (security_invoker = true) AS
+SELECT s.run, s.variant, s.cases, s.results, s.errors, s.pending,
+	   i.mean[1] AS mean_score, i.mean[2] AS score_low, i.mean[3] AS score_high,
+	   s.passed::numeric / nullif(s.pass_known, 0) AS pass_rate,
+	   s.consistent_cases::double precision / nullif(s.repeated_cases, 0) AS consistency,
+	   (s.agreement_sum / nullif(s.repeated_cases, 0))::double precision AS pairwise_agreement,
+	   s.json_valid::numeric / nullif(s.answered, 0) AS json_valid_rate,
+	   llm._eval_latency(s.run, s.variant, s.latencies, 0.5) AS latency_p50_ms,
+	   llm._eval_latency(s.run, s.variant, s.latencies, 0.95) AS latency_p95_ms,
+	   s.input_tokens / nullif(s.input_tokens_n, 0) AS input_tokens_per_case,
+	   s.output_tokens / nullif(s.output_tokens_n, 0) AS output_tokens_per_case,
+	   s.cost_answered / nullif(s.cost_answered_n, 0) AS cost_per_case,
+	   s.cost_answered / nullif(s.cost_answered_n, 0) * 1000 AS cost_per_1000_cases,
+	   CASE WHEN s.cost_n > 0 THEN s.cost_usd END AS cost_usd,
+	   CASE WHEN s.judge_cost_n > 0 THEN s.judge_cost_usd END AS judge_cost_usd,
+	   s.contaminated_cases,
+	   (s.weighted_score_sum / nullif(s.weight_sum, 0))::double precision AS weighted_mean_score
+  FROM llm.eval_variant_stats s,
+	   LATERAL (SELECT llm._eval_mean_interval(s.scored_cases, s.score_sum, s.score_sumsq) AS mean) i;
+COMMENT ON VIEW llm.eval_report IS
+	'per run and variant: cases, errors, mean score with a 95% interval, pass rate, consistency, JSON validity, latency, tokens, cost, contamination';
+GRANT SELECT ON llm.eval_report TO llm_user;
+
+
+-- the aggregates of the runs there are
+SELECT llm._eval_stats_rebuild(r.id) FROM llm.eval_runs r ORDER BY r.id;
