@@ -251,7 +251,7 @@ SELECT count(*) AS alice_results_changed FROM llm.eval_results WHERE run = :frun
 
 -- summing a run up again from its rows gives the same aggregates
 CREATE TEMP TABLE stats_before AS SELECT * FROM llm.eval_variant_stats WHERE run = :run;
-SELECT llm._eval_stats_rebuild(:run) AS rows_summed;
+SELECT llm._eval_stats_rebuild(:run) AS variants_summed;
 SELECT count(*) AS variants, count(*) FILTER (WHERE a = b) AS same
   FROM (SELECT s AS a, (SELECT b FROM stats_before b WHERE b.variant = s.variant) AS b
 		  FROM llm.eval_variant_stats s WHERE s.run = :run) x;

@@ -82,6 +82,8 @@ queue_installed(void)
 	{
 		llm_spi_connect();
 		llm_spi_check(SPI_execute("SELECT llm._recover()", false, 0), "llm._recover");
+		/* evaluation answers a predecessor wrote and did not score */
+		llm_spi_check(SPI_execute("SELECT llm._eval_recover()", false, 0), "llm._eval_recover");
 		SPI_finish();
 		recovered = true;
 	}
@@ -130,6 +132,7 @@ llm_queue_idle_wait_ms(LlmQueue *queue, long longest_ms)
 		wait_ms = Min(wait_ms, ms_until(queue->claim_after, now));
 	if (queue->next_due != 0)
 		wait_ms = Min(wait_ms, ms_until(queue->next_due, now));
+	wait_ms = llm_queue_eval_wait_ms(queue, now, wait_ms);
 	return Max(wait_ms, 1);
 }
 

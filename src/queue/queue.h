@@ -24,6 +24,8 @@ extern bool llm_queue_busy(LlmQueue *queue);
 extern long llm_queue_idle_wait_ms(LlmQueue *queue, long longest_ms);
 extern void llm_queue_collect(LlmQueue *queue, long wait_ms);
 extern void llm_queue_write(LlmQueue *queue);
+/* Scores the evaluation answers written, when enough have come or waited (or force). */
+extern void llm_queue_score_evals(LlmQueue *queue, bool force);
 
 /* At a stop: puts back what was claimed but not sent. */
 extern void llm_queue_shutdown(LlmQueue *queue);

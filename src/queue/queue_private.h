@@ -67,6 +67,15 @@ struct LlmQueue
 	int32		cursor_priority;
 	int64		cursor_id;
 	TimestampTz cursor_until;
+	/*
+	 * Evaluation answers written and not yet scored (eval_collect.c): they
+	 * are scored in sets, once there are enough or the first has waited long
+	 * enough.  Lost with the worker; its successor scores what is left.
+	 */
+	int64	   *eval_ids;
+	int			n_eval_ids;
+	int			max_eval_ids;
+	TimestampTz eval_since;
 };
 
 /* A plan kept for the life of the worker. */
@@ -83,8 +92,9 @@ extern void llm_queue_timer_start(void);
 extern void llm_queue_timer_stop(void);
 extern bool llm_queue_timer_overran(void);
 
-/* Scores the evaluation answers among a turn's written outcomes (eval_collect.c). */
-extern void llm_queue_collect_evals(List *finished);
+/* Evaluation answers, scored in sets (eval_collect.c). */
+extern void llm_queue_note_eval(LlmQueue *queue, QueuedCall *qc);
+extern long llm_queue_eval_wait_ms(LlmQueue *queue, TimestampTz now, long wait_ms);
 
 /* The batches with requests claimed and not yet ended here, as a text[]. */
 extern Datum llm_queue_busy_tags(LlmQueue *queue);

@@ -415,7 +415,6 @@ llm_queue_write(LlmQueue *queue)
 	MemoryContext caller = CurrentMemoryContext;
 	QueuedCall *qc;
 	List	   *callbacks = NIL;
-	List	   *ended = NIL;
 	ListCell   *cell;
 	dlist_mutable_iter iter;
 
@@ -463,13 +462,11 @@ llm_queue_write(LlmQueue *queue)
 			if (done && OidIsValid(qc->callback))
 				callbacks = lappend(callbacks, qc);
 			else
-				ended = lappend(ended, qc);
+			{
+				llm_queue_note_eval(queue, qc);
+				MemoryContextDelete(qc->context);
+			}
 		}
-		/* evaluation answers are scored with the outcomes, in one transaction */
-		llm_queue_collect_evals(finished);
-		foreach(cell, ended)
-			MemoryContextDelete(((QueuedCall *) lfirst(cell))->context);
-		list_free(ended);
 		list_free(finished);
 	}
 	SPI_finish();
@@ -480,6 +477,8 @@ llm_queue_write(LlmQueue *queue)
 	{
 		qc = lfirst(cell);
 		run_callback(qc);
+		/* a function scorer's answer: recorded as failed if its callback failed */
+		llm_queue_note_eval(queue, qc);
 		MemoryContextDelete(qc->context);
 	}
 	list_free(callbacks);

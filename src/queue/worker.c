@@ -405,6 +405,7 @@ llm_worker_main(Datum arg)
 		/* freed places are refilled first: the provider works while we write */
 		llm_queue_start_due(queue);
 		llm_queue_write(queue);
+		llm_queue_score_evals(queue, false);
 		flush_held();
 		flush_pending();
 		/* a few due fine-tuning jobs: a poll, an upload or a create each */
@@ -419,6 +420,7 @@ llm_worker_main(Datum arg)
 	}
 
 	llm_queue_shutdown(queue);
+	llm_queue_score_evals(queue, true);
 	/* the last entries backends queued (or we held) before the shutdown */
 	flush_held();
 	flush_pending();
