@@ -338,19 +338,18 @@ DECLARE
 	msgs jsonb;
 	opts jsonb;
 	model_name text;
-	req bigint;
 	contaminated boolean;
 	chosen record;
-	rep integer;
 	callback regprocedure;
-	-- the result rows, inserted at the end in one statement
-	row_case text[] := '{}';
-	row_variant text[] := '{}';
-	row_repeat integer[] := '{}';
-	row_request bigint[] := '{}';
-	row_temperature double precision[] := '{}';
-	row_seed bigint[] := '{}';
-	row_contaminated boolean[] := '{}';
+	-- each case x variant, queued at the end in one statement with its repeats
+	item_case text[] := '{}';
+	item_variant text[] := '{}';
+	item_model text[] := '{}';
+	item_messages jsonb[] := '{}';
+	item_options jsonb[] := '{}';
+	item_prompt text[] := '{}';
+	item_version integer[] := '{}';
+	item_contaminated boolean[] := '{}';
 BEGIN
 	IF variants IS NULL OR jsonb_typeof(variants) <> 'array' OR jsonb_array_length(variants) = 0 THEN
 		RAISE EXCEPTION 'variants must be a non-empty JSON array'
@@ -494,31 +493,45 @@ BEGIN
 			-- repeats measure consistency: never answered from the cache
 			opts := opts || coalesce(options, '{}') || coalesce(v -> 'options', '{}')
 					|| '{"cache": "off"}';
-			SELECT * INTO m FROM llm.models mm WHERE mm.name = model_name;
+			IF m.name IS DISTINCT FROM model_name THEN
+				SELECT * INTO m FROM llm.models mm WHERE mm.name = model_name;
+			END IF;
 			contaminated := m.training_set IS NOT NULL AND EXISTS (
 				SELECT FROM llm.training_examples e
 				 WHERE e.set_name = m.training_set AND e.set_version = m.training_version
 				   AND NOT e.held_out
 				   AND llm._eval_last_user(e.line::jsonb -> 'messages') = llm._eval_last_user(msgs));
-			FOR rep IN 1 .. repeats LOOP
-				req := llm._enqueue(caller, login, model_name, msgs, opts, run_tag, 0, callback,
-									rendered ->> 'prompt', (rendered ->> 'version')::integer);
-				row_case := row_case || c.case_key;
-				row_variant := row_variant || (v ->> 'name');
-				row_repeat := row_repeat || rep;
-				row_request := row_request || req;
-				row_temperature := row_temperature
-					|| CASE WHEN jsonb_typeof(opts -> 'temperature') = 'number'
-							THEN (opts ->> 'temperature')::double precision END;
-				row_seed := row_seed
-					|| CASE WHEN jsonb_typeof(opts -> 'seed') = 'number' THEN (opts ->> 'seed')::numeric::bigint END;
-				row_contaminated := row_contaminated || contaminated;
-			END LOOP;
+			item_case := item_case || c.case_key;
+			item_variant := item_variant || (v ->> 'name');
+			item_model := item_model || model_name;
+			item_messages := item_messages || msgs;
+			item_options := item_options || opts;
+			item_prompt := item_prompt || (rendered ->> 'prompt');
+			item_version := item_version || (rendered ->> 'version')::integer;
+			item_contaminated := item_contaminated || contaminated;
 		END LOOP;
 	END LOOP;
+	-- every repeat a request of its own, and its empty result row
+	WITH item AS (
+		SELECT x.*, rep, nextval('llm.requests_id_seq') AS request_id
+		  FROM unnest(item_case, item_variant, item_model, item_messages, item_options, item_prompt,
+					  item_version, item_contaminated)
+			   AS x(case_key, variant, model, messages, options, prompt, version, contaminated),
+			   generate_series(1, repeats) rep),
+	queued AS (
+		INSERT INTO llm.requests (id, tag, submitted_by, login_role, priority, model, messages, options,
+								  callback, prompt_name, prompt_version)
+		SELECT i.request_id, run_tag, caller, login, 0, i.model, i.messages, i.options, callback,
+			   i.prompt, i.version
+		  FROM item i ORDER BY i.request_id)
 	INSERT INTO llm.eval_results (run, case_key, variant, repeat, request_id, temperature, seed, contaminated)
-	SELECT run_id, r.*
-	  FROM unnest(row_case, row_variant, row_repeat, row_request, row_temperature, row_seed, row_contaminated) r;
+	SELECT run_id, i.case_key, i.variant, i.rep, i.request_id,
+		   CASE WHEN jsonb_typeof(i.options -> 'temperature') = 'number'
+				THEN (i.options ->> 'temperature')::double precision END,
+		   CASE WHEN jsonb_typeof(i.options -> 'seed') = 'number' THEN (i.options ->> 'seed')::numeric::bigint END,
+		   i.contaminated
+	  FROM item i;
+	PERFORM llm._wake_at_commit();
 	RETURN run_id;
 END
 $$;

@@ -663,7 +663,8 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	give_up timestamptz := clock_timestamp() + coalesce(timeout, '5 minutes');
-	pause double precision := 0.05;
+	next_look timestamptz := clock_timestamp();
+	look_every interval := '50 milliseconds';
 	r llm.eval_runs;
 	state text;
 	summary jsonb;
@@ -673,11 +674,17 @@ BEGIN
 		RAISE EXCEPTION 'evaluation run % does not exist', run USING ERRCODE = 'undefined_object';
 	END IF;
 	LOOP
-		state := llm._eval_try_end(run, true);
+		-- the worker ends a run as it scores its last answers: one row to read
+		SELECT e.state INTO state FROM llm.eval_runs e WHERE e.id = run;
+		-- a run with requests cancelled ends here; a look may walk the run's
+		-- requests: more and more seldom, up to once a second
+		IF state = 'running' AND clock_timestamp() >= next_look THEN
+			state := llm._eval_try_end(run, true);
+			next_look := clock_timestamp() + look_every;
+			look_every := least(look_every * 2, interval '1 second');
+		END IF;
 		EXIT WHEN state <> 'running' OR clock_timestamp() >= give_up;
-		-- a look may walk the run's requests: more and more seldom, up to once a second
-		PERFORM pg_sleep(pause);
-		pause := least(pause * 1.5, 1.0);
+		PERFORM pg_sleep(0.05);
 	END LOOP;
 	SELECT jsonb_build_object('run', _eval_wait.run, 'state', state, 'requests', r.requests,
 							  'results', coalesce(sum(s.results), 0),

@@ -1,15 +1,14 @@
 /*
- * eval_collect.c — the worker scores evaluation answers in sets.
+ * eval_collect.c — evaluation answers scored in sets.
  *
  * The requests of an evaluation run (tag "eval-<run>") carry no callback:
- * the worker notes the ids of those it has written, and hands them to
- * llm._eval_collect in one statement once EVAL_BATCH have come, or the
- * first has waited EVAL_DELAY_MS, or the queue has nothing more in hand.
- * A callback per answer (a transaction, a subtransaction and a nest of
- * settings each, one after another in the queue's one worker) held a run
- * to half the queue's rate; a statement per turn, to two thirds.  Ids not
- * yet scored are lost with the worker: its successor scores what is left
- * (llm._eval_recover).
+ * the worker hands the ids of those it has written to the scorer
+ * (scorer.c), which gives them to llm._eval_collect in one statement once
+ * EVAL_BATCH have come or the first has waited EVAL_DELAY_MS.  When no
+ * scorer can take them, the worker keeps them and scores them itself in
+ * the same way, between its turns.  A callback per answer (a transaction,
+ * a subtransaction and a nest of settings each, one after another in the
+ * queue's one worker) held a run to half the queue's rate.
  *
  * The scorers are llmext's own, but a regex scorer runs a pattern a user
  * gave: scoring runs under llmext.callback_timeout like a callback.  When
@@ -21,6 +20,7 @@
 
 #include "queue/queue.h"
 #include "queue/queue_private.h"
+#include "queue/scorer.h"
 #include "store/spi_check.h"
 
 #include "access/xact.h"
@@ -34,8 +34,6 @@
 #include "utils/timestamp.h"
 
 #define EVAL_TAG_PREFIX "eval-"
-#define EVAL_BATCH 512
-#define EVAL_DELAY_MS 100
 
 /*
  * Runs plan with args in a subtransaction, under the time limit; NULL when
@@ -84,11 +82,9 @@ id_array(Datum *ids, int n)
 										   TYPALIGN_DOUBLE));
 }
 
-void
-llm_queue_note_eval(LlmQueue *queue, QueuedCall *qc)
+static void
+keep(LlmQueue *queue, int64 id)
 {
-	if (qc->tag == NULL || strncmp(qc->tag, EVAL_TAG_PREFIX, strlen(EVAL_TAG_PREFIX)) != 0)
-		return;
 	if (queue->n_eval_ids == queue->max_eval_ids)
 	{
 		queue->max_eval_ids = Max(2 * queue->max_eval_ids, EVAL_BATCH);
@@ -98,7 +94,24 @@ llm_queue_note_eval(LlmQueue *queue, QueuedCall *qc)
 	}
 	if (queue->n_eval_ids == 0)
 		queue->eval_since = GetCurrentTimestamp();
-	queue->eval_ids[queue->n_eval_ids++] = qc->id;
+	queue->eval_ids[queue->n_eval_ids++] = id;
+}
+
+void
+llm_queue_note_eval(LlmQueue *queue, QueuedCall *qc)
+{
+	int64		back[64];
+	int			n;
+
+	if (qc->tag == NULL || strncmp(qc->tag, EVAL_TAG_PREFIX, strlen(EVAL_TAG_PREFIX)) != 0)
+		return;
+	if (llm_scorer_hand(qc->id))
+		return;
+	keep(queue, qc->id);
+	/* and what was handed to a scorer that did not come up */
+	while ((n = llm_scorer_take_back(back, lengthof(back))) > 0)
+		for (int i = 0; i < n; i++)
+			keep(queue, back[i]);
 }
 
 long
@@ -148,10 +161,25 @@ score(Datum *ids, int n)
 }
 
 void
-llm_queue_score_evals(LlmQueue *queue, bool force)
+llm_queue_score_ids(const int64 *ids, int n)
 {
 	MemoryContext caller = CurrentMemoryContext;
-	Datum	   *ids;
+	Datum	   *datums;
+
+	llm_queue_begin("llmext: scoring evaluation answers");
+	llm_spi_connect();
+	datums = palloc(sizeof(Datum) * n);
+	for (int i = 0; i < n; i++)
+		datums[i] = Int64GetDatum(ids[i]);
+	score(datums, n);
+	SPI_finish();
+	llm_queue_end();
+	MemoryContextSwitchTo(caller);
+}
+
+void
+llm_queue_score_evals(LlmQueue *queue, bool force)
+{
 	int			n = queue->n_eval_ids;
 
 	if (n == 0)
@@ -160,13 +188,5 @@ llm_queue_score_evals(LlmQueue *queue, bool force)
 		llm_queue_eval_wait_ms(queue, GetCurrentTimestamp(), 1) > 0)
 		return;
 	queue->n_eval_ids = 0;
-	llm_queue_begin("llmext: scoring evaluation answers");
-	llm_spi_connect();
-	ids = palloc(sizeof(Datum) * n);
-	for (int i = 0; i < n; i++)
-		ids[i] = Int64GetDatum(queue->eval_ids[i]);
-	score(ids, n);
-	SPI_finish();
-	llm_queue_end();
-	MemoryContextSwitchTo(caller);
+	llm_queue_score_ids(queue->eval_ids, n);
 }

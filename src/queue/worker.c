@@ -13,6 +13,7 @@
 
 #include "queue/finetune.h"
 #include "queue/queue.h"
+#include "queue/scorer.h"
 #include "store/ledger.h"
 #include "store/spi_check.h"
 
@@ -360,6 +361,7 @@ llm_worker_main(Datum arg)
 	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_SESSION);
 
 	register_worker(slot);
+	llm_scorer_attach(slot);
 	/* a predecessor may have died while writing: its entries go again */
 	llm_pending_unclaim_all(MyDatabaseId);
 

@@ -13,6 +13,7 @@
 #include "storage/latch.h"
 #include "storage/lwlock.h"
 #include "utils/dsa.h"
+#include "utils/timestamp.h"
 
 #include "core/bucket.h"
 
@@ -55,6 +56,21 @@ typedef struct LlmWorkerInfo
 	uint64		held_seq;		/* oldest entry it holds itself, 0: none */
 } LlmWorkerInfo;
 
+/*
+ * Evaluation answers a database's worker has written, handed to its scorer
+ * (queue/scorer.c), a process of its own started while there are some.
+ */
+#define LLM_EVAL_HANDOFF 8192
+typedef struct LlmScorerInfo
+{
+	pid_t		pid;			/* 0: none; -1: being started */
+	TimestampTz started_at;		/* when it was registered */
+	Latch	   *latch;
+	int			count;
+	TimestampTz first_at;		/* when ids[0] was handed */
+	int64		ids[LLM_EVAL_HANDOFF];
+} LlmScorerInfo;
+
 /* Rate-limit buckets of one provider or model (see ratelimit.c). */
 #define LLM_RATE_KEY_LEN 200	/* provider (63) "/" model (128), and room */
 typedef struct LlmRateSlot
@@ -78,6 +94,7 @@ typedef struct LlmShared
 	int			cache_entries;	/* queued cache entries: 0 spares look-ups a scan */
 	int			used;			/* slots not free */
 	LlmWorkerInfo workers[LLM_MAX_WORKERS];
+	LlmScorerInfo scorers[LLM_MAX_WORKERS];	/* by the worker's slot */
 	LlmRateSlot rates[LLM_MAX_RATE_SLOTS];
 	LlmPendingEntry entries[FLEXIBLE_ARRAY_MEMBER];
 } LlmShared;
