@@ -1,14 +1,15 @@
 -- llmext 0.3.0 -> 0.4.0: evaluation answers are scored in sets, and the
 -- report reads aggregates kept as they are recorded.
 --
--- The worker scores a turn's evaluation answers in one statement
--- (llm._eval_collect) instead of a callback per answer; only a "function"
--- scorer keeps its callback.  llm.eval_case_stats and llm.eval_variant_stats
--- are kept by triggers on llm.eval_results, and llm.eval_report reads them
--- (with a new column, weighted_mean_score).  A judge that fails, or whose
--- answer is not a verdict, and a function scorer that fails, are errors of
--- the result now (they were reasons).  Requests queued by 0.3.0 still carry
--- the callback llm.eval_collect, which records them the new way.
+-- Answers of evaluation runs are scored in one statement per set
+-- (llm._eval_collect) by a scorer process beside the worker, instead of a
+-- callback per answer; only a "function" scorer keeps its callback.
+-- llm.eval_case_stats and llm.eval_variant_stats are kept by triggers on
+-- llm.eval_results, and llm.eval_report reads them (with a new column,
+-- weighted_mean_score).  A judge that fails, or whose answer is not a
+-- verdict, and a function scorer that fails, are errors of the result now
+-- (they were reasons).  Requests queued by 0.3.0 still carry the callback
+-- llm.eval_collect, which records them the new way.
 \echo Use "ALTER EXTENSION llmext UPDATE TO '0.4.0'" to load this file. \quit
 
 DROP VIEW llm.eval_report;
@@ -38,19 +39,18 @@ DECLARE
 	msgs jsonb;
 	opts jsonb;
 	model_name text;
-	req bigint;
 	contaminated boolean;
 	chosen record;
-	rep integer;
 	callback regprocedure;
-	-- the result rows, inserted at the end in one statement
-	row_case text[] := '{}';
-	row_variant text[] := '{}';
-	row_repeat integer[] := '{}';
-	row_request bigint[] := '{}';
-	row_temperature double precision[] := '{}';
-	row_seed bigint[] := '{}';
-	row_contaminated boolean[] := '{}';
+	-- each case x variant, queued at the end in one statement with its repeats
+	item_case text[] := '{}';
+	item_variant text[] := '{}';
+	item_model text[] := '{}';
+	item_messages jsonb[] := '{}';
+	item_options jsonb[] := '{}';
+	item_prompt text[] := '{}';
+	item_version integer[] := '{}';
+	item_contaminated boolean[] := '{}';
 BEGIN
 	IF variants IS NULL OR jsonb_typeof(variants) <> 'array' OR jsonb_array_length(variants) = 0 THEN
 		RAISE EXCEPTION 'variants must be a non-empty JSON array'
@@ -194,31 +194,45 @@ BEGIN
 			-- repeats measure consistency: never answered from the cache
 			opts := opts || coalesce(options, '{}') || coalesce(v -> 'options', '{}')
 					|| '{"cache": "off"}';
-			SELECT * INTO m FROM llm.models mm WHERE mm.name = model_name;
+			IF m.name IS DISTINCT FROM model_name THEN
+				SELECT * INTO m FROM llm.models mm WHERE mm.name = model_name;
+			END IF;
 			contaminated := m.training_set IS NOT NULL AND EXISTS (
 				SELECT FROM llm.training_examples e
 				 WHERE e.set_name = m.training_set AND e.set_version = m.training_version
 				   AND NOT e.held_out
 				   AND llm._eval_last_user(e.line::jsonb -> 'messages') = llm._eval_last_user(msgs));
-			FOR rep IN 1 .. repeats LOOP
-				req := llm._enqueue(caller, login, model_name, msgs, opts, run_tag, 0, callback,
-									rendered ->> 'prompt', (rendered ->> 'version')::integer);
-				row_case := row_case || c.case_key;
-				row_variant := row_variant || (v ->> 'name');
-				row_repeat := row_repeat || rep;
-				row_request := row_request || req;
-				row_temperature := row_temperature
-					|| CASE WHEN jsonb_typeof(opts -> 'temperature') = 'number'
-							THEN (opts ->> 'temperature')::double precision END;
-				row_seed := row_seed
-					|| CASE WHEN jsonb_typeof(opts -> 'seed') = 'number' THEN (opts ->> 'seed')::numeric::bigint END;
-				row_contaminated := row_contaminated || contaminated;
-			END LOOP;
+			item_case := item_case || c.case_key;
+			item_variant := item_variant || (v ->> 'name');
+			item_model := item_model || model_name;
+			item_messages := item_messages || msgs;
+			item_options := item_options || opts;
+			item_prompt := item_prompt || (rendered ->> 'prompt');
+			item_version := item_version || (rendered ->> 'version')::integer;
+			item_contaminated := item_contaminated || contaminated;
 		END LOOP;
 	END LOOP;
+	-- every repeat a request of its own, and its empty result row
+	WITH item AS (
+		SELECT x.*, rep, nextval('llm.requests_id_seq') AS request_id
+		  FROM unnest(item_case, item_variant, item_model, item_messages, item_options, item_prompt,
+					  item_version, item_contaminated)
+			   AS x(case_key, variant, model, messages, options, prompt, version, contaminated),
+			   generate_series(1, repeats) rep),
+	queued AS (
+		INSERT INTO llm.requests (id, tag, submitted_by, login_role, priority, model, messages, options,
+								  callback, prompt_name, prompt_version)
+		SELECT i.request_id, run_tag, caller, login, 0, i.model, i.messages, i.options, callback,
+			   i.prompt, i.version
+		  FROM item i ORDER BY i.request_id)
 	INSERT INTO llm.eval_results (run, case_key, variant, repeat, request_id, temperature, seed, contaminated)
-	SELECT run_id, r.*
-	  FROM unnest(row_case, row_variant, row_repeat, row_request, row_temperature, row_seed, row_contaminated) r;
+	SELECT run_id, i.case_key, i.variant, i.rep, i.request_id,
+		   CASE WHEN jsonb_typeof(i.options -> 'temperature') = 'number'
+				THEN (i.options ->> 'temperature')::double precision END,
+		   CASE WHEN jsonb_typeof(i.options -> 'seed') = 'number' THEN (i.options ->> 'seed')::numeric::bigint END,
+		   i.contaminated
+	  FROM item i;
+	PERFORM llm._wake_at_commit();
 	RETURN run_id;
 END
 $$;
@@ -289,98 +303,41 @@ GRANT SELECT ON llm.eval_case_stats, llm.eval_variant_stats TO llm_user;
 CREATE INDEX eval_results_latency_idx ON llm.eval_results (run, variant, latency_ms)
 	WHERE latency_ms IS NOT NULL;
 
--- Applies rows added and removed (an update is both) to the aggregates:
--- the rows' own sums change by what they add and remove; each case touched
--- is summed up again from its rows, and its variant changes by the new
--- case row less the old.  Exact: numeric sums of stored values, so that
--- any order of changes gives what summing up from scratch gives.
-CREATE FUNCTION llm._eval_stats_apply(added llm.eval_results[], removed llm.eval_results[])
-RETURNS void
-LANGUAGE plpgsql
+-- The statement that applies changes of llm.eval_results to the
+-- aggregates; changes is a query of (sign, the result row's columns): +1
+-- for a row added, -1 for a row removed (an update is both).  The rows'
+-- own sums change by their signs; each case touched is summed up again
+-- from its rows, and its variant changes by the new case row less the old.
+-- Exact: numeric sums of stored values, so that any order of changes ends
+-- where summing up from scratch does.  One statement, planned for its sets
+-- (a trigger's transition tables, or a whole run): a run's million rows
+-- are joined, not looked up one case at a time.
+CREATE FUNCTION llm._eval_stats_statement(changes text)
+RETURNS text
+LANGUAGE sql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-	runs bigint[];
-	variants text[];
-	keys text[];
-	before llm.eval_case_stats[];
-	after llm.eval_case_stats[];
-BEGIN
-	added := coalesce(added, '{}');
-	removed := coalesce(removed, '{}');
-	IF cardinality(added) = 0 AND cardinality(removed) = 0 THEN
-		RETURN;
-	END IF;
-	-- a run being dropped takes its aggregates with it
-	WITH d AS (
-		SELECT 1 AS sign, a.* FROM unnest(added) a
-		UNION ALL
-		SELECT -1, r.* FROM unnest(removed) r)
-	INSERT INTO llm.eval_variant_stats AS s
-		(run, variant, results, errors, pending, answered, passed, pass_known, json_valid,
-		 input_tokens, input_tokens_n, output_tokens, output_tokens_n, cost_answered, cost_answered_n,
-		 cost_usd, cost_n, judge_cost_usd, judge_cost_n, latencies)
-	SELECT d.run, d.variant, sum(d.sign),
-		   sum(CASE WHEN d.error IS NOT NULL THEN d.sign ELSE 0 END),
-		   sum(CASE WHEN d.scored_at IS NULL THEN d.sign ELSE 0 END),
-		   sum(CASE WHEN d.output IS NOT NULL THEN d.sign ELSE 0 END),
-		   sum(CASE WHEN d.passed THEN d.sign ELSE 0 END),
-		   sum(CASE WHEN d.passed IS NOT NULL THEN d.sign ELSE 0 END),
-		   sum(CASE WHEN d.output IS NOT NULL AND d.output_json IS NOT NULL THEN d.sign ELSE 0 END),
-		   coalesce(sum(d.sign * d.input_tokens) FILTER (WHERE d.output IS NOT NULL), 0),
-		   sum(CASE WHEN d.output IS NOT NULL AND d.input_tokens IS NOT NULL THEN d.sign ELSE 0 END),
-		   coalesce(sum(d.sign * d.output_tokens) FILTER (WHERE d.output IS NOT NULL), 0),
-		   sum(CASE WHEN d.output IS NOT NULL AND d.output_tokens IS NOT NULL THEN d.sign ELSE 0 END),
-		   coalesce(sum(d.sign * d.cost_usd) FILTER (WHERE d.output IS NOT NULL), 0),
-		   sum(CASE WHEN d.output IS NOT NULL AND d.cost_usd IS NOT NULL THEN d.sign ELSE 0 END),
-		   coalesce(sum(d.sign * d.cost_usd), 0),
-		   sum(CASE WHEN d.cost_usd IS NOT NULL THEN d.sign ELSE 0 END),
-		   coalesce(sum(d.sign * d.judge_cost_usd), 0),
-		   sum(CASE WHEN d.judge_cost_usd IS NOT NULL THEN d.sign ELSE 0 END),
-		   sum(CASE WHEN d.latency_ms IS NOT NULL THEN d.sign ELSE 0 END)
-	  FROM d
-	 WHERE d.run IN (SELECT r.id FROM llm.eval_runs r)
-	 GROUP BY d.run, d.variant
-	 ORDER BY d.run, d.variant
-	ON CONFLICT (run, variant) DO UPDATE
-	   SET results = s.results + excluded.results, errors = s.errors + excluded.errors,
-		   pending = s.pending + excluded.pending, answered = s.answered + excluded.answered,
-		   passed = s.passed + excluded.passed, pass_known = s.pass_known + excluded.pass_known,
-		   json_valid = s.json_valid + excluded.json_valid,
-		   input_tokens = s.input_tokens + excluded.input_tokens,
-		   input_tokens_n = s.input_tokens_n + excluded.input_tokens_n,
-		   output_tokens = s.output_tokens + excluded.output_tokens,
-		   output_tokens_n = s.output_tokens_n + excluded.output_tokens_n,
-		   cost_answered = s.cost_answered + excluded.cost_answered,
-		   cost_answered_n = s.cost_answered_n + excluded.cost_answered_n,
-		   cost_usd = s.cost_usd + excluded.cost_usd, cost_n = s.cost_n + excluded.cost_n,
-		   judge_cost_usd = s.judge_cost_usd + excluded.judge_cost_usd,
-		   judge_cost_n = s.judge_cost_n + excluded.judge_cost_n,
-		   latencies = s.latencies + excluded.latencies;
-
-	SELECT array_agg(t.run), array_agg(t.variant), array_agg(t.case_key)
-	  INTO runs, variants, keys
-	  FROM (SELECT DISTINCT x.run, x.variant, x.case_key
-			  FROM (SELECT a.run, a.variant, a.case_key FROM unnest(added) a
-					UNION ALL
-					SELECT r.run, r.variant, r.case_key FROM unnest(removed) r) x
-			 WHERE x.run IN (SELECT r.id FROM llm.eval_runs r)) t;
-	IF runs IS NULL THEN
-		RETURN;
-	END IF;
-	SELECT array_agg(c) INTO before
-	  FROM unnest(runs, variants, keys) AS t(run, variant, case_key)
-	  JOIN llm.eval_case_stats c USING (run, variant, case_key);
-	SELECT array_agg(ROW(t.run, t.variant, t.case_key,
-						 coalesce((SELECT ec.weight FROM llm.eval_runs er
-									 JOIN llm.eval_cases ec ON ec.set_name = er.set_name
-								   WHERE er.id = t.run AND ec.case_key = t.case_key), 1),
-						 f.results, f.answers, f.scored, f.mean_score, f.distinct_outputs,
-						 CASE WHEN f.answers >= 2
-							  THEN round(f.agreeing_pairs::numeric / (f.answers * (f.answers - 1) / 2), 15) END,
-						 f.contaminated)::llm.eval_case_stats)
-	  INTO after
-	  FROM unnest(runs, variants, keys) AS t(run, variant, case_key)
+AS $outer$
+SELECT format($$
+WITH d AS (
+	SELECT x.* FROM (%s) x
+	 WHERE x.run IN (SELECT r.id FROM llm.eval_runs r)),	-- a run being dropped takes its aggregates along
+touched AS (
+	SELECT DISTINCT d.run, d.variant, d.case_key FROM d),
+-- each case touched, before and after: looked up by its keys (LATERAL ...
+-- OFFSET 0), never joined by a plan that guesses a trigger's sets
+cases AS (
+	-- (old is a row of llm.eval_case_stats, NULL when the case is new: test
+	-- (old).run, as a row with some NULL field is not IS NOT NULL)
+	SELECT t.run, t.variant, t.case_key, b.old, c.*,
+		   coalesce((b.old).weight,
+					(SELECT ec.weight FROM llm.eval_cases ec
+					  WHERE ec.set_name = (SELECT er.set_name FROM llm.eval_runs er WHERE er.id = t.run)
+						AND ec.case_key = t.case_key),
+					1) AS weight
+	  FROM touched t
+	  LEFT JOIN LATERAL (
+		SELECT s AS old FROM llm.eval_case_stats s
+		 WHERE s.run = t.run AND s.variant = t.variant AND s.case_key = t.case_key OFFSET 0) b ON true
 	 CROSS JOIN LATERAL (
 		SELECT sum(o.n)::integer AS results,
 			   coalesce(sum(o.n) FILTER (WHERE o.output IS NOT NULL), 0)::integer AS answers,
@@ -388,72 +345,134 @@ BEGIN
 			   round(sum(o.score_sum) / nullif(sum(o.scored), 0), 15) AS mean_score,
 			   count(*) FILTER (WHERE o.output IS NOT NULL)::integer AS distinct_outputs,
 			   coalesce(sum(o.n * (o.n - 1) / 2) FILTER (WHERE o.output IS NOT NULL), 0) AS agreeing_pairs,
-			   coalesce(bool_or(o.contaminated), false) AS contaminated
+			   bool_or(o.contaminated) AS contaminated
 		  FROM (SELECT res.output, count(*) AS n, count(res.score) AS scored,
 					   sum(res.score::numeric) AS score_sum, bool_or(res.contaminated) AS contaminated
 				  FROM llm.eval_results res
 				 WHERE res.run = t.run AND res.case_key = t.case_key AND res.variant = t.variant
-				 GROUP BY res.output) o) f
-	 WHERE f.results > 0;
+				 GROUP BY res.output) o) c),
+after AS (	-- the cases that still have rows
+	SELECT c.run, c.variant, c.case_key, c.weight, c.results, c.answers, c.scored, c.mean_score,
+		   c.distinct_outputs,
+		   CASE WHEN c.answers >= 2
+				THEN round(c.agreeing_pairs::numeric / (c.answers * (c.answers - 1) / 2), 15) END AS agreement,
+		   c.contaminated
+	  FROM cases c WHERE c.results > 0),
+kept AS (
+	INSERT INTO llm.eval_case_stats AS c
+	SELECT a.* FROM after a ORDER BY a.run, a.variant, a.case_key
+	ON CONFLICT (run, variant, case_key) DO UPDATE
+	   SET weight = excluded.weight, results = excluded.results, answers = excluded.answers,
+		   scored = excluded.scored, mean_score = excluded.mean_score,
+		   distinct_outputs = excluded.distinct_outputs, agreement = excluded.agreement,
+		   contaminated = excluded.contaminated
+	RETURNING 1),
+gone AS (
+	DELETE FROM llm.eval_case_stats s
+	 USING cases c
+	 WHERE c.results IS NULL AND (c.old).run IS NOT NULL
+	   AND s.run = c.run AND s.variant = c.variant AND s.case_key = c.case_key
+	RETURNING 1),
+row_delta AS (
+	SELECT d.run, d.variant, sum(d.sign) AS results,
+		   sum(CASE WHEN d.error IS NOT NULL THEN d.sign ELSE 0 END) AS errors,
+		   sum(CASE WHEN d.scored_at IS NULL THEN d.sign ELSE 0 END) AS pending,
+		   sum(CASE WHEN d.output IS NOT NULL THEN d.sign ELSE 0 END) AS answered,
+		   sum(CASE WHEN d.passed THEN d.sign ELSE 0 END) AS passed,
+		   sum(CASE WHEN d.passed IS NOT NULL THEN d.sign ELSE 0 END) AS pass_known,
+		   sum(CASE WHEN d.output IS NOT NULL AND d.output_json IS NOT NULL THEN d.sign ELSE 0 END) AS json_valid,
+		   coalesce(sum(d.sign * d.input_tokens) FILTER (WHERE d.output IS NOT NULL), 0) AS input_tokens,
+		   sum(CASE WHEN d.output IS NOT NULL AND d.input_tokens IS NOT NULL THEN d.sign ELSE 0 END) AS input_tokens_n,
+		   coalesce(sum(d.sign * d.output_tokens) FILTER (WHERE d.output IS NOT NULL), 0) AS output_tokens,
+		   sum(CASE WHEN d.output IS NOT NULL AND d.output_tokens IS NOT NULL THEN d.sign ELSE 0 END) AS output_tokens_n,
+		   coalesce(sum(d.sign * d.cost_usd) FILTER (WHERE d.output IS NOT NULL), 0) AS cost_answered,
+		   sum(CASE WHEN d.output IS NOT NULL AND d.cost_usd IS NOT NULL THEN d.sign ELSE 0 END) AS cost_answered_n,
+		   coalesce(sum(d.sign * d.cost_usd), 0) AS cost_usd,
+		   sum(CASE WHEN d.cost_usd IS NOT NULL THEN d.sign ELSE 0 END) AS cost_n,
+		   coalesce(sum(d.sign * d.judge_cost_usd), 0) AS judge_cost_usd,
+		   sum(CASE WHEN d.judge_cost_usd IS NOT NULL THEN d.sign ELSE 0 END) AS judge_cost_n,
+		   sum(CASE WHEN d.latency_ms IS NOT NULL THEN d.sign ELSE 0 END) AS latencies
+	  FROM d GROUP BY d.run, d.variant),
+case_delta AS (
+	SELECT x.run, x.variant, sum(x.sign) AS cases,
+		   sum(CASE WHEN x.mean_score IS NOT NULL THEN x.sign ELSE 0 END) AS scored_cases,
+		   coalesce(sum(x.sign * x.mean_score), 0) AS score_sum,
+		   coalesce(sum(x.sign * x.mean_score * x.mean_score), 0) AS score_sumsq,
+		   coalesce(sum(x.sign * x.weight) FILTER (WHERE x.mean_score IS NOT NULL), 0) AS weight_sum,
+		   coalesce(sum(x.sign * x.weight * x.mean_score), 0) AS weighted_score_sum,
+		   sum(CASE WHEN x.answers >= 2 THEN x.sign ELSE 0 END) AS repeated_cases,
+		   sum(CASE WHEN x.answers >= 2 AND x.distinct_outputs = 1 THEN x.sign ELSE 0 END) AS consistent_cases,
+		   coalesce(sum(x.sign * x.agreement), 0) AS agreement_sum,
+		   sum(CASE WHEN x.contaminated THEN x.sign ELSE 0 END) AS contaminated_cases
+	  FROM (SELECT 1 AS sign, a.* FROM after a
+			UNION ALL
+			SELECT -1, (c.old).* FROM cases c WHERE (c.old).run IS NOT NULL) x
+	 GROUP BY x.run, x.variant)
+INSERT INTO llm.eval_variant_stats AS s
+SELECT coalesce(r.run, c.run), coalesce(r.variant, c.variant),
+	   coalesce(r.results, 0), coalesce(r.errors, 0), coalesce(r.pending, 0), coalesce(r.answered, 0),
+	   coalesce(r.passed, 0), coalesce(r.pass_known, 0), coalesce(r.json_valid, 0),
+	   coalesce(r.input_tokens, 0), coalesce(r.input_tokens_n, 0),
+	   coalesce(r.output_tokens, 0), coalesce(r.output_tokens_n, 0),
+	   coalesce(r.cost_answered, 0), coalesce(r.cost_answered_n, 0),
+	   coalesce(r.cost_usd, 0), coalesce(r.cost_n, 0), coalesce(r.judge_cost_usd, 0),
+	   coalesce(r.judge_cost_n, 0), coalesce(r.latencies, 0),
+	   coalesce(c.cases, 0), coalesce(c.scored_cases, 0), coalesce(c.score_sum, 0),
+	   coalesce(c.score_sumsq, 0), coalesce(c.weight_sum, 0), coalesce(c.weighted_score_sum, 0),
+	   coalesce(c.repeated_cases, 0), coalesce(c.consistent_cases, 0), coalesce(c.agreement_sum, 0),
+	   coalesce(c.contaminated_cases, 0)
+  FROM row_delta r FULL JOIN case_delta c USING (run, variant)
+ ORDER BY 1, 2
+ON CONFLICT (run, variant) DO UPDATE
+   SET results = s.results + excluded.results, errors = s.errors + excluded.errors,
+	   pending = s.pending + excluded.pending, answered = s.answered + excluded.answered,
+	   passed = s.passed + excluded.passed, pass_known = s.pass_known + excluded.pass_known,
+	   json_valid = s.json_valid + excluded.json_valid,
+	   input_tokens = s.input_tokens + excluded.input_tokens,
+	   input_tokens_n = s.input_tokens_n + excluded.input_tokens_n,
+	   output_tokens = s.output_tokens + excluded.output_tokens,
+	   output_tokens_n = s.output_tokens_n + excluded.output_tokens_n,
+	   cost_answered = s.cost_answered + excluded.cost_answered,
+	   cost_answered_n = s.cost_answered_n + excluded.cost_answered_n,
+	   cost_usd = s.cost_usd + excluded.cost_usd, cost_n = s.cost_n + excluded.cost_n,
+	   judge_cost_usd = s.judge_cost_usd + excluded.judge_cost_usd,
+	   judge_cost_n = s.judge_cost_n + excluded.judge_cost_n,
+	   latencies = s.latencies + excluded.latencies,
+	   cases = s.cases + excluded.cases, scored_cases = s.scored_cases + excluded.scored_cases,
+	   score_sum = s.score_sum + excluded.score_sum, score_sumsq = s.score_sumsq + excluded.score_sumsq,
+	   weight_sum = s.weight_sum + excluded.weight_sum,
+	   weighted_score_sum = s.weighted_score_sum + excluded.weighted_score_sum,
+	   repeated_cases = s.repeated_cases + excluded.repeated_cases,
+	   consistent_cases = s.consistent_cases + excluded.consistent_cases,
+	   agreement_sum = s.agreement_sum + excluded.agreement_sum,
+	   contaminated_cases = s.contaminated_cases + excluded.contaminated_cases
+$$, changes)
+$outer$;
+REVOKE ALL ON FUNCTION llm._eval_stats_statement(text) FROM PUBLIC;
 
-	-- the variants change by the cases after less the cases before
-	WITH d AS (
-		SELECT 1 AS sign, a.* FROM unnest(after) a
-		UNION ALL
-		SELECT -1, b.* FROM unnest(before) b)
-	INSERT INTO llm.eval_variant_stats AS s
-		(run, variant, cases, scored_cases, score_sum, score_sumsq, weight_sum, weighted_score_sum,
-		 repeated_cases, consistent_cases, agreement_sum, contaminated_cases)
-	SELECT d.run, d.variant, sum(d.sign),
-		   sum(CASE WHEN d.mean_score IS NOT NULL THEN d.sign ELSE 0 END),
-		   coalesce(sum(d.sign * d.mean_score), 0),
-		   coalesce(sum(d.sign * d.mean_score * d.mean_score), 0),
-		   coalesce(sum(d.sign * d.weight) FILTER (WHERE d.mean_score IS NOT NULL), 0),
-		   coalesce(sum(d.sign * d.weight * d.mean_score), 0),
-		   sum(CASE WHEN d.answers >= 2 THEN d.sign ELSE 0 END),
-		   sum(CASE WHEN d.answers >= 2 AND d.distinct_outputs = 1 THEN d.sign ELSE 0 END),
-		   coalesce(sum(d.sign * d.agreement), 0),
-		   sum(CASE WHEN d.contaminated THEN d.sign ELSE 0 END)
-	  FROM d
-	 GROUP BY d.run, d.variant
-	 ORDER BY d.run, d.variant
-	ON CONFLICT (run, variant) DO UPDATE
-	   SET cases = s.cases + excluded.cases, scored_cases = s.scored_cases + excluded.scored_cases,
-		   score_sum = s.score_sum + excluded.score_sum,
-		   score_sumsq = s.score_sumsq + excluded.score_sumsq,
-		   weight_sum = s.weight_sum + excluded.weight_sum,
-		   weighted_score_sum = s.weighted_score_sum + excluded.weighted_score_sum,
-		   repeated_cases = s.repeated_cases + excluded.repeated_cases,
-		   consistent_cases = s.consistent_cases + excluded.consistent_cases,
-		   agreement_sum = s.agreement_sum + excluded.agreement_sum,
-		   contaminated_cases = s.contaminated_cases + excluded.contaminated_cases;
-
-	DELETE FROM llm.eval_case_stats c
-	 USING unnest(runs, variants, keys) AS t(run, variant, case_key)
-	 WHERE c.run = t.run AND c.variant = t.variant AND c.case_key = t.case_key;
-	INSERT INTO llm.eval_case_stats SELECT a.* FROM unnest(after) a;
-	-- a variant whose rows are all gone
-	DELETE FROM llm.eval_variant_stats s
-	 WHERE s.results = 0 AND (s.run, s.variant) IN (SELECT DISTINCT t.run, t.variant
-													 FROM unnest(runs, variants) AS t(run, variant));
-END
-$$;
-REVOKE ALL ON FUNCTION llm._eval_stats_apply(llm.eval_results[], llm.eval_results[]) FROM PUBLIC;
-
--- A trigger may name transition tables for one event only: three triggers.
+-- A trigger may name transition tables for one event only: three triggers,
+-- one function, which sees its transition tables in what it EXECUTEs.
 CREATE FUNCTION llm._eval_results_changed()
 RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+	-- a statement that changed no row (the worker's turn had no judge's verdict, say)
 	IF TG_OP = 'INSERT' THEN
-		PERFORM llm._eval_stats_apply((SELECT array_agg(ROW(n.*)::llm.eval_results) FROM new_rows n), NULL);
-	ELSIF TG_OP = 'UPDATE' THEN
-		PERFORM llm._eval_stats_apply((SELECT array_agg(ROW(n.*)::llm.eval_results) FROM new_rows n),
-									  (SELECT array_agg(ROW(o.*)::llm.eval_results) FROM old_rows o));
-	ELSE
-		PERFORM llm._eval_stats_apply(NULL, (SELECT array_agg(ROW(o.*)::llm.eval_results) FROM old_rows o));
+		IF NOT EXISTS (SELECT FROM new_rows) THEN
+			RETURN NULL;
+		END IF;
+	ELSIF NOT EXISTS (SELECT FROM old_rows) THEN
+		RETURN NULL;
+	END IF;
+	EXECUTE llm._eval_stats_statement(CASE TG_OP
+		WHEN 'INSERT' THEN 'SELECT 1 AS sign, n.* FROM new_rows n'
+		WHEN 'UPDATE' THEN 'SELECT 1 AS sign, n.* FROM new_rows n UNION ALL SELECT -1, o.* FROM old_rows o'
+		ELSE 'SELECT -1 AS sign, o.* FROM old_rows o' END);
+	-- a variant whose rows are all gone
+	IF TG_OP = 'DELETE' THEN
+		DELETE FROM llm.eval_variant_stats s WHERE s.results = 0;
 	END IF;
 	RETURN NULL;
 END
@@ -470,20 +489,21 @@ CREATE TRIGGER eval_results_removed AFTER DELETE ON llm.eval_results
 	FOR EACH STATEMENT EXECUTE FUNCTION llm._eval_results_changed();
 
 -- Sums a run's aggregates up again from its rows (after an upgrade, or to
--- check them): the number of result rows.
+-- check them): the number of variants.
 CREATE FUNCTION llm._eval_stats_rebuild(run_id bigint)
 RETURNS bigint
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-	rows llm.eval_results[];
+	n bigint;
 BEGIN
 	DELETE FROM llm.eval_case_stats c WHERE c.run = run_id;
 	DELETE FROM llm.eval_variant_stats s WHERE s.run = run_id;
-	SELECT array_agg(res) INTO rows FROM llm.eval_results res WHERE res.run = run_id;
-	PERFORM llm._eval_stats_apply(rows, NULL);
-	RETURN coalesce(cardinality(rows), 0);
+	EXECUTE llm._eval_stats_statement(format(
+		'SELECT 1 AS sign, r.* FROM llm.eval_results r WHERE r.run = %s', run_id));
+	GET DIAGNOSTICS n = ROW_COUNT;
+	RETURN n;
 END
 $$;
 REVOKE ALL ON FUNCTION llm._eval_stats_rebuild(bigint) FROM PUBLIC;
@@ -528,14 +548,14 @@ REVOKE ALL ON FUNCTION llm._eval_judge_enqueue(llm.eval_runs, llm.eval_cases, te
 -- Records the answers to the requests ids into their result rows, in sets:
 -- answers scored (or their judges queued), failed requests as errors, and
 -- judges' verdicts checked against {"score": 0..1, "reason": text}.
--- Called by the worker with each turn's finished evaluation requests, in
--- the transaction that wrote them; by the callback of a "function" scorer
--- with its score (by_function); and when a run ends, for what is left.  A
--- row whose request was cancelled is left for the run's end.  Ends the runs
--- it completed unless told not to.  The number of rows recorded.
+-- Called by the worker with the evaluation requests it has written (a set
+-- every moment); by the callback of a "function" scorer with its score
+-- (by_function); and at the worker's start for what its predecessor left
+-- (callbacks_lost).  A row whose request was cancelled is left for the
+-- run's end.  Ends the runs it completed.  The number of rows recorded.
 CREATE FUNCTION llm._eval_collect(ids bigint[], function_score double precision DEFAULT NULL,
 								  function_error text DEFAULT NULL, by_function boolean DEFAULT false,
-								  end_runs boolean DEFAULT true)
+								  callbacks_lost boolean DEFAULT false)
 RETURNS integer
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -545,22 +565,29 @@ DECLARE
 	judged bigint[];
 	run_id bigint;
 BEGIN
+	-- Each row looked up from its id (LATERAL ... OFFSET 0 fixes the order):
+	-- a plan that starts from the run's pending rows, which the planner
+	-- guesses few while a new run's statistics are not yet gathered, reads
+	-- every case of the run for every answer.
 	WITH answer AS (
 		SELECT res.run, res.case_key, res.variant, res.repeat, q.state, q.completion, q.response,
-			   q.cost_usd, er AS run_row, ec AS case_row,
+			   q.cost_usd, er.run_row, ec.case_row,
 			   CASE WHEN q.state = 'error' THEN coalesce(q.error, 'the request failed')
-					WHEN er.scorer ->> 'type' = 'function' AND NOT by_function
-					THEN 'the scorer failed: ' || q.callback_error
+					WHEN (er.run_row).scorer ->> 'type' = 'function' AND NOT by_function
+					THEN 'the scorer failed: '
+						 || coalesce(q.callback_error, 'its callback was lost when the worker stopped')
 			   END AS failure
 		  FROM unnest(ids) AS i(id)
-		  JOIN llm.eval_results res ON res.request_id = i.id
-		  JOIN llm.requests q ON q.id = i.id
-		  JOIN llm.eval_runs er ON er.id = res.run
-		  JOIN llm.eval_cases ec ON ec.set_name = er.set_name AND ec.case_key = res.case_key
+		 CROSS JOIN LATERAL (SELECT * FROM llm.eval_results r WHERE r.request_id = i.id OFFSET 0) res
+		 CROSS JOIN LATERAL (SELECT * FROM llm.requests r WHERE r.id = i.id OFFSET 0) q
+		 CROSS JOIN LATERAL (SELECT r AS run_row FROM llm.eval_runs r WHERE r.id = res.run OFFSET 0) er
+		 CROSS JOIN LATERAL (SELECT c AS case_row FROM llm.eval_cases c
+							  WHERE c.set_name = (er.run_row).set_name AND c.case_key = res.case_key OFFSET 0) ec
 		 WHERE res.scored_at IS NULL AND res.judge_request_id IS NULL
 		   AND (q.state = 'error'
 				OR (q.state = 'done'
-					AND (er.scorer ->> 'type' <> 'function' OR by_function OR q.callback_error IS NOT NULL)))),
+					AND ((er.run_row).scorer ->> 'type' <> 'function' OR by_function
+						 OR q.callback_error IS NOT NULL OR callbacks_lost)))),
 	scored AS (
 		SELECT a.*,
 			   CASE WHEN a.failure IS NOT NULL OR a.completion IS NULL OR (a.run_row).scorer ->> 'type' = 'judge'
@@ -599,21 +626,21 @@ BEGIN
 			   scored_at = CASE WHEN s.judge_id IS NULL THEN now() END
 		  FROM scored s
 		 WHERE res.run = s.run AND res.case_key = s.case_key AND res.variant = s.variant
-		   AND res.repeat = s.repeat
+		   AND res.repeat = s.repeat AND res.scored_at IS NULL
 		RETURNING res.run)
 	SELECT array_agg(w.run) INTO answered FROM written w;
 
-	-- judges' verdicts (and judges that failed or were cancelled)
+	-- judges' verdicts (and judges that failed)
 	WITH verdict AS (
 		SELECT res.run, res.case_key, res.variant, res.repeat, q.state, q.error, q.completion,
 			   coalesce(q.cost_usd, (q.response ->> 'cost_usd')::numeric) AS cost,
 			   llm._eval_output_json(q.completion) AS parsed,
 			   coalesce((run.scorer ->> 'threshold')::double precision, 0.5) AS threshold
 		  FROM unnest(ids) AS i(id)
-		  JOIN llm.eval_results res ON res.judge_request_id = i.id
-		  JOIN llm.requests q ON q.id = i.id
-		  JOIN llm.eval_runs run ON run.id = res.run
-		 WHERE res.scored_at IS NULL AND q.state IN ('done', 'error', 'cancelled')),
+		 CROSS JOIN LATERAL (SELECT * FROM llm.eval_results r WHERE r.judge_request_id = i.id OFFSET 0) res
+		 CROSS JOIN LATERAL (SELECT * FROM llm.requests r WHERE r.id = i.id OFFSET 0) q
+		 CROSS JOIN LATERAL (SELECT * FROM llm.eval_runs r WHERE r.id = res.run OFFSET 0) run
+		 WHERE res.scored_at IS NULL AND q.state IN ('done', 'error')),
 	checked AS (
 		SELECT v.*,
 			   CASE WHEN v.state <> 'done' OR jsonb_typeof(v.parsed) IS DISTINCT FROM 'object'
@@ -629,7 +656,6 @@ BEGIN
 			   reason = CASE WHEN j.valid THEN j.parsed ->> 'reason' END,
 			   error = CASE WHEN j.valid THEN NULL
 							WHEN j.state = 'error' THEN 'the judge failed: ' || coalesce(j.error, 'the request failed')
-							WHEN j.state = 'cancelled' THEN 'the judge was cancelled'
 							WHEN j.parsed IS NULL
 							THEN 'the judge''s answer is not JSON: ' || coalesce(left(j.completion, 200), '(none)')
 							ELSE 'the judge''s answer is not {"score": 0..1, "reason": text}: '
@@ -637,19 +663,36 @@ BEGIN
 			   judge_cost_usd = j.cost, scored_at = now()
 		  FROM checked j
 		 WHERE res.run = j.run AND res.case_key = j.case_key AND res.variant = j.variant
-		   AND res.repeat = j.repeat
+		   AND res.repeat = j.repeat AND res.scored_at IS NULL
 		RETURNING res.run)
 	SELECT array_agg(w.run) INTO judged FROM written w;
 
-	IF end_runs THEN
-		FOR run_id IN SELECT DISTINCT x FROM unnest(answered || judged) x ORDER BY x LOOP
-			PERFORM llm._eval_try_end(run_id, false);
-		END LOOP;
-	END IF;
+	FOR run_id IN SELECT DISTINCT x FROM unnest(answered || judged) x ORDER BY x LOOP
+		PERFORM llm._eval_try_end(run_id, false);
+	END LOOP;
 	RETURN coalesce(cardinality(answered), 0) + coalesce(cardinality(judged), 0);
 END
 $$;
 REVOKE ALL ON FUNCTION llm._eval_collect(bigint[], double precision, text, boolean, boolean) FROM PUBLIC;
+
+-- At the worker's start: the answers its predecessor wrote and did not score
+-- (it scores them a moment after writing them), and those of a function
+-- scorer whose callback it never ran.
+CREATE FUNCTION llm._eval_recover()
+RETURNS integer
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT coalesce(sum(llm._eval_collect(ARRAY(
+			SELECT coalesce(res.judge_request_id, res.request_id)
+			  FROM llm.eval_results res
+			  JOIN llm.requests q ON q.id = coalesce(res.judge_request_id, res.request_id)
+			 WHERE res.run = r.id AND res.scored_at IS NULL AND q.state IN ('done', 'error')),
+		callbacks_lost => true)), 0)::integer
+	  FROM llm.eval_runs r
+	 WHERE r.state = 'running'
+$$;
+REVOKE ALL ON FUNCTION llm._eval_recover() FROM PUBLIC;
 
 -- When scoring a request's answer fails even alone (an expected answer that
 -- is not a valid regular expression, a judge's budget spent...), the worker
@@ -681,13 +724,14 @@ $$;
 REVOKE ALL ON FUNCTION llm._eval_collect_failed(bigint, text) FROM PUBLIC;
 
 -- Ends a run when nothing of it is pending: 'done', or 'cancelled' when a
--- request of it was.  Rows still pending whose requests were cancelled are
--- removed, once nothing of the run is queued or running (the worker is done
--- with it); rows whose answers were never recorded are recorded then.  The
--- worker asks after its answers (look_everywhere false: it looks for queued
--- and running requests only when some of the run were cancelled, a probe
--- that walks the tag's index); llm_eval_wait on every poll.  Never waits on
--- a lock: a run row locked by another session is being ended by it.
+-- request of it was.  A run with requests cancelled ends once the worker
+-- is done with it (nothing queued or running, no answer written and not
+-- yet scored): then its rows whose requests were cancelled are removed, a
+-- judge cancelled is recorded as the result's error, and a row whose
+-- request is gone (purged) as having no answer.  The worker asks after
+-- scoring (look_everywhere false: it probes the tag's requests only when
+-- some were cancelled); llm_eval_wait on every poll.  Never waits on a
+-- lock: a run row locked by another session is being ended by it.
 CREATE FUNCTION llm._eval_try_end(run_id bigint, look_everywhere boolean)
 RETURNS text
 LANGUAGE plpgsql
@@ -706,14 +750,11 @@ BEGIN
 	cancelled := EXISTS (SELECT FROM llm.requests q WHERE q.tag = run.tag AND q.state = 'cancelled');
 	IF pending > 0 THEN
 		IF NOT (look_everywhere OR cancelled)
-		   OR EXISTS (SELECT FROM llm.requests q WHERE q.tag = run.tag AND q.state IN ('queued', 'running')) THEN
-			RETURN 'running';
-		END IF;
-		-- a function scorer's callback still to run (the worker runs it after writing the answer)
-		IF run.scorer ->> 'type' = 'function'
-		   AND EXISTS (SELECT FROM llm.eval_results res JOIN llm.requests q ON q.id = res.request_id
-						WHERE res.run = run_id AND res.scored_at IS NULL AND res.judge_request_id IS NULL
-						  AND q.state = 'done' AND q.callback_error IS NULL) THEN
+		   OR EXISTS (SELECT FROM llm.requests q WHERE q.tag = run.tag AND q.state IN ('queued', 'running'))
+		   -- answers the worker has written and scores a moment later (or a callback still to run)
+		   OR EXISTS (SELECT FROM llm.eval_results res
+						JOIN llm.requests q ON q.id = coalesce(res.judge_request_id, res.request_id)
+					   WHERE res.run = run_id AND res.scored_at IS NULL AND q.state IN ('done', 'error')) THEN
 			RETURN 'running';
 		END IF;
 	END IF;
@@ -722,16 +763,17 @@ BEGIN
 		RETURN 'running';
 	END IF;
 	IF pending > 0 THEN
-		PERFORM llm._eval_collect(
-			ARRAY(SELECT coalesce(res.judge_request_id, res.request_id) FROM llm.eval_results res
-				   WHERE res.run = run_id AND res.scored_at IS NULL),
-			end_runs => false);
+		-- the worker is done with this run: what is left pending was cancelled
 		DELETE FROM llm.eval_results res
 		 USING llm.requests q
-		 WHERE res.run = run_id AND res.scored_at IS NULL AND q.id = res.request_id AND q.state = 'cancelled';
-		-- what is left has no request any more (purged): recorded so, never left pending
+		 WHERE res.run = run_id AND res.scored_at IS NULL AND res.judge_request_id IS NULL
+		   AND q.id = res.request_id AND q.state = 'cancelled';
 		UPDATE llm.eval_results res
-		   SET error = 'no answer: the request is gone', scored_at = now()
+		   SET error = CASE WHEN EXISTS (SELECT FROM llm.requests q
+										  WHERE q.id = coalesce(res.judge_request_id, res.request_id))
+							THEN 'the judge was cancelled'
+							ELSE 'no answer: the request is gone' END,
+			   scored_at = now()
 		 WHERE res.run = run_id AND res.scored_at IS NULL;
 	END IF;
 	UPDATE llm.eval_runs r
@@ -833,7 +875,8 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	give_up timestamptz := clock_timestamp() + coalesce(timeout, '5 minutes');
-	pause double precision := 0.05;
+	next_look timestamptz := clock_timestamp();
+	look_every interval := '50 milliseconds';
 	r llm.eval_runs;
 	state text;
 	summary jsonb;
@@ -843,11 +886,17 @@ BEGIN
 		RAISE EXCEPTION 'evaluation run % does not exist', run USING ERRCODE = 'undefined_object';
 	END IF;
 	LOOP
-		state := llm._eval_try_end(run, true);
+		-- the worker ends a run as it scores its last answers: one row to read
+		SELECT e.state INTO state FROM llm.eval_runs e WHERE e.id = run;
+		-- a run with requests cancelled ends here; a look may walk the run's
+		-- requests: more and more seldom, up to once a second
+		IF state = 'running' AND clock_timestamp() >= next_look THEN
+			state := llm._eval_try_end(run, true);
+			next_look := clock_timestamp() + look_every;
+			look_every := least(look_every * 2, interval '1 second');
+		END IF;
 		EXIT WHEN state <> 'running' OR clock_timestamp() >= give_up;
-		-- a look may walk the run's requests: more and more seldom, up to once a second
-		PERFORM pg_sleep(pause);
-		pause := least(pause * 1.5, 1.0);
+		PERFORM pg_sleep(0.05);
 	END LOOP;
 	SELECT jsonb_build_object('run', _eval_wait.run, 'state', state, 'requests', r.requests,
 							  'results', coalesce(sum(s.results), 0),

@@ -182,6 +182,8 @@ llm_queue_score_evals(LlmQueue *queue, bool force)
 {
 	int			n = queue->n_eval_ids;
 
+	if (!llm_queue_busy(queue))
+		llm_scorer_now();
 	if (n == 0)
 		return;
 	if (!force && n < EVAL_BATCH && llm_queue_busy(queue) &&

@@ -5,7 +5,8 @@
  * The worker hands the ids of the evaluation answers it writes to its
  * scorer through shared memory (llm_shared->scorers, by the worker's
  * slot), starting the scorer when none runs.  The scorer waits until
- * EVAL_BATCH ids have come or the first has waited EVAL_DELAY_MS, scores
+ * EVAL_BATCH ids have come, or the first has waited EVAL_DELAY_MS, or the
+ * worker has nothing more in hand (llm_scorer_now), scores
  * them in one statement (eval_collect.c) and goes on; after SCORER_IDLE_MS
  * with nothing to do it stops.  Scoring in the worker itself stalled its
  * transfers for as long as each statement ran (the worker is one process
@@ -41,9 +42,10 @@
 
 PGDLLEXPORT void llm_scorer_main(Datum arg);
 
-/* In the worker: its slot, and when starting a scorer last failed. */
+/* In the worker: its slot, when starting a scorer last failed, and whether it handed ids since it last said "now". */
 static int	worker_slot = -1;
 static TimestampTz start_failed_at = 0;
+static bool handed = false;
 
 static volatile sig_atomic_t stop_requested = false;
 
@@ -120,6 +122,7 @@ llm_scorer_hand(int64 id)
 	LWLockRelease(llm_shared->lock);
 	if (latch != NULL)
 		SetLatch(latch);
+	handed = true;
 	if (start && !start_scorer())
 	{
 		/* none can be started: the worker scores what it handed itself */
@@ -130,6 +133,24 @@ llm_scorer_hand(int64 id)
 		return false;
 	}
 	return true;
+}
+
+void
+llm_scorer_now(void)
+{
+	LlmScorerInfo *scorer;
+	Latch	   *latch;
+
+	if (!handed || llm_shared == NULL || worker_slot < 0)
+		return;
+	handed = false;
+	scorer = &llm_shared->scorers[worker_slot];
+	LWLockAcquire(llm_shared->lock, LW_EXCLUSIVE);
+	scorer->now = true;
+	latch = scorer->latch;
+	LWLockRelease(llm_shared->lock);
+	if (latch != NULL)
+		SetLatch(latch);
 }
 
 int
@@ -191,7 +212,7 @@ next_ids(LlmScorerInfo *scorer, int64 *ids, int max, TimestampTz idle_since, lon
 		else
 			*wait_ms = SCORER_IDLE_MS;
 	}
-	else if (scorer->count < EVAL_BATCH && !stop_requested &&
+	else if (scorer->count < EVAL_BATCH && !stop_requested && !scorer->now &&
 			 !TimestampDifferenceExceeds(scorer->first_at, now, EVAL_DELAY_MS))
 		*wait_ms = TimestampDifferenceMilliseconds(now, TimestampTzPlusMilliseconds(scorer->first_at,
 																					EVAL_DELAY_MS)) + 1;
@@ -202,6 +223,7 @@ next_ids(LlmScorerInfo *scorer, int64 *ids, int max, TimestampTz idle_since, lon
 		memmove(scorer->ids, scorer->ids + n, sizeof(int64) * (scorer->count - n));
 		scorer->count -= n;
 		scorer->first_at = now;
+		scorer->now = false;
 	}
 	LWLockRelease(llm_shared->lock);
 	return n;

@@ -20,6 +20,9 @@ extern void llm_scorer_attach(int slot);
  */
 extern bool llm_scorer_hand(int64 id);
 
+/* The worker has nothing more in hand: what it handed is scored at once. */
+extern void llm_scorer_now(void);
+
 /* Takes back up to max ids handed to a scorer that could not be started. */
 extern int	llm_scorer_take_back(int64 *ids, int max);
 

@@ -67,6 +67,7 @@ typedef struct LlmScorerInfo
 	TimestampTz started_at;		/* when it was registered */
 	Latch	   *latch;
 	int			count;
+	bool		now;			/* the worker has nothing more in hand: score at once */
 	TimestampTz first_at;		/* when ids[0] was handed */
 	int64		ids[LLM_EVAL_HANDOFF];
 } LlmScorerInfo;

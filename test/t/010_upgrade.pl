@@ -22,7 +22,7 @@ my @versions = grep { $_ ne $current }
   map { m{/llmext--([0-9.]+)\.sql$} ? $1 : () } glob("$root/sql/versions/llmext--*.sql");
 ok(@versions > 0, "earlier versions under sql/versions: @versions");
 
-my $node = LlmextTest::node('upgrade', conf => ["llmext.databases = 'upgraded_0_1_0'"]);
+my $node = LlmextTest::node('upgrade', conf => ["llmext.databases = 'upgraded_0_1_0, eval_0_3_0'"]);
 
 # One line per property of every object that belongs to the extension.
 my $describe = q{
@@ -150,6 +150,38 @@ SELECT llm_budget_set('alice', 'day', 10);
 	my $diff = `diff -u '$fresh' '$upgraded'`;
 	is($diff, '', "upgraded from $v equals a fresh $current, property by property")
 	  or diag join("\n", (split /\n/, $diff)[ 0 .. 79 ]);
+	if ($v eq '0.3.0')
+	{
+		# 0.3.0 scored each evaluation answer in a callback: a run queued then
+		# (in a database of its own, served by a worker) is scored after the update
+		$node->safe_psql('postgres', 'CREATE DATABASE eval_0_3_0');
+		$node->safe_psql(
+			'eval_0_3_0', q{
+CREATE EXTENSION llmext VERSION '0.3.0';
+SELECT llm_provider_create('p', current_setting('llmext_test.fake_url'), api_key => 'sk-test-upgrade');
+SELECT llm_model_create('m', 'p', 'echo');
+SET ROLE alice;
+SELECT llm_eval_set_create('up');
+SELECT llm_eval_cases_add('up', $$SELECT 'k' || i AS key, 'question ' || i AS input,
+	to_jsonb('echo: question ' || i) AS expected FROM generate_series(1, 4) i$$);
+SELECT llm_eval_run('up', '[{"name": "e", "model": "m"}, {"name": "s", "model": "m", "system": "x"}]',
+					repeats => 2);
+RESET ROLE;
+ALTER EXTENSION llmext UPDATE;
+});
+		is( $node->safe_psql('eval_0_3_0', "SELECT llm_eval_wait(1, '30 seconds') ->> 'state'",
+				extra_params => [ '-U', 'alice' ]),
+			'done', "an evaluation run queued with $v ends after the update");
+		# (the echo model answers the last user message: both variants pass)
+		is( $node->safe_psql(
+				'eval_0_3_0', q{
+			SELECT (SELECT string_agg(variant || ':' || results || '/' || pending || '/' || mean_score, ' '
+									  ORDER BY variant) FROM llm.eval_report WHERE run = 1)
+				|| ' ' || (SELECT count(*) FROM llm.eval_results WHERE run = 1 AND passed)},
+				extra_params => [ '-U', 'alice' ]),
+			'e:8/0/1 s:8/0/1 16',
+			"its answers are scored and summed up in its report");
+	}
 
 	# the carried rows, as their owner sees them (logged in: rows from before
 	# the update count as made by their own login)
