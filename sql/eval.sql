@@ -153,6 +153,15 @@ SELECT llm_eval_run('colors', '[{"name": "fs", "prompt": "ev-fewshot", "version"
 					scorer => '{"type": "function", "function": "public.ev_fails_on_b"}') AS f2run \gset
 SELECT llm_eval_wait(:f2run, '60 seconds') - 'run' AS waited;
 SELECT case_key, output, score, passed, error FROM llm.eval_results WHERE run = :f2run ORDER BY case_key;
+-- a regex scorer whose pattern (the expected answer) is invalid for one case:
+-- that case's error says why, the others are scored, the run ends
+SELECT llm_eval_set_create('patterns');
+SELECT llm_eval_cases_add('patterns', $$
+	SELECT * FROM (VALUES ('p1', 'red green', '"^echo"'::jsonb), ('p2', 'blue', '"(unclosed"'),
+						  ('p3', 'red purple', '"purple$"')) AS t(key, input, expected)$$) AS added;
+SELECT llm_eval_run('patterns', '[{"name": "e", "model": "echo"}]', scorer => '{"type": "regex"}') AS rrun \gset
+SELECT llm_eval_wait(:rrun, '60 seconds') - 'run' AS waited;
+SELECT case_key, output, score, passed, error FROM llm.eval_results WHERE run = :rrun ORDER BY case_key;
 -- the callback only scores rows of one's own runs, from the stored answer
 SELECT llm.eval_collect(request_id, '{"content": "forged"}') FROM llm.eval_results WHERE run = :frun;
 SELECT count(*) FILTER (WHERE output = 'forged') AS forged FROM llm.eval_results WHERE run = :frun;

@@ -126,6 +126,11 @@ llm_scorer_hand(int64 id)
 	if (start && !start_scorer())
 	{
 		/* none can be started: the worker scores what it handed itself */
+		ereport(LOG,
+				(errmsg("llmext could not start an evaluation scorer: no background worker slot is free"),
+				 errdetail("The worker scores evaluation answers itself, and tries again in %d seconds.",
+						   SCORER_RETRY_MS / 1000),
+				 errhint("Raise max_worker_processes.")));
 		start_failed_at = GetCurrentTimestamp();
 		LWLockAcquire(llm_shared->lock, LW_EXCLUSIVE);
 		scorer->pid = 0;
