@@ -198,6 +198,12 @@ llm_scorer_parse(const cJSON *scorer, LlmScorer *out, char *err, size_t errlen)
 						snprintf(err, errlen, "option \"fields\" of a json_match scorer must be an array of field names");
 						return false;
 					}
+					if (!llm_json_pointer_valid(field->valuestring))
+					{
+						snprintf(err, errlen, "option \"fields\" of a json_match scorer: \"%.80s\" is not a valid JSON Pointer (\"~\" must be followed by 0 or 1)",
+								 field->valuestring);
+						return false;
+					}
 				}
 				out->fields = fields;
 				return true;

@@ -12,6 +12,8 @@ extern bool llm_score_json_valid(const LlmScorer *s, const char *output, LlmScor
 								 char *err, size_t errlen);
 extern bool llm_score_json_schema(const LlmScorer *s, const char *output, LlmScore *out,
 								  char *err, size_t errlen);
+/* Whether a json_match field is a plain key or a well-formed JSON Pointer. */
+extern bool llm_json_pointer_valid(const char *pointer);
 extern bool llm_score_json_match(const LlmScorer *s, const char *output,
 								 const cJSON *expected, LlmScore *out,
 								 char *err, size_t errlen);

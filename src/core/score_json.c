@@ -1,7 +1,8 @@
 /*
  * score_json.c — the JSON scorers: json_valid (the output parses as JSON,
  * optionally of one type), json_schema (it conforms to a schema, through
- * core/jsonschema.c) and json_match (named fields equal the expected ones),
+ * core/jsonschema.c) and json_match (named fields, or JSON Pointers to values
+ * inside, equal the expected ones),
  * and JSON equality by value.
  *
  * The output is parsed whole by cJSON (white space around it allowed,
@@ -10,8 +11,10 @@
  */
 #include "core/score.h"
 
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "core/jsonschema.h"
@@ -123,6 +126,63 @@ llm_score_json_schema(const LlmScorer *s, const char *output, LlmScore *out,
 }
 
 bool
+llm_json_pointer_valid(const char *pointer)
+{
+	if (pointer[0] != '/')
+		return true;			/* a top-level key, taken as it is */
+	for (const char *p = pointer; *p; p++)
+		if (*p == '~' && p[1] != '0' && p[1] != '1')
+			return false;
+	return true;
+}
+
+/*
+ * The value a field names in json: a top-level key, or (starting with "/")
+ * a JSON Pointer (RFC 6901: "/a/b/0", "~1" for "/" and "~0" for "~" in a
+ * name; a number in an array is its index).  NULL when there is none.
+ */
+static const cJSON *
+field_value(const cJSON *json, const char *field)
+{
+	const char *p = field;
+	char		token[256];
+
+	if (field[0] != '/')
+		return cJSON_GetObjectItemCaseSensitive(json, field);
+	while (json != NULL && *p == '/')
+	{
+		size_t		n = 0;
+
+		for (p++; *p && *p != '/'; p++)
+		{
+			char		c = *p;
+
+			if (c == '~')
+				c = *++p == '1' ? '/' : '~';
+			if (n + 1 >= sizeof(token))
+				return NULL;	/* no key is that long in what we compare */
+			token[n++] = c;
+		}
+		token[n] = '\0';
+		if (cJSON_IsArray(json))
+		{
+			char	   *end;
+			long		index;
+
+			if (n == 0 || strspn(token, "0123456789") != n || (n > 1 && token[0] == '0'))
+				return NULL;
+			index = strtol(token, &end, 10);
+			json = index < INT_MAX ? cJSON_GetArrayItem(json, (int) index) : NULL;
+		}
+		else if (cJSON_IsObject(json))
+			json = cJSON_GetObjectItemCaseSensitive(json, token);
+		else
+			return NULL;
+	}
+	return json;
+}
+
+bool
 llm_score_json_match(const LlmScorer *s, const char *output, const cJSON *expected,
 					 LlmScore *out, char *err, size_t errlen)
 {
@@ -149,8 +209,10 @@ llm_score_json_match(const LlmScorer *s, const char *output, const cJSON *expect
 	for (field = s->fields ? s->fields->child : expected->child; field != NULL; field = field->next)
 	{
 		const char *name = s->fields ? field->valuestring : field->string;
-		const cJSON *want = cJSON_GetObjectItemCaseSensitive(expected, name);
-		const cJSON *got = cJSON_GetObjectItemCaseSensitive(parsed, name);
+		const cJSON *want = s->fields ? field_value(expected, name)
+			: cJSON_GetObjectItemCaseSensitive(expected, name);
+		const cJSON *got = s->fields ? field_value(parsed, name)
+			: cJSON_GetObjectItemCaseSensitive(parsed, name);
 
 		/* a key listed twice counts once */
 		if (s->fields == NULL && want != field)

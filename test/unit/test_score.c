@@ -72,6 +72,7 @@ test_scorer_parse(void)
 	BAD("{\"type\": \"json_schema\", \"schema\": {\"type\": \"string\", \"pattern\": \"a\"}}", "pattern");
 	BAD("{\"type\": \"json_match\", \"fields\": \"a\"}", "\"fields\"");
 	BAD("{\"type\": \"json_match\", \"fields\": [\"a\", 1]}", "\"fields\"");
+	BAD("{\"type\": \"json_match\", \"fields\": [\"/a~2\"]}", "not a valid JSON Pointer");
 	BAD("{\"type\": \"numeric\", \"tolerance\": -1}", "\"tolerance\"");
 	BAD("{\"type\": \"numeric\", \"extract\": 1}", "\"extract\"");
 	BAD("{\"type\": \"similarity\", \"normalize\": \"no\"}", "\"normalize\"");
@@ -260,6 +261,23 @@ test_json_scorers(void)
 		PASS("{\"type\": \"json_match\", \"fields\": [\"q\"]}", "{}", "{}");
 		/* nested objects compare by value, both ways */
 		FAIL(all, "{\"o\": {\"x\": 1, \"y\": 2}}", "{\"o\": {\"x\": 1}}");
+		/* fields inside: JSON Pointers, "~1" for "/" and "~0" for "~", indices in arrays */
+		{
+			const char *deep = "{\"type\": \"json_match\", \"fields\": [\"/o/x\", \"/l/1\", \"/a~1b\", \"/t~0\", \"k\"]}";
+			const char *want = "{\"o\": {\"x\": 1, \"y\": 2}, \"l\": [0, \"two\"], \"a/b\": true, \"t~\": null, \"k\": 5}";
+
+			PASS(deep, "{\"o\": {\"x\": 1.0, \"y\": 99}, \"l\": [7, \"two\"], \"a/b\": true, \"t~\": null, \"k\": 5}", want);
+			FAIL(deep, "{\"o\": {\"x\": 2}, \"l\": [0], \"a/b\": true, \"t~\": null, \"k\": 5}", want);
+			CHECK(sc.score == 0.6);
+			CHECK_STR(sc.reason, "field \"/o/x\" differs (and more fields)");
+			/* a pointer into a value of the wrong type, or past an array, is missing */
+			FAIL("{\"type\": \"json_match\", \"fields\": [\"/o/x\"]}", "{\"o\": [1]}", "{\"o\": {\"x\": 1}}");
+			CHECK_STR(sc.reason, "field \"/o/x\" is missing");
+			FAIL("{\"type\": \"json_match\", \"fields\": [\"/l/1\"]}", "{\"l\": [1]}", "{\"l\": [1, 2]}");
+			CHECK_STR(sc.reason, "field \"/l/1\" is missing");
+			/* "01" is no index: missing from both, so equal */
+			PASS("{\"type\": \"json_match\", \"fields\": [\"/l/01\"]}", "{\"l\": [1, 2]}", "{\"l\": [3, 2]}");
+		}
 	}
 
 	/* llm_json_equal */
