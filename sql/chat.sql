@@ -1,8 +1,9 @@
 -- llm_chat: the full normalised result.
 
-SELECT r - 'latency_ms' - 'request_id' AS result,
+SELECT r - 'latency_ms' - 'request_id' - 'call_id' AS result,
 	   (r ->> 'latency_ms')::float8 >= 0 AS has_latency,
-	   r ->> 'request_id' LIKE 'req_fake_%' AS has_request_id
+	   r ->> 'request_id' LIKE 'req_fake_%' AS has_request_id,
+	   r ->> 'call_id' = llm_last_call_id() AS has_call_id
   FROM llm_chat('[{"role": "system", "content": "Be brief."},
 				  {"role": "user", "content": "What is SQL?"}]', 'echo') r;
 

@@ -25,6 +25,7 @@ int			llm_request_timeout_ms = 120000;
 int			llm_connect_timeout_ms = 10000;
 int			llm_max_response_bytes = 16 * 1024 * 1024;
 int			llm_callback_timeout_ms = 5000;
+int			llm_call_io_days = 30;
 int			llm_max_response_bytes_limit = 16 * 1024 * 1024;
 int			llm_max_template_bytes = 1024 * 1024;
 int			llm_max_template_nodes = 100000;
@@ -167,6 +168,20 @@ _PG_init(void)
 							&llm_callback_timeout_ms,
 							5000, 10, 3600 * 1000,
 							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+	DefineCustomBoolVariable("llmext.keep_call_io",
+							 "Whether calls keep their prompt variables, input and answer in llm.call_io.",
+							 "What production calls keep so that they can become evaluation cases and training examples (llm_feedback); the worker deletes them after llmext.call_io_days.",
+							 &llm_keep_call_io,
+							 true,
+							 PGC_SUSET, 0,
+							 NULL, NULL, NULL);
+	DefineCustomIntVariable("llmext.call_io_days",
+							"Days llm.call_io keeps a call's variables, input and answer (0: for ever).",
+							"The background worker deletes older rows once a minute.",
+							&llm_call_io_days,
+							30, 0, 36500,
+							PGC_SIGHUP, 0,
 							NULL, NULL, NULL);
 	DefineCustomIntVariable("llmext.queue_full_wait",
 							"Longest wait of a backend for a place in the full queue of entries.",

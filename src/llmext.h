@@ -17,6 +17,7 @@ extern int	llm_request_timeout_ms;
 extern int	llm_connect_timeout_ms;
 extern int	llm_max_response_bytes;
 extern int	llm_callback_timeout_ms;
+extern int	llm_call_io_days;
 extern char *llm_key_env_allowed;
 extern char *llm_allowed_hosts;
 

@@ -55,6 +55,36 @@ CREATE POLICY calls_own_rows ON llm.calls FOR SELECT
 		   OR pg_catalog.pg_has_role(current_user, 'llm_admin', 'MEMBER'));
 GRANT SELECT ON llm.calls TO llm_user;
 
+-- What a call was asked and answered, kept beside its ledger row so that a
+-- production call can become an evaluation case or a training example
+-- (llm_feedback, llm_eval_cases_from_feedback): a stored prompt's
+-- variables, the last user message and the answer, each when it takes at
+-- most 64 kB.  Kept while llmext.keep_call_io is on (the default), for
+-- llmext.call_io_days (30; the worker deletes older rows), and removed with
+-- llm_call_io_purge.  Evaluation runs keep nothing here: their inputs are
+-- their sets' cases.
+CREATE TABLE llm.call_io (
+	entry_id		text PRIMARY KEY REFERENCES llm.calls (entry_id) ON DELETE CASCADE,
+	created_at		timestamptz NOT NULL,
+	role			name NOT NULL,
+	login_role		name NOT NULL,
+	prompt_name		text,
+	prompt_version	integer,
+	vars			jsonb,			-- the stored prompt's variables
+	input			text,			-- the last user message
+	output			text,			-- the answer
+	too_large		boolean NOT NULL DEFAULT false	-- something was left out for its size
+);
+CREATE INDEX call_io_created_at_idx ON llm.call_io (created_at);
+COMMENT ON TABLE llm.call_io IS 'what calls were asked and answered (prompt variables, last user message, answer), kept for llmext.call_io_days';
+SELECT pg_catalog.pg_extension_config_dump('llm.call_io', '');
+ALTER TABLE llm.call_io ENABLE ROW LEVEL SECURITY;
+CREATE POLICY call_io_own_rows ON llm.call_io FOR SELECT
+	USING ((role = current_user
+			AND (login_role = (SELECT llm._login()) OR current_user = (SELECT llm._login())))
+		   OR pg_catalog.pg_has_role(current_user, 'llm_admin', 'MEMBER'));
+GRANT SELECT ON llm.call_io TO llm_user;
+
 -- Spend per UTC day, acting role and login role, kept with the ledger so
 -- that a budget check reads a month as a few rows per role instead of
 -- summing every call.
@@ -110,7 +140,18 @@ BEGIN
 				request_id text, fingerprint text)
 		 WHERE r.entry_id IS NOT NULL
 		ON CONFLICT (entry_id) DO NOTHING
-		RETURNING fingerprint, created_at, cache_hit, role, login_role, cost_usd
+		RETURNING entry_id, fingerprint, created_at, cache_hit, role, login_role, cost_usd,
+				  prompt_name, prompt_version
+	),
+	io AS (
+		INSERT INTO llm.call_io (entry_id, created_at, role, login_role, prompt_name, prompt_version,
+								 vars, input, output, too_large)
+		SELECT c.entry_id, c.created_at, c.role, c.login_role, c.prompt_name, c.prompt_version,
+			   r.vars, r.input, r.output, coalesce(r.io_too_large, false)
+		  FROM jsonb_to_recordset(entries)
+			   AS r(entry_id text, vars jsonb, input text, output text, io_too_large boolean)
+		  JOIN new_calls c ON c.entry_id = r.entry_id
+		 WHERE r.vars IS NOT NULL OR r.input IS NOT NULL OR r.output IS NOT NULL OR r.io_too_large
 	),
 	spend AS (
 		INSERT INTO llm.spend_daily AS d (day, role, login_role, cost_usd)
@@ -149,6 +190,51 @@ BEGIN
 END
 $$;
 REVOKE ALL ON FUNCTION llm._persist(jsonb) FROM PUBLIC;
+
+-- The worker's: deletes up to batch rows of llm.call_io older than days.
+CREATE FUNCTION llm._call_io_expire(days integer, batch integer DEFAULT 10000)
+RETURNS bigint
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+	WITH gone AS (
+		DELETE FROM llm.call_io
+		 WHERE entry_id IN (SELECT entry_id FROM llm.call_io
+							 WHERE created_at < now() - days * interval '1 day' LIMIT batch)
+		RETURNING 1)
+	SELECT count(*) FROM gone
+$$;
+REVOKE ALL ON FUNCTION llm._call_io_expire(integer, integer) FROM PUBLIC;
+
+CREATE FUNCTION llm_call_io_purge(before timestamptz DEFAULT now())
+RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	n bigint;
+BEGIN
+	IF before IS NULL THEN
+		RAISE EXCEPTION 'before must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	DELETE FROM llm.call_io io WHERE io.created_at < before;
+	GET DIAGNOSTICS n = ROW_COUNT;
+	RETURN n;
+END
+$$;
+COMMENT ON FUNCTION llm_call_io_purge(timestamptz) IS
+	'delete what calls made before a time were asked and answered (llm.call_io): how many; llm_admin only';
+REVOKE ALL ON FUNCTION llm_call_io_purge(timestamptz) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION llm_call_io_purge(timestamptz) TO llm_admin;
+
+CREATE FUNCTION llm_last_call_id()
+RETURNS text
+AS 'MODULE_PATHNAME', 'llm_last_call_id'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION llm_last_call_id() IS
+	'the call_id (llm.calls.entry_id) of this session''s last call, for llm_feedback after a call that returns only text';
+REVOKE ALL ON FUNCTION llm_last_call_id() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION llm_last_call_id() TO llm_user;
 
 CREATE FUNCTION llm_flush(timeout interval DEFAULT '10 seconds')
 RETURNS boolean

@@ -24,7 +24,8 @@ CREATE TABLE llm.requests (
 	created_at		timestamptz NOT NULL DEFAULT now(),
 	started_at		timestamptz,
 	finished_at		timestamptz,
-	login_role		name NOT NULL	-- the submitter's login role (added in 0.2.0)
+	login_role		name NOT NULL,	-- the submitter's login role (added in 0.2.0)
+	vars			jsonb			-- a stored prompt's variables, for llm.call_io (added in 0.4.0)
 );
 CREATE INDEX requests_due_idx ON llm.requests (priority DESC, id) WHERE state = 'queued';
 -- every request is updated two or three times within seconds: autovacuum must
@@ -59,7 +60,7 @@ REVOKE ALL ON FUNCTION llm._wake_at_commit() FROM PUBLIC;
 -- llm.requests rows.  Prompt attribution comes only from llm._submit_prompt.
 CREATE FUNCTION llm._enqueue(caller name, login name, model text, messages jsonb, options jsonb,
 							 tag text, priority integer, callback regprocedure,
-							 prompt_name text, prompt_version integer)
+							 prompt_name text, prompt_version integer, vars jsonb DEFAULT NULL)
 RETURNS bigint
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -82,15 +83,15 @@ BEGIN
 				  HINT = 'The callback runs with the submitter''s rights.';
 	END IF;
 	INSERT INTO llm.requests (tag, submitted_by, login_role, priority, model, messages, options,
-							  callback, prompt_name, prompt_version)
+							  callback, prompt_name, prompt_version, vars)
 	VALUES (tag, caller, login, coalesce(priority, 0), model, messages, options, callback,
-			prompt_name, prompt_version)
+			prompt_name, prompt_version, vars)
 	RETURNING id INTO new_id;
 	PERFORM llm._wake_at_commit();
 	RETURN new_id;
 END
 $$;
-REVOKE ALL ON FUNCTION llm._enqueue(name, name, text, jsonb, jsonb, text, integer, regprocedure, text, integer) FROM PUBLIC;
+REVOKE ALL ON FUNCTION llm._enqueue(name, name, text, jsonb, jsonb, text, integer, regprocedure, text, integer, jsonb) FROM PUBLIC;
 
 CREATE FUNCTION llm_submit(prompt text, model text DEFAULT NULL, system text DEFAULT NULL,
 						   options jsonb DEFAULT NULL, tag text DEFAULT NULL,
@@ -155,7 +156,8 @@ BEGIN
 								THEN jsonb_build_object('response_format', r -> 'response_format')
 								ELSE '{}' END
 						|| coalesce(options, '{}'),
-						tag, priority, callback, r ->> 'prompt', (r ->> 'version')::integer);
+						tag, priority, callback, r ->> 'prompt', (r ->> 'version')::integer,
+						CASE WHEN vars IS NOT NULL AND vars <> '{}' THEN vars END);
 END
 $$;
 REVOKE ALL ON FUNCTION llm._submit_prompt(name, name, text, jsonb, text, integer, text, text, jsonb, text, integer, regprocedure) FROM PUBLIC;

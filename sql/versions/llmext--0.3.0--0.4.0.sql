@@ -985,5 +985,383 @@ COMMENT ON VIEW llm.eval_report IS
 GRANT SELECT ON llm.eval_report TO llm_user;
 
 
+-- Feedback from production: every call's call_id (llm.calls.entry_id) in its
+-- result and llm_last_call_id(); what calls were asked and answered
+-- (llm.call_io, kept for llmext.call_io_days); queued prompt calls keep
+-- their variables (llm.requests.vars); llm_feedback and
+-- llm_eval_cases_from_feedback.
+-- What a call was asked and answered, kept beside its ledger row so that a
+-- production call can become an evaluation case or a training example
+-- (llm_feedback, llm_eval_cases_from_feedback): a stored prompt's
+-- variables, the last user message and the answer, each when it takes at
+-- most 64 kB.  Kept while llmext.keep_call_io is on (the default), for
+-- llmext.call_io_days (30; the worker deletes older rows), and removed with
+-- llm_call_io_purge.  Evaluation runs keep nothing here: their inputs are
+-- their sets' cases.
+CREATE TABLE llm.call_io (
+	entry_id		text PRIMARY KEY REFERENCES llm.calls (entry_id) ON DELETE CASCADE,
+	created_at		timestamptz NOT NULL,
+	role			name NOT NULL,
+	login_role		name NOT NULL,
+	prompt_name		text,
+	prompt_version	integer,
+	vars			jsonb,			-- the stored prompt's variables
+	input			text,			-- the last user message
+	output			text,			-- the answer
+	too_large		boolean NOT NULL DEFAULT false	-- something was left out for its size
+);
+CREATE INDEX call_io_created_at_idx ON llm.call_io (created_at);
+COMMENT ON TABLE llm.call_io IS 'what calls were asked and answered (prompt variables, last user message, answer), kept for llmext.call_io_days';
+SELECT pg_catalog.pg_extension_config_dump('llm.call_io', '');
+ALTER TABLE llm.call_io ENABLE ROW LEVEL SECURITY;
+CREATE POLICY call_io_own_rows ON llm.call_io FOR SELECT
+	USING ((role = current_user
+			AND (login_role = (SELECT llm._login()) OR current_user = (SELECT llm._login())))
+		   OR pg_catalog.pg_has_role(current_user, 'llm_admin', 'MEMBER'));
+GRANT SELECT ON llm.call_io TO llm_user;
+
+CREATE OR REPLACE FUNCTION llm._persist(entries jsonb)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	inserted_hits jsonb;
+BEGIN
+	-- ledger rows carry an entry_id, cache entries a key and a result
+	WITH new_calls AS (
+		INSERT INTO llm.calls (entry_id, created_at, role, login_role, database, source, prompt_name,
+							   prompt_version, model, remote_model, provider, cache_hit,
+							   http_status, outcome, error, input_tokens, cached_input_tokens,
+							   output_tokens, reasoning_tokens, cost_usd, cost_saved_usd,
+							   latency_ms, request_id, fingerprint)
+		SELECT r.entry_id,
+			   coalesce(r.created_at,
+						timestamptz '2000-01-01 00:00:00+00' + r.created_us * interval '1 microsecond'),
+			   r.role, coalesce(r.login_role, r.role), r.database, coalesce(r.source, 'sync'), r.prompt_name,
+			   r.prompt_version, r.model, r.remote_model, r.provider, coalesce(r.cache_hit, false),
+			   r.http_status, r.outcome, r.error, coalesce(r.input_tokens, 0),
+			   coalesce(r.cached_input_tokens, 0), coalesce(r.output_tokens, 0),
+			   coalesce(r.reasoning_tokens, 0),
+			   -- costs arrive as doubles: kept to the pico-dollar
+			   coalesce(trim_scale(round(r.cost_usd, 12)), 0),
+			   coalesce(trim_scale(round(r.cost_saved_usd, 12)), 0),
+			   r.latency_ms, r.request_id, r.fingerprint
+		  FROM jsonb_to_recordset(entries) AS r(
+				entry_id text, created_at timestamptz, created_us bigint, role name,
+				login_role name, database name, source text, prompt_name text, prompt_version integer,
+				model text, remote_model text, provider text, cache_hit boolean,
+				http_status integer, outcome text, error text, input_tokens bigint,
+				cached_input_tokens bigint, output_tokens bigint, reasoning_tokens bigint,
+				cost_usd numeric, cost_saved_usd numeric, latency_ms double precision,
+				request_id text, fingerprint text)
+		 WHERE r.entry_id IS NOT NULL
+		ON CONFLICT (entry_id) DO NOTHING
+		RETURNING entry_id, fingerprint, created_at, cache_hit, role, login_role, cost_usd,
+				  prompt_name, prompt_version
+	),
+	io AS (
+		INSERT INTO llm.call_io (entry_id, created_at, role, login_role, prompt_name, prompt_version,
+								 vars, input, output, too_large)
+		SELECT c.entry_id, c.created_at, c.role, c.login_role, c.prompt_name, c.prompt_version,
+			   r.vars, r.input, r.output, coalesce(r.io_too_large, false)
+		  FROM jsonb_to_recordset(entries)
+			   AS r(entry_id text, vars jsonb, input text, output text, io_too_large boolean)
+		  JOIN new_calls c ON c.entry_id = r.entry_id
+		 WHERE r.vars IS NOT NULL OR r.input IS NOT NULL OR r.output IS NOT NULL OR r.io_too_large
+	),
+	spend AS (
+		INSERT INTO llm.spend_daily AS d (day, role, login_role, cost_usd)
+		SELECT (created_at AT TIME ZONE 'UTC')::date, role, login_role, sum(cost_usd)
+		  FROM new_calls
+		 GROUP BY 1, 2, 3
+		HAVING sum(cost_usd) > 0
+		ON CONFLICT (day, role, login_role) DO UPDATE SET cost_usd = d.cost_usd + excluded.cost_usd
+	)
+	SELECT jsonb_agg(jsonb_build_object('key', h.fingerprint, 'hits', h.hits, 'at', h.last_hit))
+	  INTO inserted_hits
+	  FROM (SELECT fingerprint, count(*) AS hits, max(created_at) AS last_hit
+			  FROM new_calls WHERE cache_hit GROUP BY fingerprint) h;
+
+	INSERT INTO llm.cache AS c (key, model, provider, remote_model, result, cost_usd,
+								created_at, expires_at)
+	SELECT r.key, r.model, r.provider, r.remote_model, r.result,
+		   coalesce(trim_scale(round(r.cost_usd, 12)), 0),
+		   r.created_at, r.expires_at
+	  FROM jsonb_to_recordset(entries) AS r(
+			key text, model text, provider text, remote_model text, result jsonb,
+			cost_usd numeric, created_at timestamptz, expires_at timestamptz)
+	 WHERE r.key IS NOT NULL AND r.result IS NOT NULL
+	ON CONFLICT (key) DO UPDATE
+		SET result = excluded.result, cost_usd = excluded.cost_usd,
+			created_at = excluded.created_at, expires_at = excluded.expires_at
+		WHERE c.created_at < excluded.created_at;
+
+	IF inserted_hits IS NOT NULL THEN
+		UPDATE llm.cache c
+		   SET hit_count = c.hit_count + (h ->> 'hits')::bigint,
+			   last_hit_at = greatest(c.last_hit_at, (h ->> 'at')::timestamptz)
+		  FROM jsonb_array_elements(inserted_hits) h
+		 WHERE c.key = h ->> 'key';
+	END IF;
+END
+$$;
+
+-- The worker's: deletes up to batch rows of llm.call_io older than days.
+CREATE FUNCTION llm._call_io_expire(days integer, batch integer DEFAULT 10000)
+RETURNS bigint
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+	WITH gone AS (
+		DELETE FROM llm.call_io
+		 WHERE entry_id IN (SELECT entry_id FROM llm.call_io
+							 WHERE created_at < now() - days * interval '1 day' LIMIT batch)
+		RETURNING 1)
+	SELECT count(*) FROM gone
+$$;
+REVOKE ALL ON FUNCTION llm._call_io_expire(integer, integer) FROM PUBLIC;
+
+CREATE FUNCTION llm_call_io_purge(before timestamptz DEFAULT now())
+RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	n bigint;
+BEGIN
+	IF before IS NULL THEN
+		RAISE EXCEPTION 'before must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	DELETE FROM llm.call_io io WHERE io.created_at < before;
+	GET DIAGNOSTICS n = ROW_COUNT;
+	RETURN n;
+END
+$$;
+COMMENT ON FUNCTION llm_call_io_purge(timestamptz) IS
+	'delete what calls made before a time were asked and answered (llm.call_io): how many; llm_admin only';
+REVOKE ALL ON FUNCTION llm_call_io_purge(timestamptz) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION llm_call_io_purge(timestamptz) TO llm_admin;
+
+CREATE FUNCTION llm_last_call_id()
+RETURNS text
+AS 'MODULE_PATHNAME', 'llm_last_call_id'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION llm_last_call_id() IS
+	'the call_id (llm.calls.entry_id) of this session''s last call, for llm_feedback after a call that returns only text';
+REVOKE ALL ON FUNCTION llm_last_call_id() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION llm_last_call_id() TO llm_user;
+
+ALTER TABLE llm.requests ADD COLUMN vars jsonb;
+DROP FUNCTION llm._enqueue(name, name, text, jsonb, jsonb, text, integer, regprocedure, text, integer);
+CREATE FUNCTION llm._enqueue(caller name, login name, model text, messages jsonb, options jsonb,
+							 tag text, priority integer, callback regprocedure,
+							 prompt_name text, prompt_version integer, vars jsonb DEFAULT NULL)
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	new_id bigint;
+BEGIN
+	IF options IS NOT NULL AND jsonb_typeof(options) <> 'object' THEN
+		RAISE EXCEPTION 'options must be a JSON object'
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	IF priority IS NOT NULL AND priority NOT BETWEEN -1000 AND 1000 THEN
+		RAISE EXCEPTION 'priority % is out of range', priority
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Use a priority from -1000 to 1000 (default 0); higher runs first.';
+	END IF;
+	IF callback IS NOT NULL AND NOT has_function_privilege(caller, callback, 'EXECUTE') THEN
+		RAISE EXCEPTION 'role "%" may not execute callback %', caller, callback
+			USING ERRCODE = 'insufficient_privilege',
+				  HINT = 'The callback runs with the submitter''s rights.';
+	END IF;
+	INSERT INTO llm.requests (tag, submitted_by, login_role, priority, model, messages, options,
+							  callback, prompt_name, prompt_version, vars)
+	VALUES (tag, caller, login, coalesce(priority, 0), model, messages, options, callback,
+			prompt_name, prompt_version, vars)
+	RETURNING id INTO new_id;
+	PERFORM llm._wake_at_commit();
+	RETURN new_id;
+END
+$$;
+REVOKE ALL ON FUNCTION llm._enqueue(name, name, text, jsonb, jsonb, text, integer, regprocedure, text, integer, jsonb) FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION llm._submit_prompt(caller name, login name, name text, vars jsonb, model text,
+								   version integer, label text, ab_key text, options jsonb,
+								   tag text, priority integer, callback regprocedure)
+RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	r jsonb;
+BEGIN
+	-- rendered now: the request records exactly what will be sent
+	r := @extschema@.llm_render(name, vars, version, label, ab_key);
+	RETURN llm._enqueue(caller, login, coalesce(model, r ->> 'model'), r -> 'messages',
+						(r -> 'params')
+						|| CASE WHEN jsonb_typeof(r -> 'response_format') = 'object'
+								THEN jsonb_build_object('response_format', r -> 'response_format')
+								ELSE '{}' END
+						|| coalesce(options, '{}'),
+						tag, priority, callback, r ->> 'prompt', (r ->> 'version')::integer,
+						CASE WHEN vars IS NOT NULL AND vars <> '{}' THEN vars END);
+END
+$$;
+
+-- Feedback from production: a score, a correction or a note on a call the
+-- caller may see, by its call_id (llm.calls.entry_id, which llm_chat and
+-- queued results return as "call_id"); and evaluation cases made from it
+-- with what the call was asked (llm.call_io).  Training sets are made from
+-- the same rows with llm_training_set_create over a query (docs/cookbook.md).
+
+CREATE TABLE llm.feedback (
+	id				bigserial PRIMARY KEY,
+	call_id			text NOT NULL REFERENCES llm.calls (entry_id) ON DELETE CASCADE,
+	score			numeric CHECK (score <> 'NaN'),
+	correction		text,			-- the answer the call should have given
+	note			text,
+	given_by		name NOT NULL,
+	login_role		name NOT NULL,
+	created_at		timestamptz NOT NULL DEFAULT now(),
+	CHECK (score IS NOT NULL OR correction IS NOT NULL OR note IS NOT NULL)
+);
+CREATE INDEX feedback_call_id_idx ON llm.feedback (call_id);
+CREATE INDEX feedback_created_at_idx ON llm.feedback (created_at);
+COMMENT ON TABLE llm.feedback IS 'feedback on production calls: score, correction, note; who and when';
+SELECT pg_catalog.pg_extension_config_dump('llm.feedback', '');
+SELECT pg_catalog.pg_extension_config_dump('llm.feedback_id_seq', '');
+
+-- Feedback on the calls you may see (your own, by the ledger's rule), and
+-- llm_admin all.
+ALTER TABLE llm.feedback ENABLE ROW LEVEL SECURITY;
+CREATE POLICY feedback_on_own_calls ON llm.feedback FOR SELECT
+	USING (call_id IN (SELECT c.entry_id FROM llm.calls c)
+		   OR pg_catalog.pg_has_role(current_user, 'llm_admin', 'MEMBER'));
+GRANT SELECT ON llm.feedback TO llm_user;
+
+CREATE FUNCTION llm_feedback(call_id text, score numeric DEFAULT NULL, correction text DEFAULT NULL,
+							 note text DEFAULT NULL)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'llm_gate'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION llm_feedback(text, numeric, text, text) IS
+	'record feedback (a score, a correction, a note) on one of your calls, by the call_id its result carries: the feedback id';
+
+-- Whether caller (with login) may see the ledger row entry_id: the ledger's
+-- row level security, applied by hand in a SECURITY DEFINER body.
+CREATE FUNCTION llm._call_visible(caller name, login name, entry_id text)
+RETURNS boolean
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT EXISTS (SELECT FROM llm.calls c
+					WHERE c.entry_id = _call_visible.entry_id
+					  AND ((c.role = caller AND (c.login_role = login OR caller = login))
+						   OR pg_has_role(caller, 'llm_admin', 'MEMBER')))
+$$;
+REVOKE ALL ON FUNCTION llm._call_visible(name, name, text) FROM PUBLIC;
+
+CREATE FUNCTION llm._feedback(caller name, login name, call_id text, score numeric, correction text,
+							  note text)
+RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	id bigint;
+BEGIN
+	IF call_id IS NULL THEN
+		RAISE EXCEPTION 'call_id must not be NULL' USING ERRCODE = 'null_value_not_allowed',
+			HINT = 'Pass the call_id of a call''s result (llm_chat returns it; so do queued results).';
+	END IF;
+	IF score IS NULL AND correction IS NULL AND note IS NULL THEN
+		RAISE EXCEPTION 'feedback needs a score, a correction or a note'
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	IF score = 'NaN' THEN
+		RAISE EXCEPTION 'score must be a number, not NaN' USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	IF octet_length(correction) > 1048576 OR octet_length(note) > 1048576 THEN
+		RAISE EXCEPTION 'a correction or note may take at most 1 MB'
+			USING ERRCODE = 'program_limit_exceeded';
+	END IF;
+	-- a call made a moment ago may still be on its way to the ledger
+	IF NOT llm._call_visible(caller, login, call_id) THEN
+		PERFORM @extschema@.llm_flush('5 seconds');
+	END IF;
+	IF NOT llm._call_visible(caller, login, call_id) THEN
+		RAISE EXCEPTION 'call "%" does not exist', call_id
+			USING ERRCODE = 'undefined_object',
+				  HINT = 'Feedback is given on your own calls, by the call_id of their result (llm.calls.entry_id).';
+	END IF;
+	INSERT INTO llm.feedback (call_id, score, correction, note, given_by, login_role)
+	VALUES (call_id, score, correction, note, caller, login)
+	RETURNING feedback.id INTO id;
+	RETURN id;
+END
+$$;
+REVOKE ALL ON FUNCTION llm._feedback(name, name, text, numeric, text, text) FROM PUBLIC;
+
+CREATE FUNCTION llm_eval_cases_from_feedback(set text, since timestamptz, min_score numeric DEFAULT NULL)
+RETURNS integer
+AS 'MODULE_PATHNAME', 'llm_gate'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION llm_eval_cases_from_feedback(text, timestamptz, numeric) IS
+	'add your production calls with feedback since a time as cases: expected = the correction, else the answer when the score is at least min_score; how many';
+
+-- A case per call with feedback given since `since` (the latest feedback
+-- of the call counts): key "call:<call_id>", vars and input as the call was
+-- asked (llm.call_io), expected = the correction, else the call's answer
+-- when its score is at least min_score; calls with neither, or whose inputs
+-- were not kept, are skipped, and so are keys the set has already.
+CREATE FUNCTION llm._eval_cases_from_feedback(caller name, login name, set text, since timestamptz,
+											  min_score numeric)
+RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	s llm.eval_sets := llm._eval_set_of(caller, login, set);
+	n integer;
+BEGIN
+	IF since IS NULL THEN
+		RAISE EXCEPTION 'since must not be NULL' USING ERRCODE = 'null_value_not_allowed',
+			HINT = 'For example now() - interval ''7 days''.';
+	END IF;
+	IF min_score = 'NaN' THEN
+		RAISE EXCEPTION 'min_score must be a number, not NaN' USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	INSERT INTO llm.eval_cases (set_name, case_key, vars, input, expected, tags, source)
+	SELECT s.name, 'call:' || f.call_id, io.vars, io.input,
+		   to_jsonb(coalesce(f.correction, CASE WHEN f.score >= min_score THEN io.output END)),
+		   ARRAY['feedback'] || CASE WHEN io.prompt_name IS NOT NULL
+									 THEN ARRAY['prompt:' || io.prompt_name || '/' || io.prompt_version]
+									 ELSE '{}' END,
+		   'feedback:' || f.id
+	  FROM (SELECT DISTINCT ON (fb.call_id) fb.*
+			  FROM llm.feedback fb
+			 WHERE fb.created_at >= since
+			 ORDER BY fb.call_id, fb.created_at DESC, fb.id DESC) f
+	  JOIN llm.call_io io ON io.entry_id = f.call_id
+	 WHERE llm._call_visible(caller, login, f.call_id)
+	   AND (io.vars IS NOT NULL OR io.input IS NOT NULL)
+	   AND coalesce(f.correction, CASE WHEN f.score >= min_score THEN io.output END) IS NOT NULL
+	 ORDER BY f.call_id
+	ON CONFLICT (set_name, case_key) DO NOTHING;
+	GET DIAGNOSTICS n = ROW_COUNT;
+	RETURN n;
+END
+$$;
+REVOKE ALL ON FUNCTION llm._eval_cases_from_feedback(name, name, text, timestamptz, numeric) FROM PUBLIC;
+
+REVOKE ALL ON FUNCTION llm_feedback(text, numeric, text, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION llm_eval_cases_from_feedback(text, timestamptz, numeric) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION llm_feedback(text, numeric, text, text) TO llm_user;
+GRANT EXECUTE ON FUNCTION llm_eval_cases_from_feedback(text, timestamptz, numeric) TO llm_user;
+
 -- the aggregates of the runs there are
 SELECT llm._eval_stats_rebuild(r.id) FROM llm.eval_runs r ORDER BY r.id;

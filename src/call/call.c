@@ -244,6 +244,12 @@ record_call(const LlmCallRequest *req, LlmCallResult *result, const char *error)
 	row.latency_ms = result->latency_ms;
 	row.request_id = result->request_id;
 	row.fingerprint = result->fingerprint;
+	if (!req->keep_no_io)
+	{
+		row.vars = req->vars;
+		row.messages = req->messages;
+		row.output = result->chat.content;
+	}
 	result->entry_id = llm_ledger_record(&row);
 }
 
@@ -554,6 +560,9 @@ llm_call_result_json(const LlmCallResult *result)
 		cJSON_AddNumberToObject(json, "cost_saved_usd", result->cost_saved_usd);
 	cJSON_AddNumberToObject(json, "latency_ms", rint(result->latency_ms * 1000.0) / 1000.0);
 	add_string_or_null(json, "request_id", result->request_id);
+	/* the ledger row's entry_id: what llm_feedback takes */
+	if (result->entry_id != NULL)
+		cJSON_AddStringToObject(json, "call_id", result->entry_id);
 	if (chat->refusal != NULL)
 		cJSON_AddStringToObject(json, "refusal", chat->refusal);
 	if (chat->tool_calls != NULL)

@@ -21,6 +21,8 @@ typedef struct LlmCallRequest
 	const cJSON *options;		/* provider parameters and llmext's own keys, or NULL */
 	const char *prompt_name;	/* for the ledger: the stored prompt used, or NULL */
 	int			prompt_version;
+	const cJSON *vars;			/* for llm.call_io: the prompt's variables, or NULL */
+	bool		keep_no_io;		/* keep nothing in llm.call_io (an evaluation's request) */
 	const char *source;			/* for the ledger: sync (NULL), batch or queue */
 	bool		expect_json;	/* the answer must be JSON ... */
 	const cJSON *response_schema;	/* ... matching this schema, if not NULL */

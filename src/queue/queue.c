@@ -317,7 +317,7 @@ llm_queue_start_due(LlmQueue *queue)
 		if (plan == NULL)
 			plan = llm_queue_keep_plan("SELECT id, submitted_by, attempts, model, messages::text,"
 									   "       options::text, prompt_name, prompt_version,"
-									   "       callback::oid, tag, priority, login_role"
+									   "       callback::oid, tag, priority, login_role, vars::text"
 									   "  FROM llm._claim($1, $2, $3)", 3,
 									   (Oid[]) {INT4OID, INT4OID, INT8OID});
 		if (SPI_execute_plan(plan, args, nulls, false, 0) < 0)
@@ -349,7 +349,10 @@ llm_queue_start_due(LlmQueue *queue)
 		qc->req.prompt_name = text_column(tuple, desc, "prompt_name");
 		version = text_column(tuple, desc, "prompt_version");
 		qc->req.prompt_version = version ? atoi(version) : 0;
+		qc->req.vars = json_column(tuple, desc, "vars");
 		qc->req.source = "queue";
+		/* an evaluation's inputs are its set's cases already */
+		qc->req.keep_no_io = qc->tag != NULL && strncmp(qc->tag, "eval-", 5) == 0;
 		callback = SPI_getbinval(tuple, desc, 9, &isnull);
 		qc->callback = isnull ? InvalidOid : DatumGetObjectId(callback);
 		/* the list outlives SPI_finish, which frees SPI's own memory */

@@ -16,6 +16,7 @@
 #include "queue/scorer.h"
 #include "store/ledger.h"
 #include "store/spi_check.h"
+#include "store/version.h"
 
 #include "access/xact.h"
 #include "catalog/pg_extension.h"
@@ -320,6 +321,11 @@ expire_cache(void)
 			llm_spi_connect();
 			llm_spi_check(SPI_execute("SELECT llm._cache_expire(1000)", false, 0),
 						  "llm._cache_expire");
+			/* and calls' inputs and answers past llmext.call_io_days */
+			if (llm_call_io_days > 0 && llm_schema_is_current())
+				llm_spi_check(SPI_execute(psprintf("SELECT llm._call_io_expire(%d, 10000)",
+												   llm_call_io_days), false, 0),
+							  "llm._call_io_expire");
 			SPI_finish();
 		}
 		llm_queue_end();

@@ -559,6 +559,7 @@ fill_from_vars(Batch *batch, BatchItem *item, Datum element)
 		item->req.options = merged;
 		item->req.prompt_name = prompt->name;
 		item->req.prompt_version = prompt->version;
+		item->req.vars = prompt->vars;
 		item->req.source = "batch";
 		ReleaseCurrentSubTransaction();
 	}

@@ -74,6 +74,22 @@ llm_chat(PG_FUNCTION_ARGS)
 	PG_RETURN_DATUM(llm_cjson_to_jsonb(llm_call_result_json(&result)));
 }
 
+PG_FUNCTION_INFO_V1(llm_last_call_id);
+
+/*
+ * llm_last_call_id() RETURNS text: the call_id of this session's last call
+ * (of a batch, its last), for the calls that return only text.
+ */
+Datum
+llm_last_call_id(PG_FUNCTION_ARGS)
+{
+	const char *id = llm_ledger_last_entry_id();
+
+	if (id == NULL)
+		PG_RETURN_NULL();
+	PG_RETURN_TEXT_P(cstring_to_text(id));
+}
+
 PG_FUNCTION_INFO_V1(llm_flush);
 
 /* llm_flush(timeout interval) RETURNS boolean */

@@ -87,6 +87,7 @@ call_prompt(FunctionCallInfo fcinfo, bool expect_json, LlmCallResult *result)
 	req.options = merged;
 	req.prompt_name = prompt->name;
 	req.prompt_version = prompt->version;
+	req.vars = prompt->vars;
 	req.expect_json = expect_json;
 	req.response_schema = prompt->response_schema;
 	return llm_chat_call(&req, result);

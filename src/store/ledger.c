@@ -607,6 +607,79 @@ add_entry_id(StringInfo buf)
 	appendStringInfoChar(buf, '"');
 }
 
+const char *
+llm_ledger_last_entry_id(void)
+{
+	return last_entry_id[0] != '\0' ? last_entry_id : NULL;
+}
+
+bool		llm_keep_call_io = true;
+
+/* The text of the last user message, when it is a string. */
+static const char *
+last_user_input(const cJSON *messages)
+{
+	const cJSON *message;
+	const char *input = NULL;
+
+	cJSON_ArrayForEach(message, messages)
+	{
+		const cJSON *role = cJSON_GetObjectItemCaseSensitive(message, "role");
+		const cJSON *content = cJSON_GetObjectItemCaseSensitive(message, "content");
+
+		if (cJSON_IsString(role) && strcmp(role->valuestring, "user") == 0)
+			input = cJSON_IsString(content) ? content->valuestring : NULL;
+	}
+	return input;
+}
+
+/*
+ * What llm.call_io keeps of a call (llmext.keep_call_io): the prompt's
+ * variables, the last user message and the answer, each only when it takes
+ * at most LLM_CALL_IO_MAX_BYTES (the entry crosses shared memory); what is
+ * left out for its size is said by io_too_large.
+ */
+static void
+add_call_io(StringInfo buf, const LlmLedgerRow *row)
+{
+	const char *input = row->messages ? last_user_input(row->messages) : NULL;
+	bool		too_large = false;
+
+	if (row->vars != NULL)
+	{
+		char	   *vars = cJSON_PrintUnformatted(row->vars);
+
+		if (vars != NULL && strlen(vars) <= LLM_CALL_IO_MAX_BYTES)
+		{
+			add_key(buf, "vars");
+			appendStringInfoString(buf, vars);
+		}
+		else
+			too_large = true;
+		if (vars != NULL)
+			cJSON_free(vars);
+	}
+	if (input != NULL)
+	{
+		if (strlen(input) <= LLM_CALL_IO_MAX_BYTES)
+			add_text(buf, "input", input);
+		else
+			too_large = true;
+	}
+	if (row->output != NULL)
+	{
+		if (strlen(row->output) <= LLM_CALL_IO_MAX_BYTES)
+			add_text(buf, "output", row->output);
+		else
+			too_large = true;
+	}
+	if (too_large)
+	{
+		add_key(buf, "io_too_large");
+		appendStringInfoString(buf, "true");
+	}
+}
+
 /* Built by hand rather than with cJSON: this runs for every call and every hit. */
 char *
 llm_ledger_record(const LlmLedgerRow *row)
@@ -661,6 +734,8 @@ llm_ledger_row_json(const LlmLedgerRow *row)
 	add_double(&buf, "latency_ms", row->latency_ms);
 	add_text(&buf, "request_id", row->request_id);
 	add_text(&buf, "fingerprint", row->fingerprint);
+	if (llm_keep_call_io)
+		add_call_io(&buf, row);
 	appendStringInfoChar(&buf, '}');
 	return buf.data;
 }

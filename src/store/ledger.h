@@ -34,10 +34,22 @@ typedef struct LlmLedgerRow
 	double		latency_ms;
 	const char *request_id;
 	const char *fingerprint;
+	/* kept in llm.call_io (llmext.keep_call_io), each up to LLM_CALL_IO_MAX_BYTES */
+	const cJSON *vars;			/* a stored prompt's variables */
+	const cJSON *messages;		/* the request's messages: the last user message is kept */
+	const char *output;			/* the answer */
 } LlmLedgerRow;
+
+#define LLM_CALL_IO_MAX_BYTES 65536
+
+/* llmext.keep_call_io: whether calls keep their variables, input and answer */
+extern bool llm_keep_call_io;
 
 /* llmext.queue_full_wait: how long a backend waits for a place in a full queue (ms) */
 extern int	llm_queue_full_wait_ms;
+
+/* The entry_id of the last ledger row this backend made, or NULL. */
+extern const char *llm_ledger_last_entry_id(void);
 
 /* Queues a ledger row (see llm_pending_add): its entry_id (palloc'd). */
 extern char *llm_ledger_record(const LlmLedgerRow *row);

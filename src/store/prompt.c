@@ -197,6 +197,8 @@ llm_prompt_render(const char *name, const cJSON *vars, const char *call_model,
 				 errhint("For example jsonb_build_object('ticket', body).")));
 	if (vars == NULL)
 		vars = empty = cJSON_CreateObject();
+	else
+		out->vars = cJSON_Duplicate(vars, true);
 
 	out->name = pstrdup(name);
 	v = load_version(out, version, label, ab_key);

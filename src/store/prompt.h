@@ -17,6 +17,7 @@ typedef struct LlmRenderedPrompt
 	cJSON	   *messages;
 	cJSON	   *params;			/* the version's parameters, response_format included */
 	cJSON	   *response_schema;	/* or NULL */
+	cJSON	   *vars;			/* the variables it was rendered with (a copy), or NULL */
 } LlmRenderedPrompt;
 
 /*
