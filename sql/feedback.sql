@@ -92,6 +92,21 @@ RESET SESSION AUTHORIZATION;
 
 -- an evaluation's requests keep nothing in llm.call_io
 SET SESSION AUTHORIZATION regress_fb_alice;
+-- the corrected calls as a training set version, with the query of docs/cookbook.md
+-- (fine-tuning needs 10 examples at least: ten more corrected calls)
+DO $$
+BEGIN
+	FOR i IN 1 .. 10 LOOP
+		PERFORM llm_complete_prompt('fb-triage', jsonb_build_object('body', 'ticket ' || i), model => 'echo');
+		PERFORM llm_feedback(llm_last_call_id(), correction => 'label ' || i);
+	END LOOP;
+END
+$$;
+SELECT llm_training_set_create('fb-train', $$
+	SELECT f.call_id AS id, io.vars, f.correction AS output
+	  FROM llm.feedback f JOIN llm.call_io io ON io.entry_id = f.call_id
+	 WHERE f.correction IS NOT NULL AND io.prompt_name = 'fb-triage'$$, prompt => 'fb-triage') AS version;
+SELECT examples, held_out FROM llm.training_sets WHERE name = 'fb-train';
 SELECT llm_eval_run('fb-cases', '[{"name": "e", "model": "echo"}]') AS erun \gset
 SELECT llm_eval_wait(:erun, '30 seconds') ->> 'state' AS state;
 SELECT llm_flush() AS flushed;
@@ -122,6 +137,7 @@ SET client_min_messages = warning;
 DELETE FROM llm.eval_runs;
 DELETE FROM llm.eval_sets;
 DELETE FROM llm.feedback;
+DELETE FROM llm.training_sets;
 DROP FUNCTION masked_error_of(text);
 DROP OWNED BY regress_fb_alice, regress_fb_bob;
 DROP ROLE regress_fb_alice, regress_fb_bob;
