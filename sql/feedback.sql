@@ -127,6 +127,11 @@ SELECT (SELECT count(*) FROM llm.calls WHERE entry_id = :'unkept') AS in_ledger,
 	   (SELECT count(*) FROM llm.call_io WHERE entry_id = :'unkept') AS kept;
 RESET llmext.keep_call_io;
 
+-- the worker's retention (llmext.call_io_days): rows older than the days go
+SELECT llm._call_io_expire(1) AS expired_none;
+UPDATE llm.call_io SET created_at = now() - interval '2 days' WHERE entry_id = :'chat_call';
+SELECT llm._call_io_expire(1) AS expired_one;
+SELECT count(*) AS chat_call_io FROM llm.call_io WHERE entry_id = :'chat_call';
 -- purging: llm_admin's; feedback stays, the cases made already stay
 SELECT llm_call_io_purge(now() + interval '1 minute') > 0 AS purged;
 SELECT (SELECT count(*) FROM llm.call_io) AS call_io, (SELECT count(*) FROM llm.feedback) AS feedback,
