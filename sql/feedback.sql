@@ -142,7 +142,7 @@ SET client_min_messages = warning;
 DELETE FROM llm.eval_runs;
 DELETE FROM llm.eval_sets;
 DELETE FROM llm.feedback;
-DELETE FROM llm.training_sets;
+DELETE FROM llm.training_sets WHERE name = 'fb-train';
 DROP FUNCTION masked_error_of(text);
 DROP OWNED BY regress_fb_alice, regress_fb_bob;
 DROP ROLE regress_fb_alice, regress_fb_bob;
