@@ -253,6 +253,10 @@ SELECT regexp_replace(r ->> 'reasons', 'run [0-9]+', 'run N') AS refused
 SELECT action, count(*) FROM llm.prompt_label_history
  WHERE name = 'lc' AND label IN ('canary', 'staging') GROUP BY action ORDER BY action;
 
+-- a result of run B still waiting for its answer: the run is not the evidence yet
+INSERT INTO llm.eval_results (run, case_key, variant, repeat) VALUES (:run_b, 'c4', 'terse', 1);
+SELECT regexp_replace(jsonb_array_elements_text(r -> 'reasons'), 'run [0-9]+', 'run N') AS refused
+  FROM llm_prompt_promote('lc', 'production', :run_b, 'terse', alpha => 0.5) r;
 SELECT count(*) AS moves_before FROM llm.prompt_label_history \gset
 
 -- 6. errors: NULLs, numbers out of range, unknown names, variants that are not

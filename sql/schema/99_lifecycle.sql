@@ -384,7 +384,7 @@ BEGIN
 		SELECT coalesce(sum(s.pending), 0) INTO pending FROM llm.eval_variant_stats s
 		 WHERE s.run = _prompt_promote.run AND s.variant IN (candidate, cur_name);
 		IF pending > 0 THEN
-			reasons := reasons || format('run %s still has %s pending results of these variants', run, pending);
+			reasons := reasons || format('run %s still waits for %s of the results of these variants', run, pending);
 		END IF;
 		SELECT * INTO cmp FROM @extschema@.llm_eval_compare(run, candidate, cur_name);
 		test := jsonb_build_object(
