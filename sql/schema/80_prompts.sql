@@ -436,10 +436,12 @@ BEGIN
 			USING ERRCODE = 'undefined_object',
 				  HINT = 'Deploy a version first with llm_prompt_deploy.';
 	END IF;
-	-- the move that set the label to what it is now, not itself undone
+	-- the move that set the label to what it is now, not itself undone (a
+	-- refused promotion, 'promote_refused', moved nothing)
 	SELECT h.* INTO move FROM llm.prompt_label_history h
 	 WHERE h.name = _prompt_rollback.name AND h.label = _prompt_rollback.label
-	   AND h.action <> 'rollback' AND NOT h.rolled_back AND h.to_variants = current_variants
+	   AND h.action IN ('deploy', 'split', 'promote') AND NOT h.rolled_back
+	   AND h.to_variants = current_variants
 	 ORDER BY h.id DESC LIMIT 1;
 	IF NOT FOUND OR move.from_variants IS NULL THEN
 		RAISE EXCEPTION 'label "%" of prompt "%" has no earlier version to roll back to', label, name
@@ -451,7 +453,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION llm_prompt_rollback(text, text) IS
-	'move a label back to where it pointed before its last deploy or split';
+	'move a label back to where it pointed before its last deploy, split or promotion';
 
 -- Which variant serves a call: an explicit version, else the label (default
 -- production) with a sticky choice by ab_key or a random one, else the
