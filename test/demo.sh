@@ -42,4 +42,4 @@ fi
 psql -XqAt -v ON_ERROR_STOP=1 -c "CREATE EXTENSION llmext" -c "$provider" >/dev/null || exit 1
 psql -X -v ON_ERROR_STOP=1 -f test/demo.sql || exit 1
 # the story: prompt engineering or fine-tuning, measured (its page goes to demo-run.html)
-psql -X -v ON_ERROR_STOP=1 -v finetune="$finetune" -v html="$PWD/demo-run.html" -f test/demo_story.sql
+psql -X -v ON_ERROR_STOP=1 -v finetune="$finetune" -v html=demo-run.html -f test/demo_story.sql

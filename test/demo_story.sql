@@ -55,7 +55,8 @@ SELECT llm_prompt_create('triage', '{{body}}',
 	response_schema => '{"type": "object", "properties": {"label": {"enum": ["bug", "feature", "question"]}},
 						 "required": ["label"]}',
 	model => 'base') AS v2;
-SELECT llm_prompt_deploy('triage', 1, 'production') AS deployed;
+SELECT llm_prompt_deploy('triage', 1, 'production');
+SELECT label, variants FROM llm.prompt_labels WHERE name = 'triage';
 
 \echo
 \echo '== a short prompt (v3: the ticket alone) to fine-tune through; the training set rendered with it'
@@ -130,14 +131,32 @@ SELECT 'v2-few-shot vs v1-zero-shot', cases, wins, ties, losses, round(mean_diff
 \if :finetune
 \echo
 \echo '== the break-even: when has the fine-tuning paid for itself, at 10,000 calls a day?'
-SELECT * FROM llm_breakeven('tuned', 'v2-few-shot', :run, 10000);
+SELECT training_cost_usd, tuned_cost_per_call, baseline_cost_per_call, saving_per_call,
+	   breakeven_calls, never, breakeven_days, saving_from_tokens, saving_from_prices, saving_from_retries,
+	   round(tuned_input_tokens_per_call, 1) AS tuned_in_tokens,
+	   round(baseline_input_tokens_per_call, 1) AS baseline_in_tokens
+  FROM llm_breakeven('tuned', 'v2-few-shot', :run, 10000);
 \endif
 
 \echo
-\echo '== a promotion gated by evidence: production moves to the candidate only if it wins'
-SELECT llm_prompt_promote('triage', 'production', :run, :'candidate', min_gain => 0.05, alpha => 0.05,
-						  max_cost_ratio => 3) AS decision;
-SELECT name, label, action, to_variants, changed_at IS NOT NULL AS recorded
+\echo '== a promotion gated by evidence: production moves only if the candidate wins, by enough, at a cost we accept'
+\echo '   first the few-shot prompt, at no more than 1.2 times the cost of what serves now:'
+SELECT d ->> 'promoted' AS promoted, d -> 'reasons' AS reasons,
+	   d -> 'evidence' -> 'test' ->> 'mean_diff' AS mean_diff,
+	   d -> 'evidence' -> 'test' ->> 'sign_test_p' AS sign_p,
+	   d -> 'evidence' -> 'cost' ->> 'ratio' AS cost_ratio
+  FROM llm_prompt_promote('triage', 'production', :run, 'v2-few-shot', min_gain => 0.05, alpha => 0.05,
+						  max_cost_ratio => 1.2) d;
+\echo '   then the candidate, at no more than 3 times:'
+SELECT d ->> 'promoted' AS promoted, d -> 'reasons' AS reasons,
+	   d -> 'evidence' -> 'test' ->> 'mean_diff' AS mean_diff,
+	   d -> 'evidence' -> 'test' ->> 'sign_test_p' AS sign_p,
+	   d -> 'evidence' -> 'cost' ->> 'ratio' AS cost_ratio
+  FROM llm_prompt_promote('triage', 'production', :run, :'candidate', min_gain => 0.05, alpha => 0.05,
+						  max_cost_ratio => 3) d;
+\echo '   the label history keeps every decision and its evidence (a rollback is one call: llm_prompt_rollback)'
+SELECT action, to_variants, evidence -> 'candidate' ->> 'variant' AS candidate,
+	   evidence -> 'test' ->> 'sign_test_p' AS sign_p
   FROM llm.prompt_label_history WHERE name = 'triage' ORDER BY id;
 
 \echo
@@ -146,4 +165,4 @@ SELECT llm_eval_report_html(:run) AS page \gset
 \o :html
 \qecho :page
 \o
-SELECT :'html' AS written, length(:'page') AS bytes;
+SELECT :'html' AS written, length(:'page') AS characters;
