@@ -91,6 +91,10 @@ for t in test/t/*.pl; do
 	fi
 	count "$name" $rc
 done
+# the browser test's page and screenshot are artefacts, kept whatever happened
+mkdir -p test/artifacts
+cp "$tap_dir"/016_eval_html/tmp_check/eval_html/* test/artifacts/ 2>/dev/null &&
+	echo "  (the evaluation page and its screenshot: test/artifacts/)"
 if [ $tap_failed = 0 ]; then rm -rf "$tap_dir"; else echo "  (TAP logs kept in $tap_dir)"; fi
 
 echo "$passed passed, $failed failed"

@@ -5,7 +5,7 @@
 # blocked fetch, no script, no error), show every variant, and keep markup
 # from a case key and an output as text.  The page, the DOM Chromium made of
 # it and the screenshot stay under tmp_check/eval_html/, which run_all.sh
-# keeps when a test fails: look at the screenshot to see what was drawn.
+# copies to test/artifacts/: look at the screenshot to see what was drawn.
 use strict;
 use warnings;
 
