@@ -117,16 +117,19 @@ SELECT variant, cases, round(mean_score::numeric, 3) AS score,
   FROM llm.eval_report WHERE run = :run ORDER BY variant;
 
 \echo
-\echo '== the paired comparison: the candidate against the few-shot prompt, and the few-shot prompt against zero-shot'
-SELECT 'tuned vs v2-few-shot' AS comparison, cases, wins, ties, losses, round(mean_diff::numeric, 3) AS mean_diff,
-	   round(diff_low::numeric, 3) AS low, round(diff_high::numeric, 3) AS high,
-	   round(sign_test_p::numeric, 4) AS sign_p, round(mcnemar_p::numeric, 4) AS mcnemar_p
-  FROM llm_eval_compare(:run, 'tuned', 'v2-few-shot') WHERE :'candidate' = 'tuned'
-UNION ALL
-SELECT 'v2-few-shot vs v1-zero-shot', cases, wins, ties, losses, round(mean_diff::numeric, 3),
-	   round(diff_low::numeric, 3), round(diff_high::numeric, 3),
-	   round(sign_test_p::numeric, 4), round(mcnemar_p::numeric, 4)
+\echo '== the paired comparisons: the few-shot prompt against zero-shot (and the tuned model against the few-shot prompt)'
+SELECT 'v2-few-shot vs v1-zero-shot' AS comparison, cases, wins, ties, losses,
+	   round(mean_diff::numeric, 3) AS mean_diff, round(diff_low::numeric, 3) AS low,
+	   round(diff_high::numeric, 3) AS high, round(sign_test_p::numeric, 4) AS sign_p,
+	   round(mcnemar_p::numeric, 4) AS mcnemar_p
   FROM llm_eval_compare(:run, 'v2-few-shot', 'v1-zero-shot');
+\if :finetune
+SELECT 'tuned vs v2-few-shot' AS comparison, cases, wins, ties, losses,
+	   round(mean_diff::numeric, 3) AS mean_diff, round(diff_low::numeric, 3) AS low,
+	   round(diff_high::numeric, 3) AS high, round(sign_test_p::numeric, 4) AS sign_p,
+	   round(mcnemar_p::numeric, 4) AS mcnemar_p
+  FROM llm_eval_compare(:run, 'tuned', 'v2-few-shot');
+\endif
 
 \if :finetune
 \echo
