@@ -84,6 +84,9 @@ SELECT (r ->> 'cost_usd')::numeric = ((7 + 30 + 20) * 3 + 4 * 15) / 1e6 AS input
   FROM llm_chat('[{"role": "user", "content": "one two three"}]', 'claude-cached-plain') r;
 
 -- a stored prompt's response schema: a forced tool whose input is the answer
+-- (in a transaction rolled back: prompt versions cannot be deleted, and the
+-- prompts suite lists them all)
+BEGIN;
 SELECT llm_prompt_create('city', 'Which city: {{q}}', model => 'claude',
 						 response_schema => '{"type": "object",
 											  "properties": {"city": {"type": "string"}},
@@ -92,6 +95,7 @@ SELECT llm_complete_json('city', '{"q": "Paris"}') AS answer;
 SELECT r -> 'tools' AS tools, r -> 'tool_choice' AS tool_choice,
 	   r ? 'response_format' AS sent_response_format
   FROM last_request() r;
+ROLLBACK;
 -- a tool of the caller's own is a tool call, as OpenAI's
 SELECT r ->> 'content' AS content, r ->> 'finish_reason' AS finish_reason,
 	   r #>> '{tool_calls,0,id}' LIKE 'toolu_fake_%' AS has_id, r -> 'tool_calls' #- '{0,id}' AS tool_calls
@@ -141,4 +145,15 @@ SELECT llm_model_create('claude-flaky', 'claude-fake', 'flaky-2-anthropic');
 SELECT ord, completion, error FROM llm_complete_batch(ARRAY['retry me'], 'claude-flaky');
 SELECT fake_requests('flaky-2-anthropic') AS attempts_made;
 
+-- the ledger: the cost with cache prices, and the key nowhere
+SELECT llm_flush() AS flushed;
+SELECT input_tokens, cached_input_tokens, output_tokens, cost_usd
+  FROM llm.calls WHERE model = 'claude-cached';
+SELECT count(*) AS calls_with_key FROM llm.calls
+ WHERE provider LIKE 'claude%'
+   AND concat(error, request_id, remote_model) LIKE '%sk-test-fake%';
+
+-- leave nothing for the suites that follow
+DELETE FROM llm.calls WHERE provider LIKE 'claude%';
+SELECT llm_provider_drop(name, cascade => true) FROM llm.providers WHERE kind = 'anthropic';
 DROP FUNCTION last_request();
