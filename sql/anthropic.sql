@@ -85,9 +85,11 @@ SELECT (r ->> 'cost_usd')::numeric = ((7 + 30 + 20) * 3 + 4 * 15) / 1e6 AS input
 
 -- a stored prompt's response schema: a forced tool whose input is the answer
 -- (in a transaction rolled back: prompt versions cannot be deleted, and the
--- prompts suite lists them all)
+-- prompts suite lists them all; the unpriced model's calls are deleted
+-- below, which leaves the spend per day as it was)
+SELECT llm_model_create('claude-json', 'claude-fake', 'claude-echo');
 BEGIN;
-SELECT llm_prompt_create('city', 'Which city: {{q}}', model => 'claude',
+SELECT llm_prompt_create('city', 'Which city: {{q}}', model => 'claude-json',
 						 response_schema => '{"type": "object",
 											  "properties": {"city": {"type": "string"}},
 											  "required": ["city"]}') AS version;
@@ -154,6 +156,6 @@ SELECT count(*) AS calls_with_key FROM llm.calls
    AND concat(error, request_id, remote_model) LIKE '%sk-test-fake%';
 
 -- leave nothing for the suites that follow
-DELETE FROM llm.calls WHERE provider LIKE 'claude%';
+DELETE FROM llm.calls WHERE prompt_name = 'city' AND cost_usd = 0;
 SELECT llm_provider_drop(name, cascade => true) FROM llm.providers WHERE kind = 'anthropic';
 DROP FUNCTION last_request();
