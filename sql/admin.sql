@@ -22,7 +22,7 @@ SELECT error_of($$SELECT llm_provider_create('p', 'ftp://x/v1')$$);
 SELECT error_of($$SELECT llm_provider_create('p', 'http://user:secret@x/v1')$$);
 SELECT error_of($$SELECT llm_provider_create('p', '')$$);
 SELECT error_of($$SELECT llm_provider_create('p', NULL)$$);
-SELECT error_of($$SELECT llm_provider_create('p', 'http://x/v1', kind => 'anthropic')$$);
+SELECT error_of($$SELECT llm_provider_create('p', 'http://x/v1', kind => 'gemini')$$);
 SELECT error_of($$SELECT llm_provider_create('p', 'http://x/v1', api_key => 'k', key_env => 'K')$$);
 SELECT error_of($$SELECT llm_provider_create('p', 'http://x/v1', api_key => '')$$);
 SELECT error_of($$SELECT llm_provider_create('p', 'http://x/v1', key_env => 'NOT-A-VAR')$$);

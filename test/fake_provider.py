@@ -16,6 +16,7 @@ SIGTERM / SIGINT stop it with exit code 0.
 
 Endpoints
     POST /v1/chat/completions  behaviour chosen by the body's "model" (below)
+    POST /v1/messages          the Anthropic Messages API (see "Anthropic")
     GET  /v1/models            {"object":"list","data":[{"id":"echo",...},...]},
                                then every succeeded job's fine_tuned_model
     GET  /_stats               counters as JSON (see "Counters")
@@ -229,6 +230,47 @@ Progression
                            fine_tuned_model null; its checkpoint stays
         ("never" wins over "fail"; the others combine.)
 
+Anthropic (POST /v1/messages; implemented in fake_anthropic.py)
+    Checked in this order, every error in Anthropic's shape {"type":"error",
+    "error":{"type","message"},"request_id":"req_fake_<n>"}:
+      no anthropic-version header       400 invalid_request_error
+      no x-api-key header               401 authentication_error
+      with --api-key K, x-api-key <> K  401 "invalid x-api-key"
+      body: not a JSON object, "model" missing or empty, "max_tokens" not a
+        whole number >= 1 (Anthropic requires it), "messages" empty or not a
+        list, a role other than user/assistant (a "system" message must be
+        the top-level "system"), "system" neither string nor list, or an
+        OpenAI-only key (stop, max_completion_tokens, response_format)
+                                        400 invalid_request_error
+    Every response (errors included) carries header request-id: req_fake_<n>
+    (the chat counter), never x-request-id.  Requests count in chat_requests,
+    by_model and last_request (with "x_api_key": "present"|"absent" and
+    "anthropic_version": the header's value or null) like chat ones, and
+    --latency-ms and slow-<ms> delay them alike.
+    Answer: {"id":"msg_fake_<n>","type":"message","role":"assistant","model",
+    "content":[{"type":"text","text":"echo: <last user text>"}],
+    "stop_reason":"end_turn","stop_sequence":null,"usage":{"input_tokens",
+    "output_tokens","cache_read_input_tokens":0,"cache_creation_input_tokens":0}}
+    with input_tokens = sum(4 + words(text(m))) + words(text(system)),
+    output_tokens = words(text).
+      stop_sequences   the text is cut before the first listed sequence found
+                       in it: stop_reason "stop_sequence", stop_sequence it
+      max_tokens       then the text is cut to that many words: "max_tokens"
+      tool_choice {"type":"tool","name":N} naming one of "tools": content is
+                       [{"type":"tool_use","id":"toolu_fake_<n>","name":N,
+                       "input": a minimal instance of its input_schema (as for
+                       json_schema above)}], stop_reason "tool_use"
+    Models:
+      cache-<r>-<w>    cache_read_input_tokens r, cache_creation_input_tokens w
+                       (input_tokens, which excludes them, as usual)
+      fail-<status>    that status, for 400 401 403 404 408 409 413 422 429 500
+                       502 503 504 529, with Anthropic's error type
+                       (overloaded_error for 529); 401 echoes the caller's
+                       x-api-key ON PURPOSE; 429, 503, 529 send retry-after: 1
+      flaky-<n>-<any>  the first <n> requests get 529 (retry-after: 0), then
+                       an answer (the count shared with chat's flaky-<n>)
+      slow-<ms>, nonjson, truncated   as for chat
+
 Learning rule (chat models "learn<any>", e.g. "learner", and "ft:<...>")
     An example is (input, answer).  A training line's input is its last "user"
     message before the final assistant message (DPO: the last user message of
@@ -288,6 +330,8 @@ import time
 from fractions import Fraction
 from http import HTTPStatus
 from urllib.parse import parse_qsl, quote, unquote
+
+import fake_anthropic
 
 JSON_TYPE = "application/json"
 MAX_HEAD = 64 * 1024
@@ -1124,6 +1168,8 @@ class Provider:
         """Return (delay in seconds, Response); delayed chat answers are in_flight."""
         if method == "POST" and path == "/v1/chat/completions":
             return self.chat(headers, body)
+        if method == "POST" and path == "/v1/messages":
+            return self.messages(headers, body)
         self.requests_total += 1
         self.bytes_received += len(body)
         try:
@@ -1173,6 +1219,25 @@ class Provider:
                 self.in_flight -= 1
         if not any(name == "x-request-id" for name, _ in response.headers):
             response.headers.append(("x-request-id", f"req_fake_{n}"))
+        return delay, response
+
+    def messages(self, headers, body):
+        self.answers += 1
+        n = self.answers
+        req, response = fake_anthropic.messages(sys.modules[__name__], self, headers, body, n)
+        self.count_chat(req, headers, len(body))
+        if isinstance(req, dict):
+            self.last_request.update(
+                x_api_key="present" if "x-api-key" in headers else "absent",
+                anthropic_version=headers.get("anthropic-version"))
+        delay = self.latency
+        if req is not None and response.status == 200 and (m := SLOW.fullmatch(req["model"])):
+            delay += int(m.group(1)) / 1000
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        if delay <= 0:
+            self.in_flight -= 1
+        response.headers.append(("request-id", f"req_fake_{n}"))
         return delay, response
 
     def count_chat(self, req, headers, size):
@@ -1941,7 +2006,7 @@ def self_checks(c):
         ("learning: temperature, seed, flips", lambda: check_flips(c)),
         ("learning: more examples, more consistent", lambda: check_consistency(c)),
         ("counters: files, jobs, bytes", lambda: check_tuning_counters(c)),
-    ]
+    ] + fake_anthropic.self_checks(c)
 
 
 def self_test():

@@ -2,7 +2,8 @@
 
 CREATE TABLE llm.providers (
 	name		text PRIMARY KEY CHECK (name ~ '^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$'),
-	kind		text NOT NULL DEFAULT 'openai' CHECK (kind IN ('openai')),
+	kind		text NOT NULL DEFAULT 'openai'
+				CONSTRAINT providers_kind_check CHECK (kind IN ('openai', 'anthropic')),
 	base_url	text NOT NULL CHECK (base_url ~ '^https?://[^\s/]+'),
 	key_source	text NOT NULL CHECK (key_source IN ('none', 'stored', 'env')),
 	key_env		text CHECK ((key_source = 'env') = (key_env IS NOT NULL)),
@@ -138,10 +139,10 @@ BEGIN
 				  HINT = 'Give an http:// or https:// URL without credentials, such as https://api.openai.com/v1.';
 	END IF;
 	kind := coalesce(kind, 'openai');
-	IF kind <> 'openai' THEN
+	IF kind NOT IN ('openai', 'anthropic') THEN
 		RAISE EXCEPTION 'provider kind "%" is not supported', kind
 			USING ERRCODE = 'feature_not_supported',
-				  HINT = 'Use kind ''openai'' for OpenAI and every OpenAI-compatible server (Azure OpenAI, vLLM, Ollama, llama.cpp).';
+				  HINT = 'Use kind ''anthropic'' for the Anthropic Messages API, and kind ''openai'' for OpenAI and every OpenAI-compatible server (Azure OpenAI, vLLM, Ollama, llama.cpp).';
 	END IF;
 	IF api_key IS NOT NULL AND key_env IS NOT NULL THEN
 		RAISE EXCEPTION 'give api_key or key_env, not both'
@@ -177,7 +178,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION llm_provider_create(text, text, text, text, text, jsonb) IS
-	'register an LLM API endpoint (kind openai: any OpenAI-compatible server)';
+	'register an LLM API endpoint (kind openai: any OpenAI-compatible server; kind anthropic: the Anthropic Messages API)';
 
 CREATE FUNCTION llm_provider_set_key(name text, api_key text)
 RETURNS void

@@ -22,6 +22,8 @@ CREATE TABLE llm.models (
 	prompt_name			text,
 	prompt_version		integer,
 	finetune_job		bigint,
+	-- added in 0.4.0
+	cache_write_price	numeric CHECK (cache_write_price >= 0),
 	CHECK ((kind = 'fine_tuned') = (base_model IS NOT NULL)),
 	CHECK (base_model IS DISTINCT FROM name),
 	CHECK ((training_set IS NULL) = (training_version IS NULL))
@@ -29,6 +31,7 @@ CREATE TABLE llm.models (
 CREATE INDEX ON llm.models (base_model);
 COMMENT ON TABLE llm.models IS 'models SQL can call: base and fine-tuned, with prices in USD per million tokens';
 COMMENT ON COLUMN llm.models.cached_input_price IS 'price of cached input tokens; NULL means the input price';
+COMMENT ON COLUMN llm.models.cache_write_price IS 'price of input tokens written to the provider''s prompt cache (Anthropic); NULL means the input price';
 COMMENT ON COLUMN llm.models.params IS 'default provider parameters, overridden by a call''s options';
 COMMENT ON COLUMN llm.models.training_price IS 'USD per million trained tokens for fine-tuning this model (NULL: not known)';
 COMMENT ON COLUMN llm.models.tuned_input_price IS 'input price of models tuned from this one; NULL means this model''s own';
@@ -86,7 +89,8 @@ CREATE FUNCTION llm_model_create(
 	tuned_cached_input_price numeric DEFAULT NULL,
 	tuned_output_price numeric DEFAULT NULL,
 	training_set text DEFAULT NULL,
-	training_version integer DEFAULT NULL)
+	training_version integer DEFAULT NULL,
+	cache_write_price numeric DEFAULT NULL)
 RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -137,7 +141,7 @@ BEGIN
 					  HINT = 'Register the base model first.';
 		END IF;
 	END IF;
-	IF coalesce(input_price, 0) < 0 OR coalesce(output_price, 0) < 0 OR cached_input_price < 0
+	IF coalesce(input_price, 0) < 0 OR coalesce(output_price, 0) < 0 OR cached_input_price < 0 OR cache_write_price < 0
 	   OR training_price < 0 OR tuned_input_price < 0 OR tuned_cached_input_price < 0 OR tuned_output_price < 0 THEN
 		RAISE EXCEPTION 'prices must not be negative'
 			USING ERRCODE = 'invalid_parameter_value',
@@ -192,14 +196,15 @@ BEGIN
 							input_price, output_price, cached_input_price, params, limits,
 							training_price, tuned_input_price, tuned_cached_input_price,
 							tuned_output_price, training_set, training_version, prompt_name,
-							prompt_version)
+							prompt_version, cache_write_price)
 	VALUES (name, provider, remote_model, kind, base_model,
 			coalesce(input_price, 0), coalesce(output_price, 0), cached_input_price, params,
 			limits, training_price, tuned_input_price, tuned_cached_input_price,
-			tuned_output_price, training_set, training_version, set_prompt, set_prompt_version);
+			tuned_output_price, training_set, training_version, set_prompt, set_prompt_version,
+			cache_write_price);
 END
 $$;
-COMMENT ON FUNCTION llm_model_create(text, text, text, text, text, numeric, numeric, numeric, jsonb, jsonb, numeric, numeric, numeric, numeric, text, integer) IS
+COMMENT ON FUNCTION llm_model_create(text, text, text, text, text, numeric, numeric, numeric, jsonb, jsonb, numeric, numeric, numeric, numeric, text, integer, numeric) IS
 	'register a base or fine-tuned model under a name SQL can use';
 
 CREATE FUNCTION llm_model_set_limits(name text, limits jsonb)
@@ -248,11 +253,11 @@ END
 $$;
 COMMENT ON FUNCTION llm_model_drop(text) IS 'remove a registered model';
 
-REVOKE ALL ON FUNCTION llm_model_create(text, text, text, text, text, numeric, numeric, numeric, jsonb, jsonb, numeric, numeric, numeric, numeric, text, integer) FROM PUBLIC;
+REVOKE ALL ON FUNCTION llm_model_create(text, text, text, text, text, numeric, numeric, numeric, jsonb, jsonb, numeric, numeric, numeric, numeric, text, integer, numeric) FROM PUBLIC;
 REVOKE ALL ON FUNCTION llm_model_drop(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION llm_model_set_limits(text, jsonb) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION llm_model_set_limits(text, jsonb) TO llm_admin;
-GRANT EXECUTE ON FUNCTION llm_model_create(text, text, text, text, text, numeric, numeric, numeric, jsonb, jsonb, numeric, numeric, numeric, numeric, text, integer) TO llm_admin;
+GRANT EXECUTE ON FUNCTION llm_model_create(text, text, text, text, text, numeric, numeric, numeric, jsonb, jsonb, numeric, numeric, numeric, numeric, text, integer, numeric) TO llm_admin;
 GRANT EXECUTE ON FUNCTION llm_model_drop(text) TO llm_admin;
 
 -- Backends keep copies of models and providers; a change to either table

@@ -60,9 +60,15 @@ const char **
 llm_provider_headers(const LlmModel *model, bool json_body, int *nheaders)
 {
 	const cJSON *extra = cJSON_GetObjectItemCaseSensitive(model->provider_options, "headers");
-	const char **headers = palloc(sizeof(char *) * (4 + cJSON_GetArraySize(extra)));
+	const char *const *fixed = model->routine->headers;
+	int			nfixed = 0;
+	const char **headers;
 	const cJSON *item;
 	int			n = 0;
+
+	while (fixed != NULL && fixed[nfixed] != NULL)
+		nfixed++;
+	headers = palloc(sizeof(char *) * (4 + nfixed + cJSON_GetArraySize(extra)));
 
 	if (json_body)
 		headers[n++] = "Content-Type: application/json";
@@ -71,6 +77,20 @@ llm_provider_headers(const LlmModel *model, bool json_body, int *nheaders)
 	if (model->api_key != NULL)
 		headers[n++] = model->routine->auth_header(provider_option_string(model, "auth_header", NULL),
 												   model->api_key);
+	for (int i = 0; i < nfixed; i++)
+	{
+		size_t		name_len = strcspn(fixed[i], ":");
+		bool		replaced = false;
+
+		cJSON_ArrayForEach(item, extra)
+		{
+			if (strlen(item->string) == name_len &&
+				pg_strncasecmp(item->string, fixed[i], name_len) == 0)
+				replaced = true;
+		}
+		if (!replaced)
+			headers[n++] = fixed[i];
+	}
 	cJSON_ArrayForEach(item, extra)
 	{
 		if (cJSON_IsString(item))
@@ -163,6 +183,7 @@ result_from_cache(const cJSON *cached, LlmCallResult *result)
 	result->chat.usage.present = usage != NULL;
 	result->chat.usage.input_tokens = CACHED_COUNT("input_tokens");
 	result->chat.usage.cached_input_tokens = CACHED_COUNT("cached_input_tokens");
+	result->chat.usage.cache_write_tokens = CACHED_COUNT("cache_creation_input_tokens");
 	result->chat.usage.output_tokens = CACHED_COUNT("output_tokens");
 	result->chat.usage.reasoning_tokens = CACHED_COUNT("reasoning_tokens");
 #undef CACHED_STRING
@@ -551,6 +572,7 @@ llm_call_result_json(const LlmCallResult *result)
 	cJSON_AddStringToObject(json, "provider", result->model->provider);
 	cJSON_AddNumberToObject(usage, "input_tokens", (double) chat->usage.input_tokens);
 	cJSON_AddNumberToObject(usage, "cached_input_tokens", (double) chat->usage.cached_input_tokens);
+	cJSON_AddNumberToObject(usage, "cache_creation_input_tokens", (double) chat->usage.cache_write_tokens);
 	cJSON_AddNumberToObject(usage, "output_tokens", (double) chat->usage.output_tokens);
 	cJSON_AddNumberToObject(usage, "reasoning_tokens", (double) chat->usage.reasoning_tokens);
 	cJSON_AddItemToObject(json, "usage", usage);

@@ -182,16 +182,21 @@ double
 llm_cost_usd(const LlmUsage *usage, const LlmPrices *prices)
 {
 	int64_t		cached = usage->cached_input_tokens;
-	int64_t		uncached = usage->input_tokens - cached;
+	int64_t		written = usage->cache_write_tokens;
+	int64_t		uncached;
 
-	/* a server that reports more cached than total tokens is not trusted */
-	if (uncached < 0)
-	{
-		uncached = 0;
+	/*
+	 * A server that reports more cached or written than total tokens is not
+	 * trusted: the total is what is billed, cache reads first.
+	 */
+	if (cached > usage->input_tokens)
 		cached = usage->input_tokens;
-	}
+	if (written > usage->input_tokens - cached)
+		written = usage->input_tokens - cached;
+	uncached = usage->input_tokens - cached - written;
 	return ((double) uncached * prices->input +
 			(double) cached * prices->cached_input +
+			(double) written * prices->cache_write +
 			(double) usage->output_tokens * prices->output) / 1e6;
 }
 

@@ -19,8 +19,9 @@
 typedef struct LlmUsage
 {
 	bool		present;		/* the provider reported usage at all */
-	int64_t		input_tokens;	/* includes cached_input_tokens */
-	int64_t		cached_input_tokens;
+	int64_t		input_tokens;	/* includes cached and cache write tokens */
+	int64_t		cached_input_tokens;	/* read from the provider's prompt cache */
+	int64_t		cache_write_tokens; /* written to it (Anthropic's cache creation) */
 	int64_t		output_tokens;	/* includes reasoning_tokens */
 	int64_t		reasoning_tokens;
 } LlmUsage;
@@ -40,6 +41,7 @@ typedef struct LlmPrices
 {
 	double		input;			/* USD per million tokens */
 	double		cached_input;
+	double		cache_write;	/* input tokens written to the prompt cache */
 	double		output;
 } LlmPrices;
 
@@ -63,7 +65,10 @@ extern cJSON *llm_messages_from_prompt(const char *prompt, const char *system);
 extern cJSON *llm_merge_params(const cJSON *defaults, const cJSON *overrides,
 							   char *err, size_t errlen);
 
-/* Cost in USD; cached input tokens are billed at the cached price. */
+/*
+ * Cost in USD; cached input tokens are billed at the cached price, tokens
+ * written to the cache at the cache write price.
+ */
 extern double llm_cost_usd(const LlmUsage *usage, const LlmPrices *prices);
 
 extern void llm_chat_result_free(LlmChatResult *result);

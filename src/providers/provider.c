@@ -9,6 +9,7 @@
 
 static const LlmProviderRoutine *const kinds[] = {
 	&openai_routine,
+	&anthropic_routine,
 };
 
 const LlmProviderRoutine *

@@ -100,6 +100,13 @@ typedef struct LlmProviderRoutine
 	const char *chat_path;
 
 	/*
+	 * Header lines every request of the kind carries (NULL-terminated, or
+	 * NULL): an API version, say.  A provider's headers option naming the
+	 * same header replaces the line.
+	 */
+	const char *const *headers;
+
+	/*
 	 * The header line that carries key: in header_name (a provider's
 	 * auth_header option), or NULL for the kind's own.
 	 */
@@ -151,6 +158,7 @@ typedef struct LlmProviderRoutine
 
 /* The kinds llmext implements, one file each under providers/. */
 extern const LlmProviderRoutine openai_routine;	/* openai.c */
+extern const LlmProviderRoutine anthropic_routine;	/* anthropic.c */
 
 /* The routines of kind, or NULL when llmext does not implement it. */
 extern const LlmProviderRoutine *llm_provider_routine(const char *kind);

@@ -1,7 +1,9 @@
 /*
- * fuzz_chat_response.c — libFuzzer target for openai_parse_chat_response
- * (src/providers/openai.c): the body of a 2xx answer, which comes from the network
- * (a provider, a proxy, or whoever answers at base_url).
+ * fuzz_chat_response.c — libFuzzer target for the chat response parsers of
+ * every provider kind (openai_parse_chat_response, src/providers/openai.c;
+ * anthropic_parse_chat_response, src/providers/anthropic.c): the body of a
+ * 2xx answer, which comes from the network (a provider, a proxy, or whoever
+ * answers at base_url).  Each input goes through both parsers.
  *
  * The whole input is the body.  Its length decides the size of the error
  * buffer, so that short buffers (messages cut short) are exercised too.
@@ -16,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "providers/anthropic.h"
 #include "providers/openai.h"
 
 static void
@@ -26,8 +29,11 @@ check_string(const char *s)
 		abort();
 }
 
-int
-LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+typedef bool (*ChatParser) (const char *body, size_t len, LlmChatResult *result,
+							char *err, size_t errlen);
+
+static void
+check_parser(ChatParser parse, const uint8_t *data, size_t size)
 {
 	LlmChatResult result;
 	char		err[512];
@@ -36,7 +42,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	char	   *body = malloc(size > 0 ? size : 1);
 
 	memcpy(body, data, size);
-	if (!openai_parse_chat_response(body, size, &result, err, errlen))
+	if (!parse(body, size, &result, err, errlen))
 	{
 		if (strnlen(err, errlen) == errlen)
 			abort();
@@ -44,7 +50,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			abort();
 		llm_chat_result_free(&result);
 		free(body);
-		return 0;
+		return;
 	}
 	check_string(result.content);
 	check_string(result.finish_reason);
@@ -54,12 +60,20 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (result.tool_calls != NULL && !cJSON_IsArray(result.tool_calls))
 		abort();
 	if (result.usage.input_tokens < 0 || result.usage.output_tokens < 0 ||
-		result.usage.cached_input_tokens < 0 || result.usage.reasoning_tokens < 0)
+		result.usage.cached_input_tokens < 0 || result.usage.reasoning_tokens < 0 ||
+		result.usage.cache_write_tokens < 0)
 		abort();
 	if (!result.usage.present &&
 		(result.usage.input_tokens != 0 || result.usage.output_tokens != 0))
 		abort();
 	llm_chat_result_free(&result);
 	free(body);
+}
+
+int
+LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	check_parser(openai_parse_chat_response, data, size);
+	check_parser(anthropic_parse_chat_response, data, size);
 	return 0;
 }

@@ -2,7 +2,7 @@
 # Fuzzes every parser of untrusted bytes with libFuzzer, AddressSanitizer
 # (leaks included) and UndefinedBehaviorSanitizer, one target after another:
 #   fuzz_template        templates and JSON Schema (src/core/template.c, src/core/jsonschema*.c)
-#   fuzz_chat_response   a provider's 2xx body (openai_parse_chat_response)
+#   fuzz_chat_response   a provider's 2xx body (openai_ and anthropic_parse_chat_response)
 #   fuzz_error_body      a provider's error body (openai_error_message), redacted
 #   fuzz_cachekey        the canonical request, i.e. the cache key (src/core/cachekey.c)
 #   fuzz_score           the evaluation scorers: scorer JSON, output, expected (src/core/score*.c)

@@ -8,6 +8,7 @@ main(void)
 {
 	test_request();
 	test_openai();
+	test_anthropic();
 	test_finetune();
 	test_cachekey();
 	test_retry();

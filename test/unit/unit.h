@@ -38,6 +38,7 @@ extern int	unit_failed;
 
 extern void test_request(void);
 extern void test_openai(void);
+extern void test_anthropic(void);
 extern void test_finetune(void);
 extern void test_cachekey(void);
 extern void test_retry(void);
