@@ -35,7 +35,7 @@ static LlmOwnerQuery model_query = {
 	"       m.output_price::pg_catalog.float8,"
 	"       m.params::pg_catalog.text,"
 	"       p.name, p.kind, p.base_url, p.options::pg_catalog.text,"
-	"       p.key_source, p.key_env, m.limits::pg_catalog.text"
+	"       p.key_source, p.key_env, m.limits::pg_catalog.text, m.use"
 	"  FROM llm.models m"
 	"  JOIN llm.providers p ON p.name OPERATOR(pg_catalog.=) m.provider"
 	" WHERE m.name OPERATOR(pg_catalog.=) $1",
@@ -135,6 +135,7 @@ read_model(HeapTuple tuple, TupleDesc desc, void *arg)
 	model->key_source = column_text(tuple, desc, 12);
 	model->key_env = column_text(tuple, desc, 13);
 	model->limits = parse_json_column(column_text(tuple, desc, 14));
+	model->use = column_text(tuple, desc, 15);
 	*result = model;
 }
 
@@ -165,6 +166,7 @@ copy_model(const LlmModel *model, MemoryContext context)
 	copy->base_url = pstrdup(model->base_url);
 	copy->provider_options = cJSON_Duplicate(model->provider_options, true);
 	copy->limits = cJSON_Duplicate(model->limits, true);
+	copy->use = pstrdup(model->use);
 	copy->key_source = pstrdup(model->key_source);
 	copy->key_env = model->key_env ? pstrdup(model->key_env) : NULL;
 	copy->api_key = NULL;
