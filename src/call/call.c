@@ -289,7 +289,7 @@ check_request_size(const cJSON *messages, const cJSON *params)
 				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
 				 errmsg("the request would be larger than llmext.max_request_bytes (%d bytes)",
 						llm_max_request_bytes),
-				 errdetail("The messages or inputs and the parameters take up to %zu bytes as JSON.", bound),
+				 errdetail("The messages and parameters take up to %zu bytes as JSON.", bound),
 				 errhint("Send a shorter prompt, or ask a superuser to raise llmext.max_request_bytes.")));
 }
 
