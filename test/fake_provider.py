@@ -17,6 +17,7 @@ SIGTERM / SIGINT stop it with exit code 0.
 Endpoints
     POST /v1/chat/completions  behaviour chosen by the body's "model" (below)
     POST /v1/messages          the Anthropic Messages API (see "Anthropic")
+    POST /v1/embeddings        see "Embeddings"
     GET  /v1/models            {"object":"list","data":[{"id":"echo",...},...]},
                                then every succeeded job's fine_tuned_model
     GET  /_stats               counters as JSON (see "Counters")
@@ -89,6 +90,30 @@ Special models
 Body validation (400, type invalid_request_error): body not JSON; "model"
 missing or empty (param "model"); "messages" missing, not a list or empty
 (param "messages"); a message that is not an object with a string "role".
+
+Embeddings (POST /v1/embeddings, OpenAI wire format)
+    body {"model", "input": a string or a non-empty list of strings,
+    "dimensions"?: int 1..4096, "encoding_format"?: "float"} ->
+    {"object":"list","data":[{"object":"embedding","index":i,"embedding":[...]}],
+     "model","usage":{"prompt_tokens","total_tokens"}}, header x-request-id.
+    vector(text): the lower-cased words of text (\w+ runs; a text without any
+    counts as the one word ""), each word's vector being `dimensions` (default
+    32) Gaussian numbers drawn by random.Random(sha256(word)), summed and
+    L2-normalised, each number rounded to 6 places.  So the same text always
+    gets the same vector, and texts that share words are nearer (cosine) than
+    texts that do not.  prompt_tokens = total_tokens = sum of max(1, words).
+    400 (invalid_request_error): body not JSON, "model" missing (param
+    "model"), "input" missing, empty, not a string or list of strings, or
+    holding an empty string (param "input"), a bad "dimensions" (param
+    "dimensions"), an encoding_format other than "float".
+    The chat fault models work here too, with the same answers: fail-<status>,
+    fail-429-<secs>, slow-<ms>, flaky-<n>-<any>, auth, nonjson, truncated,
+    leak-<offset>; and two of its own:
+    emb-short       data lacks the last input's item
+    emb-shuffled    data in reverse order (each item keeps its index)
+    Counters: requests_total, by_model, bytes_received, in_flight as for chat;
+    embedding_requests and embedding_inputs count the valid and invalid
+    requests and the inputs they carried (chat_requests does not count them).
 
 Counters (GET /_stats)
     requests_total  every HTTP request (chat, /v1/models, /_stats, /_reset, 404)
@@ -315,6 +340,7 @@ Learning rule (chat models "learn<any>", e.g. "learner", and "ft:<...>")
 """
 import argparse
 import asyncio
+import hashlib
 import http.client
 import json
 import math
@@ -340,6 +366,8 @@ MODEL_NAMES = ["echo", "usage-details", "stats", "slow-1000", "fail-429",
                "flaky-2-demo", "nullcontent", "learner"]
 SLOW, HUGE = re.compile(r"slow-(\d+)"), re.compile(r"huge-(\d+)")
 LEAK = re.compile(r"leak-(\d+)")
+EMBED_DIMENSIONS = 32  # when the request names none
+WORD = re.compile(r"\w+")
 FAIL, FLAKY = re.compile(r"fail-(\d{3})(?:-(\d+))?"), re.compile(r"flaky-(\d+)-(.+)", re.S)
 REASONS = {s.value: s.phrase for s in HTTPStatus} | {529: "Site Overloaded"}
 # status -> (message, type, param, code); {model} and {key} are filled in.
@@ -569,6 +597,61 @@ def validate_chat(body):
             return req, invalid(f"Missing required parameter: 'messages[{i}].role'.",
                                 f"messages[{i}].role", "missing_required_parameter")
     return req, None
+
+
+# ---------------------------------------------------------------- embeddings
+def embed_words(text):
+    return [w.lower() for w in WORD.findall(text)] or [""]
+
+
+def embed_vector(text, dimensions):
+    """The header's vector(text): hashed word vectors, summed, L2-normalised."""
+    total = [0.0] * dimensions
+    for word in embed_words(text):
+        rng = random.Random(hashlib.sha256(word.encode()).digest())
+        for j in range(dimensions):
+            total[j] += rng.gauss(0.0, 1.0)
+    norm = math.sqrt(sum(x * x for x in total)) or 1.0
+    return [round(x / norm, 6) for x in total]
+
+
+def validate_embeddings(body):
+    """Return (request dict or None, inputs list, error Response or None)."""
+    try:
+        req = json.loads(body)
+    except (ValueError, RecursionError):
+        return None, [], invalid(BAD_JSON)
+    if not isinstance(req, dict):
+        return None, [], invalid("The request body must be a JSON object.")
+    if not isinstance(req.get("model"), str) or not req["model"]:
+        return req, [], invalid("You must provide a model parameter.", "model")
+    inputs = req.get("input")
+    if isinstance(inputs, str):
+        inputs = [inputs]
+    if not isinstance(inputs, list) or not inputs \
+            or not all(isinstance(x, str) and x for x in inputs):
+        return req, inputs if isinstance(inputs, list) else [], \
+            invalid("'input' must be a non-empty string or array of non-empty strings.", "input")
+    dimensions = req.get("dimensions", EMBED_DIMENSIONS)
+    if type(dimensions) is not int or not 1 <= dimensions <= 4096:
+        return req, inputs, invalid("'dimensions' must be an integer from 1 to 4096.",
+                                    "dimensions")
+    if req.get("encoding_format", "float") != "float":
+        return req, inputs, invalid("Only encoding_format \"float\" is supported here.",
+                                    "encoding_format")
+    return req, inputs, None
+
+
+def embeddings_answer(model, inputs, dimensions):
+    data = [{"object": "embedding", "index": i, "embedding": embed_vector(t, dimensions)}
+            for i, t in enumerate(inputs)]
+    if model == "emb-short":
+        data = data[:-1]
+    elif model == "emb-shuffled":
+        data.reverse()
+    tokens = sum(len(embed_words(t)) for t in inputs)
+    return {"object": "list", "data": data, "model": model,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
 
 
 def bearer_token(headers):
@@ -1150,6 +1233,7 @@ class Provider:
 
     def reset(self):
         self.requests_total = self.chat_requests = self.aborted = 0
+        self.embedding_requests = self.embedding_inputs = 0
         self.connections_accepted = self.bytes_received = 0
         self.max_in_flight = self.in_flight
         self.by_model, self.flaky, self.last_request = {}, {}, None
@@ -1159,6 +1243,8 @@ class Provider:
     def stats(self):
         return {"requests_total": self.requests_total, "chat_requests": self.chat_requests,
                 "by_model": self.by_model, "aborted": self.aborted,
+                "embedding_requests": self.embedding_requests,
+                "embedding_inputs": self.embedding_inputs,
                 "connections": self.connections_accepted,
                 "in_flight": self.in_flight, "max_in_flight": self.max_in_flight,
                 "last_request": self.last_request,
@@ -1170,6 +1256,8 @@ class Provider:
             return self.chat(headers, body)
         if method == "POST" and path == "/v1/messages":
             return self.messages(headers, body)
+        if method == "POST" and path == "/v1/embeddings":
+            return self.embeddings(headers, body)
         self.requests_total += 1
         self.bytes_received += len(body)
         try:
@@ -1238,6 +1326,39 @@ class Provider:
         if delay <= 0:
             self.in_flight -= 1
         response.headers.append(("request-id", f"req_fake_{n}"))
+        return delay, response
+
+    def embeddings(self, headers, body):
+        req, inputs, error = validate_embeddings(body)
+        self.answers += 1
+        n = self.answers
+        self.count_chat(req, headers, len(body))
+        self.chat_requests -= 1
+        self.embedding_requests += 1
+        self.embedding_inputs += len(inputs)
+        delay = self.latency
+        response = error
+        if response is None:
+            model = req["model"]
+            if m := SLOW.fullmatch(model):
+                delay += int(m.group(1)) / 1000
+            # the chat path's faults, answered alike (never its content models)
+            if FAIL.fullmatch(model) or FLAKY.fullmatch(model) or LEAK.fullmatch(model) \
+                    or model in ("auth", "nonjson"):
+                response = self.answer(n, req | {"messages": []}, headers)
+                if response.status == 200:
+                    response = None
+            if response is None:
+                answer = embeddings_answer(model, inputs,
+                                           req.get("dimensions", EMBED_DIMENSIONS))
+                response = json_response(200, answer)
+                if model == "truncated":
+                    response = Response(200, response.body[:len(response.body) // 2])
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        if delay <= 0:
+            self.in_flight -= 1
+        response.headers.append(("x-request-id", f"req_fake_{n}"))
         return delay, response
 
     def count_chat(self, req, headers, size):
@@ -1520,6 +1641,54 @@ class Client:
         head = f"POST /v1/chat/completions HTTP/1.1\r\nContent-Length: {len(body)}\r\n{extra}\r\n"
         sock = socket.create_connection(("127.0.0.1", self.port), timeout=10)
         return sock, head.encode(), body.encode()
+
+
+def embed(c, model, inputs, **fields):
+    """(status, body as JSON) of POST /v1/embeddings."""
+    body = dict(fields, model=model, input=inputs)
+    status, _, data = c.request("POST", "/v1/embeddings", json.dumps(body))
+    return status, json.loads(data) if data.startswith(b"{") and data.endswith(b"}") else data
+
+
+def cosine(a, b):
+    return sum(x * y for x, y in zip(a, b))
+
+
+def check_embeddings(c):
+    c.json("POST", "/_reset")
+    status, answer = embed(c, "emb", ["The cat sat", "the CAT sat!", "cat sat on a mat",
+                                      "stock prices fell sharply"])
+    vectors = [d["embedding"] for d in answer["data"]]
+    norms = [math.sqrt(sum(x * x for x in v)) for v in vectors]
+    stats = c.json("GET", "/_stats")
+    return status == 200 and [d["index"] for d in answer["data"]] == [0, 1, 2, 3] \
+        and len(vectors[0]) == EMBED_DIMENSIONS and all(abs(n - 1) < 1e-4 for n in norms) \
+        and vectors[0] == vectors[1] \
+        and cosine(vectors[0], vectors[2]) > cosine(vectors[0], vectors[3]) \
+        and answer["usage"] == {"prompt_tokens": 15, "total_tokens": 15} \
+        and answer["model"] == "emb" and answer["object"] == "list" \
+        and (stats["embedding_requests"], stats["embedding_inputs"], stats["chat_requests"],
+             stats["by_model"]) == (1, 4, 0, {"emb": 1}) \
+        and len(embed(c, "emb", "one", dimensions=5)[1]["data"][0]["embedding"]) == 5 \
+        and embed(c, "emb", "!!")[1]["usage"]["prompt_tokens"] == 1
+
+
+def check_embedding_faults(c):
+    codes = [embed(c, "emb", x, **kw)[1]["error"]["param"] for x, kw in (
+        ([], {}), ([""], {}), ([1], {}), ("a", {"dimensions": 0}), ("a", {"dimensions": 1.5}))]
+    short = embed(c, "emb-short", ["a", "b"])[1]["data"]
+    shuffled = embed(c, "emb-shuffled", ["a", "b"])[1]["data"]
+    start = time.monotonic()
+    slow = embed(c, "slow-200", "a")[0]
+    elapsed = time.monotonic() - start
+    return codes == ["input", "input", "input", "dimensions", "dimensions"] \
+        and embed(c, "fail-500", "a")[0] == 500 \
+        and embed(c, "fail-429", "a")[1]["error"]["code"] == "rate_limit_exceeded" \
+        and [embed(c, "flaky-1-e", "a")[0] for _ in range(2)] == [503, 200] \
+        and embed(c, "nonjson", "a")[0] == 200 \
+        and isinstance(embed(c, "truncated", "a")[1], bytes) \
+        and [d["index"] for d in short] == [0] and [d["index"] for d in shuffled] == [1, 0] \
+        and slow == 200 and elapsed >= 0.2
 
 
 def read_all(sock):
@@ -2006,6 +2175,8 @@ def self_checks(c):
         ("learning: temperature, seed, flips", lambda: check_flips(c)),
         ("learning: more examples, more consistent", lambda: check_consistency(c)),
         ("counters: files, jobs, bytes", lambda: check_tuning_counters(c)),
+        ("embeddings: vectors, nearness, usage, counters", lambda: check_embeddings(c)),
+        ("embeddings: validation and faults", lambda: check_embedding_faults(c)),
     ] + fake_anthropic.self_checks(c)
 
 

@@ -24,6 +24,7 @@ CREATE TABLE llm.models (
 	finetune_job		bigint,
 	-- added in 0.4.0
 	cache_write_price	numeric CHECK (cache_write_price >= 0),
+	use					text NOT NULL DEFAULT 'chat' CHECK (use IN ('chat', 'embedding')),
 	CHECK ((kind = 'fine_tuned') = (base_model IS NOT NULL)),
 	CHECK (base_model IS DISTINCT FROM name),
 	CHECK ((training_set IS NULL) = (training_version IS NULL))
@@ -40,7 +41,8 @@ COMMENT ON COLUMN llm.models.tuned_output_price IS 'output price of models tuned
 COMMENT ON COLUMN llm.models.training_set IS 'lineage of a fine-tuned model: the training set (with training_version) it was trained on';
 COMMENT ON COLUMN llm.models.prompt_name IS 'lineage: the stored prompt (with prompt_version) its training set was rendered through';
 COMMENT ON COLUMN llm.models.finetune_job IS 'lineage: the llm.finetune_jobs row that trained it (NULL when trained elsewhere)';
-COMMENT ON COLUMN llm.models.limits IS 'this model''s own max_concurrency, requests_per_minute and tokens_per_minute, on top of its provider''s; max_training_example_tokens bounds the examples it is fine-tuned on';
+COMMENT ON COLUMN llm.models.limits IS 'this model''s own max_concurrency, requests_per_minute and tokens_per_minute, on top of its provider''s; max_training_example_tokens bounds the examples it is fine-tuned on; max_batch_inputs (default 100) the inputs of one embedding request';
+COMMENT ON COLUMN llm.models.use IS 'what the model is called for: chat (llm_complete, llm_chat, ...) or embedding (llm_embed, llm_embed_batch); added in 0.4.0';
 
 -- Checks a model's limits; unknown keys are refused.
 CREATE FUNCTION llm._check_model_limits(limits jsonb)
@@ -59,10 +61,10 @@ BEGIN
 	END IF;
 	FOR k, v IN SELECT * FROM jsonb_each(limits) LOOP
 		IF k NOT IN ('max_concurrency', 'requests_per_minute', 'tokens_per_minute',
-					 'max_training_example_tokens') THEN
+					 'max_training_example_tokens', 'max_batch_inputs') THEN
 			RAISE EXCEPTION 'unknown model limit "%"', k
 				USING ERRCODE = 'invalid_parameter_value',
-					  HINT = 'Known limits: max_concurrency, requests_per_minute, tokens_per_minute, max_training_example_tokens.';
+					  HINT = 'Known limits: max_concurrency, requests_per_minute, tokens_per_minute, max_training_example_tokens, max_batch_inputs.';
 		END IF;
 		PERFORM llm._check_limit('model limit', k, v);
 	END LOOP;
@@ -90,7 +92,8 @@ CREATE FUNCTION llm_model_create(
 	tuned_output_price numeric DEFAULT NULL,
 	training_set text DEFAULT NULL,
 	training_version integer DEFAULT NULL,
-	cache_write_price numeric DEFAULT NULL)
+	cache_write_price numeric DEFAULT NULL,
+	use text DEFAULT 'chat')
 RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -147,6 +150,18 @@ BEGIN
 			USING ERRCODE = 'invalid_parameter_value',
 				  HINT = 'Prices are in USD per million tokens.';
 	END IF;
+	use := coalesce(use, 'chat');
+	IF use NOT IN ('chat', 'embedding') THEN
+		RAISE EXCEPTION 'invalid model use "%"', use
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Use ''chat'' (the default) or ''embedding''.';
+	END IF;
+	IF base_model IS NOT NULL AND use IS DISTINCT FROM
+	   (SELECT m.use FROM llm.models m WHERE m.name = llm_model_create.base_model) THEN
+		RAISE EXCEPTION 'a fine-tuned model has the use of its base model'
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Pass use => the base model''s use.';
+	END IF;
 	params := coalesce(params, '{}');
 	IF jsonb_typeof(params) <> 'object' THEN
 		RAISE EXCEPTION 'params must be a JSON object'
@@ -154,7 +169,7 @@ BEGIN
 				  HINT = 'For example ''{"temperature": 0}''.';
 	END IF;
 	SELECT k INTO bad_key FROM jsonb_object_keys(params) k
-	 WHERE k IN ('model', 'messages', 'stream', 'on_error', 'on_invalid', 'cache', 'cache_ttl') LIMIT 1;
+	 WHERE k IN ('model', 'messages', 'input', 'stream', 'on_error', 'on_invalid', 'cache', 'cache_ttl') LIMIT 1;
 	IF bad_key IS NOT NULL THEN
 		RAISE EXCEPTION 'params must not set "%"', bad_key
 			USING ERRCODE = 'invalid_parameter_value',
@@ -196,16 +211,16 @@ BEGIN
 							input_price, output_price, cached_input_price, params, limits,
 							training_price, tuned_input_price, tuned_cached_input_price,
 							tuned_output_price, training_set, training_version, prompt_name,
-							prompt_version, cache_write_price)
+							prompt_version, cache_write_price, use)
 	VALUES (name, provider, remote_model, kind, base_model,
 			coalesce(input_price, 0), coalesce(output_price, 0), cached_input_price, params,
 			limits, training_price, tuned_input_price, tuned_cached_input_price,
 			tuned_output_price, training_set, training_version, set_prompt, set_prompt_version,
-			cache_write_price);
+			cache_write_price, use);
 END
 $$;
-COMMENT ON FUNCTION llm_model_create(text, text, text, text, text, numeric, numeric, numeric, jsonb, jsonb, numeric, numeric, numeric, numeric, text, integer, numeric) IS
-	'register a base or fine-tuned model under a name SQL can use';
+COMMENT ON FUNCTION llm_model_create(text, text, text, text, text, numeric, numeric, numeric, jsonb, jsonb, numeric, numeric, numeric, numeric, text, integer, numeric, text) IS
+	'register a base or fine-tuned model, for chat or embeddings, under a name SQL can use';
 
 CREATE FUNCTION llm_model_set_limits(name text, limits jsonb)
 RETURNS void
@@ -253,11 +268,11 @@ END
 $$;
 COMMENT ON FUNCTION llm_model_drop(text) IS 'remove a registered model';
 
-REVOKE ALL ON FUNCTION llm_model_create(text, text, text, text, text, numeric, numeric, numeric, jsonb, jsonb, numeric, numeric, numeric, numeric, text, integer, numeric) FROM PUBLIC;
+REVOKE ALL ON FUNCTION llm_model_create(text, text, text, text, text, numeric, numeric, numeric, jsonb, jsonb, numeric, numeric, numeric, numeric, text, integer, numeric, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION llm_model_drop(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION llm_model_set_limits(text, jsonb) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION llm_model_set_limits(text, jsonb) TO llm_admin;
-GRANT EXECUTE ON FUNCTION llm_model_create(text, text, text, text, text, numeric, numeric, numeric, jsonb, jsonb, numeric, numeric, numeric, numeric, text, integer, numeric) TO llm_admin;
+GRANT EXECUTE ON FUNCTION llm_model_create(text, text, text, text, text, numeric, numeric, numeric, jsonb, jsonb, numeric, numeric, numeric, numeric, text, integer, numeric, text) TO llm_admin;
 GRANT EXECUTE ON FUNCTION llm_model_drop(text) TO llm_admin;
 
 -- Backends keep copies of models and providers; a change to either table

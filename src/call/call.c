@@ -124,6 +124,30 @@ chat_url(const LlmModel *model)
 														   model->routine->chat_path));
 }
 
+/*
+ * A model is registered for one use (llm.models.use): calling it for the
+ * other is refused before anything is looked up in the cache or sent.
+ */
+static void
+check_use(const LlmModel *model, bool embedding)
+{
+	const char *wanted = embedding ? "embedding" : "chat";
+
+	if (strcmp(model->use, wanted) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("model \"%s\" is registered for %s, not for %s",
+						model->name, model->use, wanted),
+				 embedding
+				 ? errhint("Embed with a model registered with use => 'embedding'.")
+				 : errhint("Call llm_embed or llm_embed_batch for an embedding model, or pick a chat model.")));
+	if (embedding && model->routine->embeddings_path == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("provider \"%s\" (kind %s) has no embeddings", model->provider,
+						model->provider_kind)));
+}
+
 static void
 forget_headers(const char **headers, int nheaders, const char *secret)
 {
@@ -190,6 +214,52 @@ result_from_cache(const cJSON *cached, LlmCallResult *result)
 #undef CACHED_COUNT
 }
 
+/*
+ * Fills result->embed from a cached result's "embeddings" ([[...], ...]);
+ * false when they are not n vectors of one length (then it is no hit).
+ */
+static bool
+embed_from_cache(const cJSON *cached, int n, LlmCallResult *result)
+{
+	const cJSON *vectors = cJSON_GetObjectItemCaseSensitive(cached, "embeddings");
+	const cJSON *first = cJSON_GetArrayItem(vectors, 0);
+	const cJSON *vector;
+	LlmEmbedResult *embed = &result->embed;
+	int			i = 0;
+
+	if (!cJSON_IsArray(vectors) || cJSON_GetArraySize(vectors) != n ||
+		!cJSON_IsArray(first) || cJSON_GetArraySize(first) == 0)
+		return false;
+	embed->n = n;
+	embed->dimensions = cJSON_GetArraySize(first);
+	embed->vectors = palloc(sizeof(float) * (size_t) n * embed->dimensions);
+	cJSON_ArrayForEach(vector, vectors)
+	{
+		const cJSON *number;
+		int			j = 0;
+
+		if (!cJSON_IsArray(vector) || cJSON_GetArraySize(vector) != embed->dimensions)
+			return false;
+		cJSON_ArrayForEach(number, vector)
+		{
+			if (!cJSON_IsNumber(number))
+				return false;
+			embed->vectors[(size_t) i * embed->dimensions + j++] = (float) number->valuedouble;
+		}
+		i++;
+	}
+	embed->usage = result->chat.usage;
+	embed->remote_model = result->chat.remote_model;
+	return true;
+}
+
+/* The usage a call reports, whichever kind it is. */
+static const LlmUsage *
+usage_of(const LlmCallRequest *req, const LlmCallResult *result)
+{
+	return req->inputs != NULL ? &result->embed.usage : &result->chat.usage;
+}
+
 /* Bytes a string takes inside JSON text, escapes and quotes included. */
 static size_t
 json_string_bytes(const char *s)
@@ -232,6 +302,7 @@ json_printed_bound(const cJSON *item)
 static void
 check_request_size(const cJSON *messages, const cJSON *params)
 {
+	/* messages: or an embedding request's inputs */
 	size_t		bound = json_printed_bound(messages) + json_printed_bound(params);
 
 	if (bound > (size_t) llm_max_request_bytes)
@@ -254,18 +325,20 @@ record_call(const LlmCallRequest *req, LlmCallResult *result, const char *error)
 	row.prompt_version = req->prompt_version;
 	row.model = result->model->name;
 	row.remote_model = result->chat.remote_model ? result->chat.remote_model
+		: result->embed.remote_model ? result->embed.remote_model
 		: result->model->remote_model;
 	row.provider = result->model->provider;
 	row.cache_hit = result->cache_hit;
 	row.http_status = result->http_status;
 	row.error = error;
-	row.usage = result->chat.usage;
+	row.usage = *usage_of(req, result);
 	row.cost_usd = result->cost_usd;
 	row.cost_saved_usd = result->cost_saved_usd;
 	row.latency_ms = result->latency_ms;
 	row.request_id = result->request_id;
 	row.fingerprint = result->fingerprint;
-	if (!req->keep_no_io)
+	/* an embedding's inputs may be many and long: llm.call_io keeps none */
+	if (!req->keep_no_io && req->inputs == NULL)
 	{
 		row.vars = req->vars;
 		row.messages = req->messages;
@@ -280,7 +353,7 @@ record_call(const LlmCallRequest *req, LlmCallResult *result, const char *error)
  */
 static LlmFailure *
 read_response(LlmModel *model, const LlmHttpResponse *resp, long timeout_ms,
-			  const char *secret, LlmCallResult *result)
+			  const char *secret, const cJSON *inputs, LlmCallResult *result)
 {
 	char		err[256];
 	char	   *text;
@@ -297,6 +370,17 @@ read_response(LlmModel *model, const LlmHttpResponse *resp, long timeout_ms,
 	if (!pg_verify_mbstr(PG_UTF8, resp->body, resp->body_len, true))
 		return llm_failure_of_response(model, "the body is not valid UTF-8", resp, secret);
 	text = pg_any_to_server(resp->body, resp->body_len, PG_UTF8);
+	if (inputs != NULL)
+	{
+		if (!model->routine->parse_embed_response(text, strlen(text), cJSON_GetArraySize(inputs),
+												  &result->embed, err, sizeof(err)))
+			return llm_failure_of_response(model, err, resp, secret);
+		/* numbers carry no key; the model id the provider chose might */
+		if (result->embed.remote_model != NULL && secret != NULL)
+			result->embed.remote_model = llm_redact(result->embed.remote_model, secret);
+		result->cost_usd = llm_cost_usd(&result->embed.usage, &result->model->prices);
+		return NULL;
+	}
 	if (!model->routine->parse_chat_response(text, strlen(text), &result->chat, err, sizeof(err)))
 		return llm_failure_of_response(model, err, resp, secret);
 
@@ -339,7 +423,8 @@ llm_call_prepare(const LlmCallRequest *req, LlmCallResult *result)
 	call->elevel = error_or_null(req->options, "on_error");
 	/* checked on every call, so that a misspelt value never passes silently */
 	call->invalid_elevel = error_or_null(req->options, "on_invalid");
-	if (!llm_validate_messages(req->messages, err, sizeof(err)))
+	/* an embedding request's inputs are checked by its SQL function */
+	if (req->inputs == NULL && !llm_validate_messages(req->messages, err, sizeof(err)))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("invalid messages: %s", err),
@@ -347,12 +432,18 @@ llm_call_prepare(const LlmCallRequest *req, LlmCallResult *result)
 
 	model = llm_lookup_model(req->model_name);
 	call->model = result->model = model;
+	check_use(model, req->inputs != NULL);
 	call->params = llm_merge_params(model->params, req->options, err, sizeof(err));
 	if (call->params == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("invalid options: %s", err),
 				 errhint("The model comes from the model argument and messages are built by llmext.")));
+	if (req->inputs != NULL && cJSON_GetObjectItemCaseSensitive(call->params, "input") != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid options: \"input\" cannot be set"),
+				 errhint("The inputs come from the input argument.")));
 	/* a number that does not fit would be sent as null, and cached as if sent */
 	if (!llm_check_param_numbers(call->params, err, sizeof(err)))
 		ereport(ERROR,
@@ -360,18 +451,43 @@ llm_call_prepare(const LlmCallRequest *req, LlmCallResult *result)
 				 errmsg("invalid options: %s", err),
 				 errdetail("The parameters come from the model's params and the call's options."),
 				 errhint("Numbers must fit a double precision value; seed is a whole number of at most 2^53 - 1 in size, and max_tokens, max_completion_tokens, n and top_logprobs whole numbers from 0.")));
-	check_request_size(req->messages, call->params);
-	llm_cache_policy(req->options, call->params, &call->cache);
+	check_request_size(req->inputs ? req->inputs : req->messages, call->params);
+	/*
+	 * An embedding is a function of its input: always deterministic.  Its
+	 * inputs (an array of strings) stand where a chat's messages (objects)
+	 * do, so that the two kinds of request never share a key.
+	 */
+	if (req->inputs != NULL)
+		llm_cache_policy_for(req->options, true, &call->cache);
+	else
+		llm_cache_policy(req->options, call->params, &call->cache);
 	result->fingerprint = llm_sha256_hex(llm_canonical_request(model->provider,
 															   model->remote_model,
-															   req->messages, call->params));
+															   req->inputs ? req->inputs : req->messages,
+															   call->params));
 
 	if (call->cache.read)
 	{
 		TimestampTz start = GetCurrentTimestamp();
 		cJSON	   *cached = llm_cache_get(result->fingerprint);
 
-		if (cached != NULL)
+		if (cached != NULL && req->inputs != NULL)
+		{
+			result_from_cache(cached, result);
+			if (embed_from_cache(cached, cJSON_GetArraySize(req->inputs), result))
+			{
+				result->cache_hit = true;
+				result->cost_saved_usd = llm_cost_usd(&result->embed.usage, &model->prices);
+				result->latency_ms = (GetCurrentTimestamp() - start) / 1000.0;
+				record_call(req, result, NULL);
+				call->answered = true;
+				return call;
+			}
+			memset(&result->embed, 0, sizeof(result->embed));
+			llm_chat_result_free(&result->chat);
+			result->request_id = NULL;
+		}
+		else if (cached != NULL)
 		{
 			result_from_cache(cached, result);
 			/*
@@ -403,7 +519,9 @@ llm_call_prepare(const LlmCallRequest *req, LlmCallResult *result)
 		return call;
 	}
 
-	body = model->routine->chat_request(model->remote_model, req->messages, call->params);
+	body = req->inputs != NULL
+		? model->routine->embed_request(model->remote_model, req->inputs, call->params)
+		: model->routine->chat_request(model->remote_model, req->messages, call->params);
 	/* providers speak UTF-8 whatever the database's encoding */
 	call->http.body = pg_server_to_any(body, strlen(body), PG_UTF8);
 	llm_load_key(model);
@@ -412,7 +530,9 @@ llm_call_prepare(const LlmCallRequest *req, LlmCallResult *result)
 	call->headers = build_headers(model, &call->http.nheaders);
 	llm_forget_key(model);
 	call->http.headers = call->headers;
-	call->http.url = chat_url(model);
+	call->http.url = req->inputs != NULL
+		? llm_provider_url(model, model->routine->embeddings_path)
+		: chat_url(model);
 	call->http.connect_timeout_ms = llm_connect_timeout_ms;
 	call->http.timeout_ms = llm_request_timeout_ms;
 	call->http.max_response_bytes = (size_t) llm_effective_max_response_bytes();
@@ -446,10 +566,11 @@ llm_call_complete(LlmPreparedCall *call)
 
 	forget_headers(call->headers, call->http.nheaders, call->secret);
 	llm_call_release(call);
-	failure = read_response(call->model, &call->resp, call->http.timeout_ms, call->secret, result);
-	if (result->chat.usage.present)
+	failure = read_response(call->model, &call->resp, call->http.timeout_ms, call->secret,
+							req->inputs, result);
+	if (usage_of(req, result)->present)
 		llm_rate_settle(call->model, call->estimated_tokens,
-						result->chat.usage.input_tokens + result->chat.usage.output_tokens);
+						usage_of(req, result)->input_tokens + usage_of(req, result)->output_tokens);
 	if (call->secret != NULL)
 		explicit_bzero(call->secret, strlen(call->secret));
 	if (failure == NULL && req->expect_json)
@@ -561,6 +682,9 @@ cJSON *
 llm_call_result_json(const LlmCallResult *result)
 {
 	const LlmChatResult *chat = &result->chat;
+	const LlmEmbedResult *embed = &result->embed;
+	/* an embedding result: its usage, with the chat fields empty */
+	const LlmUsage *counts = embed->vectors != NULL ? &embed->usage : &chat->usage;
 	cJSON	   *json = cJSON_CreateObject();
 	cJSON	   *usage = cJSON_CreateObject();
 
@@ -568,13 +692,14 @@ llm_call_result_json(const LlmCallResult *result)
 	add_string_or_null(json, "finish_reason", chat->finish_reason);
 	cJSON_AddStringToObject(json, "model", result->model->name);
 	add_string_or_null(json, "remote_model",
-					   chat->remote_model ? chat->remote_model : result->model->remote_model);
+					   chat->remote_model ? chat->remote_model
+					   : embed->remote_model ? embed->remote_model : result->model->remote_model);
 	cJSON_AddStringToObject(json, "provider", result->model->provider);
-	cJSON_AddNumberToObject(usage, "input_tokens", (double) chat->usage.input_tokens);
-	cJSON_AddNumberToObject(usage, "cached_input_tokens", (double) chat->usage.cached_input_tokens);
-	cJSON_AddNumberToObject(usage, "cache_creation_input_tokens", (double) chat->usage.cache_write_tokens);
-	cJSON_AddNumberToObject(usage, "output_tokens", (double) chat->usage.output_tokens);
-	cJSON_AddNumberToObject(usage, "reasoning_tokens", (double) chat->usage.reasoning_tokens);
+	cJSON_AddNumberToObject(usage, "input_tokens", (double) counts->input_tokens);
+	cJSON_AddNumberToObject(usage, "cached_input_tokens", (double) counts->cached_input_tokens);
+	cJSON_AddNumberToObject(usage, "cache_creation_input_tokens", (double) counts->cache_write_tokens);
+	cJSON_AddNumberToObject(usage, "output_tokens", (double) counts->output_tokens);
+	cJSON_AddNumberToObject(usage, "reasoning_tokens", (double) counts->reasoning_tokens);
 	cJSON_AddItemToObject(json, "usage", usage);
 	cJSON_AddNumberToObject(json, "cost_usd", result->cost_usd);
 	cJSON_AddBoolToObject(json, "cache_hit", result->cache_hit);
@@ -589,6 +714,19 @@ llm_call_result_json(const LlmCallResult *result)
 		cJSON_AddStringToObject(json, "refusal", chat->refusal);
 	if (chat->tool_calls != NULL)
 		cJSON_AddItemToObject(json, "tool_calls", cJSON_Duplicate(chat->tool_calls, true));
+	if (embed->vectors != NULL)
+	{
+		cJSON	   *vectors = cJSON_AddArrayToObject(json, "embeddings");
+
+		for (int i = 0; i < embed->n; i++)
+		{
+			cJSON	   *vector = cJSON_CreateArray();
+
+			for (int j = 0; j < embed->dimensions; j++)
+				cJSON_AddItemToArray(vector, cJSON_CreateNumber(embed->vectors[(size_t) i * embed->dimensions + j]));
+			cJSON_AddItemToArray(vectors, vector);
+		}
+	}
 	return json;
 }
 

@@ -17,7 +17,8 @@
 typedef struct LlmCallRequest
 {
 	const char *model_name;		/* NULL: llmext.default_model */
-	const cJSON *messages;
+	const cJSON *messages;		/* a chat request's messages, or NULL ... */
+	const cJSON *inputs;		/* ... for an embedding request: its texts, an array */
 	const cJSON *options;		/* provider parameters and llmext's own keys, or NULL */
 	const char *prompt_name;	/* for the ledger: the stored prompt used, or NULL */
 	int			prompt_version;
@@ -31,6 +32,7 @@ typedef struct LlmCallRequest
 typedef struct LlmCallResult
 {
 	LlmChatResult chat;
+	LlmEmbedResult embed;		/* an embedding request's vectors */
 	LlmModel   *model;			/* api_key already forgotten */
 	long		http_status;
 	double		latency_ms;
@@ -44,6 +46,12 @@ typedef struct LlmCallResult
 } LlmCallResult;
 
 /*
+ * A chat call and an embedding call (inputs set) take the same path: the
+ * model's use must match (22023 before anything else), and the cache, the
+ * budgets, the rate limits and the ledger treat both alike.  An embedding
+ * answer is always deterministic, so it is cached unless llmext.cache or the
+ * "cache" option says otherwise.
+ *
  * A call in two phases, so that many can share one engine (llm_chat_batch):
  * llm_call_prepare looks the model up, answers from the cache or checks the
  * budget, and builds the HTTP request; the caller runs http into resp; then

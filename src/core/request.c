@@ -213,6 +213,14 @@ llm_chat_result_free(LlmChatResult *result)
 }
 
 void
+llm_embed_result_free(LlmEmbedResult *result)
+{
+	cJSON_free(result->vectors);
+	cJSON_free(result->remote_model);
+	memset(result, 0, sizeof(*result));
+}
+
+void
 llm_trim_partial_utf8(char *err, size_t errlen)
 {
 	size_t		len;

@@ -37,6 +37,19 @@ typedef struct LlmChatResult
 	LlmUsage	usage;
 } LlmChatResult;
 
+/*
+ * The answer to an embedding request: one vector per input, in input order
+ * (whatever order the provider listed them in), all of one length.
+ */
+typedef struct LlmEmbedResult
+{
+	int			n;				/* inputs, and so vectors */
+	int			dimensions;		/* each vector's length */
+	float	   *vectors;		/* n * dimensions numbers, input i's from i * dimensions */
+	char	   *remote_model;	/* the model id the provider reported */
+	LlmUsage	usage;			/* input tokens only */
+} LlmEmbedResult;
+
 typedef struct LlmPrices
 {
 	double		input;			/* USD per million tokens */
@@ -72,6 +85,7 @@ extern cJSON *llm_merge_params(const cJSON *defaults, const cJSON *overrides,
 extern double llm_cost_usd(const LlmUsage *usage, const LlmPrices *prices);
 
 extern void llm_chat_result_free(LlmChatResult *result);
+extern void llm_embed_result_free(LlmEmbedResult *result);
 
 
 /* The number of elements of an array. */

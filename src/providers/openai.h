@@ -31,6 +31,12 @@ extern bool openai_parse_chat_response(const char *body, size_t len,
  */
 extern char *openai_error_message(const char *body, size_t len);
 
+/* Embeddings (openai_embed.c): see LlmProviderRoutine. */
+extern char *openai_embed_request(const char *remote_model, const cJSON *inputs,
+								  const cJSON *params);
+extern bool openai_parse_embed_response(const char *body, size_t len, int ninputs,
+										LlmEmbedResult *result, char *err, size_t errlen);
+
 /* Fine-tuning (openai_finetune.c): see LlmProviderRoutine. */
 extern char *openai_finetune_request(const LlmFinetuneSpec *spec);
 extern char *openai_finetune_list_query(const char *job_tag, const char *after);

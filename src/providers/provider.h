@@ -120,6 +120,18 @@ typedef struct LlmProviderRoutine
 	bool		(*parse_chat_response) (const char *body, size_t len, LlmChatResult *result,
 										char *err, size_t errlen);
 
+	/*
+	 * Embeddings; embeddings_path is NULL for a kind without them.  The body
+	 * of a request for the vectors of inputs (an array of non-empty strings),
+	 * and the parser of a 2xx answer that must hold exactly ninputs vectors
+	 * of one length (false with a sentence in err).
+	 */
+	const char *embeddings_path;
+	char	   *(*embed_request) (const char *remote_model, const cJSON *inputs,
+								  const cJSON *params);
+	bool		(*parse_embed_response) (const char *body, size_t len, int ninputs,
+										 LlmEmbedResult *result, char *err, size_t errlen);
+
 	/* The message of an error body, or NULL when it has none recognisable. */
 	char	   *(*error_message) (const char *body, size_t len);
 

@@ -25,6 +25,8 @@
  */
 #include "llmext.h"
 
+#include "sql/batch.h"
+
 #include "call/call.h"
 #include "call/failure.h"
 #include "core/retry.h"
@@ -48,63 +50,13 @@
 
 #include <stdlib.h>
 
-#define DEFAULT_CONCURRENCY 8
-#define MAX_CONCURRENCY 1024
 
 PG_FUNCTION_INFO_V1(llm_complete_batch);
 PG_FUNCTION_INFO_V1(llm_complete_prompt_batch);
 
-typedef struct BatchItem
-{
-	int			ord;			/* 0-based position in the input */
-	MemoryContext context;		/* all of the item's memory; NULL: slot free */
-	LlmCallRequest req;
-	LlmCallResult result;
-	LlmPreparedCall *call;		/* made when its turn comes */
-	bool		done;			/* its row can be written */
-	bool		in_flight;		/* a transfer is running for it */
-	int			attempts;
-	TimestampTz retry_at;		/* 0: not waiting to be retried */
-	char	   *error;			/* the row's error text */
-} BatchItem;
-
-typedef struct Batch Batch;
-
-/* Fills item->req for input element i (or sets item->error, or leaves messages NULL). */
-typedef void (*BatchFill) (Batch *batch, BatchItem *item, Datum element);
-
-struct Batch
-{
-	int			n;
-	Datum	   *elements;
-	bool	   *nulls;
-	BatchFill	fill;
-	bool		abort_on_fail;
-	cJSON	   *item_options;
-	/* llm_complete_batch */
-	char	   *model;
-	char	   *system;
-	/* llm_complete_prompt_batch */
-	char	   *name;
-	const int  *version;
-	char	   *label;
-	/* the window */
-	BatchItem  *slots;
-	int			window;
-	int			concurrency;	/* transfers at once: window, or the provider's limit */
-	int			max_attempts;
-	bool		limits_known;	/* from the first item that calls a model */
-	int			next;			/* next item to prepare */
-	int			emitted;		/* next item whose row is to be written */
-	MemoryContext items_context;
-	LlmEngine  *engine;
-	Tuplestorestate *store;
-	TupleDesc	desc;
-};
-
 /* "error" given explicitly: the first failure aborts the statement. */
-static bool
-abort_on_failure(const cJSON *options)
+bool
+llm_batch_abort_on_failure(const cJSON *options)
 {
 	const cJSON *on_error = cJSON_GetObjectItemCaseSensitive(options, "on_error");
 
@@ -112,8 +64,8 @@ abort_on_failure(const cJSON *options)
 }
 
 /* Options for the elements: failures come back as values, not raised. */
-static cJSON *
-element_options(const cJSON *options)
+cJSON *
+llm_batch_element_options(const cJSON *options)
 {
 	cJSON	   *copy = options ? cJSON_Duplicate(options, true) : cJSON_CreateObject();
 
@@ -213,7 +165,7 @@ admit_next(Batch *batch, int *waiting)
 	old = MemoryContextSwitchTo(item->context);
 	if (!batch->nulls[ord])
 		batch->fill(batch, item, batch->elements[ord]);
-	if (item->req.messages == NULL)
+	if (item->req.messages == NULL && item->req.inputs == NULL)
 		item->done = true;		/* a NULL row, or its error already */
 	else
 	{
@@ -262,13 +214,22 @@ check_every_item(Batch *batch)
 	MemoryContextDelete(scratch);
 }
 
-/* Writes item's row and frees everything it held. */
+/* Writes item's row (or rows: batch->emit) and frees everything it held. */
 static void
 emit_row(Batch *batch, BatchItem *item)
 {
 	Datum		values[4];
 	bool		isnull[4] = {false, true, true, true};
 	MemoryContext old = MemoryContextSwitchTo(item->context);
+
+	if (batch->emit != NULL)
+	{
+		batch->emit(batch, item);
+		MemoryContextSwitchTo(old);
+		MemoryContextDelete(item->context);
+		item->context = NULL;
+		return;
+	}
 
 	values[0] = Int32GetDatum(item->ord + 1);
 	if (item->call != NULL && item->error == NULL)
@@ -367,8 +328,8 @@ run_loop(Batch *batch)
 	}
 }
 
-static void
-run_batch(Batch *batch, int concurrency)
+void
+llm_batch_run(Batch *batch, int concurrency)
 {
 	MemoryContext batch_context = AllocSetContextCreate(CurrentMemoryContext,
 														"llmext batch",
@@ -407,8 +368,8 @@ run_batch(Batch *batch, int concurrency)
 }
 
 /* The set-returning function's result store, in materialize mode. */
-static Tuplestorestate *
-begin_rows(FunctionCallInfo fcinfo, TupleDesc *desc)
+Tuplestorestate *
+llm_batch_begin_rows(FunctionCallInfo fcinfo, TupleDesc *desc)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	Tuplestorestate *store;
@@ -432,8 +393,8 @@ begin_rows(FunctionCallInfo fcinfo, TupleDesc *desc)
 	return store;
 }
 
-static int
-checked_concurrency(FunctionCallInfo fcinfo, int argno)
+int
+llm_batch_concurrency(FunctionCallInfo fcinfo, int argno)
 {
 	int			concurrency = PG_ARGISNULL(argno) ? DEFAULT_CONCURRENCY : PG_GETARG_INT32(argno);
 
@@ -451,8 +412,8 @@ checked_concurrency(FunctionCallInfo fcinfo, int argno)
 	return Min(concurrency, llm_max_batch_concurrency);
 }
 
-static cJSON *
-checked_options(FunctionCallInfo fcinfo, int argno)
+cJSON *
+llm_batch_options(FunctionCallInfo fcinfo, int argno)
 {
 	cJSON	   *options = PG_ARGISNULL(argno) ? NULL : llm_jsonb_to_cjson(PG_GETARG_DATUM(argno));
 
@@ -463,8 +424,8 @@ checked_options(FunctionCallInfo fcinfo, int argno)
 	return options;
 }
 
-static void
-deconstruct_one_dimension(ArrayType *array, Oid type, int16 len, bool byval, char align,
+void
+llm_batch_deconstruct(ArrayType *array, Oid type, int16 len, bool byval, char align,
 						  const char *what, Datum **elements, bool **nulls, int *n)
 {
 	if (ARR_NDIM(array) > 1)
@@ -512,19 +473,19 @@ llm_complete_batch(PG_FUNCTION_ARGS)
 	if (!PG_ARGISNULL(2))
 		llm_check_text_size(PG_GETARG_DATUM(2), "a system message");
 	batch.system = PG_ARGISNULL(2) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(2));
-	batch.item_options = checked_options(fcinfo, 3);
-	concurrency = checked_concurrency(fcinfo, 4);
-	batch.abort_on_fail = abort_on_failure(batch.item_options);
-	batch.item_options = element_options(batch.item_options);
-	batch.store = begin_rows(fcinfo, &batch.desc);
+	batch.item_options = llm_batch_options(fcinfo, 3);
+	concurrency = llm_batch_concurrency(fcinfo, 4);
+	batch.abort_on_fail = llm_batch_abort_on_failure(batch.item_options);
+	batch.item_options = llm_batch_element_options(batch.item_options);
+	batch.store = llm_batch_begin_rows(fcinfo, &batch.desc);
 	batch.fill = fill_from_prompt;
 
 	if (PG_ARGISNULL(0))
 		return (Datum) 0;
-	deconstruct_one_dimension(PG_GETARG_ARRAYTYPE_P(0), TEXTOID, -1, false, TYPALIGN_INT,
+	llm_batch_deconstruct(PG_GETARG_ARRAYTYPE_P(0), TEXTOID, -1, false, TYPALIGN_INT,
 							  "prompts", &batch.elements, &batch.nulls, &batch.n);
 	if (batch.n > 0)
-		run_batch(&batch, concurrency);
+		llm_batch_run(&batch, concurrency);
 	return (Datum) 0;
 }
 
@@ -597,11 +558,11 @@ llm_complete_prompt_batch(PG_FUNCTION_ARGS)
 	batch.model = PG_ARGISNULL(2) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(2));
 	batch.version = PG_ARGISNULL(3) ? NULL : &version;
 	batch.label = PG_ARGISNULL(4) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(4));
-	batch.item_options = checked_options(fcinfo, 5);
-	concurrency = checked_concurrency(fcinfo, 6);
-	batch.abort_on_fail = abort_on_failure(batch.item_options);
-	batch.item_options = element_options(batch.item_options);
-	batch.store = begin_rows(fcinfo, &batch.desc);
+	batch.item_options = llm_batch_options(fcinfo, 5);
+	concurrency = llm_batch_concurrency(fcinfo, 6);
+	batch.abort_on_fail = llm_batch_abort_on_failure(batch.item_options);
+	batch.item_options = llm_batch_element_options(batch.item_options);
+	batch.store = llm_batch_begin_rows(fcinfo, &batch.desc);
 	batch.fill = fill_from_vars;
 
 	if (PG_ARGISNULL(0))
@@ -611,9 +572,9 @@ llm_complete_prompt_batch(PG_FUNCTION_ARGS)
 	batch.name = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	if (PG_ARGISNULL(1))
 		return (Datum) 0;
-	deconstruct_one_dimension(PG_GETARG_ARRAYTYPE_P(1), JSONBOID, -1, false, TYPALIGN_INT,
+	llm_batch_deconstruct(PG_GETARG_ARRAYTYPE_P(1), JSONBOID, -1, false, TYPALIGN_INT,
 							  "vars", &batch.elements, &batch.nulls, &batch.n);
 	if (batch.n > 0)
-		run_batch(&batch, concurrency);
+		llm_batch_run(&batch, concurrency);
 	return (Datum) 0;
 }

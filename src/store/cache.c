@@ -107,10 +107,15 @@ parse_ttl(const cJSON *value)
 void
 llm_cache_policy(const cJSON *options, const cJSON *params, LlmCachePolicy *policy)
 {
+	llm_cache_policy_for(options, llm_request_is_deterministic(params), policy);
+}
+
+void
+llm_cache_policy_for(const cJSON *options, bool deterministic, LlmCachePolicy *policy)
+{
 	const cJSON *mode_option = cJSON_GetObjectItemCaseSensitive(options, "cache");
 	const cJSON *ttl_option = cJSON_GetObjectItemCaseSensitive(options, "cache_ttl");
 	int			mode = mode_option && !cJSON_IsNull(mode_option) ? parse_mode(mode_option) : llm_cache_mode;
-	bool		deterministic = llm_request_is_deterministic(params);
 
 	policy->ttl_s = ttl_option && !cJSON_IsNull(ttl_option) ? parse_ttl(ttl_option) : llm_cache_ttl_s;
 	policy->read = deterministic && mode != LLM_CACHE_OFF;

@@ -34,6 +34,9 @@ typedef struct LlmCachePolicy
  * requests (temperature 0, or a seed) use the cache.
  */
 extern void llm_cache_policy(const cJSON *options, const cJSON *params, LlmCachePolicy *policy);
+/* The same for a request whose answer is known to be determined (embeddings). */
+extern void llm_cache_policy_for(const cJSON *options, bool deterministic,
+								 LlmCachePolicy *policy);
 
 /* Hex SHA-256 of text. */
 extern char *llm_sha256_hex(const char *text);

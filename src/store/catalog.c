@@ -36,7 +36,7 @@ static LlmOwnerQuery model_query = {
 	"       m.params::pg_catalog.text,"
 	"       p.name, p.kind, p.base_url, p.options::pg_catalog.text,"
 	"       p.key_source, p.key_env, m.limits::pg_catalog.text,"
-	"       COALESCE(m.cache_write_price, m.input_price)::pg_catalog.float8"
+	"       COALESCE(m.cache_write_price, m.input_price)::pg_catalog.float8, m.use"
 	"  FROM llm.models m"
 	"  JOIN llm.providers p ON p.name OPERATOR(pg_catalog.=) m.provider"
 	" WHERE m.name OPERATOR(pg_catalog.=) $1",
@@ -137,6 +137,7 @@ read_model(HeapTuple tuple, TupleDesc desc, void *arg)
 	model->key_env = column_text(tuple, desc, 13);
 	model->limits = parse_json_column(column_text(tuple, desc, 14));
 	model->prices.cache_write = column_float(tuple, desc, 15);
+	model->use = column_text(tuple, desc, 16);
 	*result = model;
 }
 
@@ -167,6 +168,7 @@ copy_model(const LlmModel *model, MemoryContext context)
 	copy->base_url = pstrdup(model->base_url);
 	copy->provider_options = cJSON_Duplicate(model->provider_options, true);
 	copy->limits = cJSON_Duplicate(model->limits, true);
+	copy->use = pstrdup(model->use);
 	copy->key_source = pstrdup(model->key_source);
 	copy->key_env = model->key_env ? pstrdup(model->key_env) : NULL;
 	copy->api_key = NULL;

@@ -17,6 +17,7 @@ typedef struct LlmModel
 	LlmPrices	prices;
 	cJSON	   *params;			/* default provider parameters */
 	cJSON	   *limits;			/* the model's own rate limits */
+	char	   *use;			/* chat or embedding */
 
 	char	   *provider;
 	char	   *provider_kind;	/* llm.providers.kind */

@@ -18,6 +18,7 @@ main(void)
 	test_secrets();
 	test_score();
 	test_stats();
+	test_embed();
 	printf("%d passed, %d failed\n", unit_passed, unit_failed);
 	return unit_failed == 0 ? 0 : 1;
 }

@@ -48,5 +48,6 @@ extern void test_jsonschema(void);
 extern void test_secrets(void);
 extern void test_score(void);
 extern void test_stats(void);
+extern void test_embed(void);
 
 #endif
