@@ -2720,5 +2720,314 @@ $$;
 COMMENT ON FUNCTION llm_prompt_rollback(text, text) IS
 	'move a label back to where it pointed before its last deploy, split or promotion';
 
+-- Providers and modes: the provider kind 'anthropic' (Messages API),
+-- prompt-cache write prices, and embedding models (llm_embed).
+ALTER TABLE llm.providers DROP CONSTRAINT providers_kind_check,
+	ADD CONSTRAINT providers_kind_check CHECK (kind IN ('openai', 'anthropic'));
+ALTER TABLE llm.models ADD COLUMN cache_write_price numeric CHECK (cache_write_price >= 0);
+ALTER TABLE llm.models ADD COLUMN use text NOT NULL DEFAULT 'chat' CHECK (use IN ('chat', 'embedding'));
+COMMENT ON COLUMN llm.models.cache_write_price IS 'price of input tokens written to the provider''s prompt cache (Anthropic); NULL means the input price';
+COMMENT ON COLUMN llm.models.limits IS 'this model''s own max_concurrency, requests_per_minute and tokens_per_minute, on top of its provider''s; max_training_example_tokens bounds the examples it is fine-tuned on; max_batch_inputs (default 100) the inputs of one embedding request';
+COMMENT ON COLUMN llm.models.use IS 'what the model is called for: chat (llm_complete, llm_chat, ...) or embedding (llm_embed, llm_embed_batch); added in 0.4.0';
+CREATE OR REPLACE FUNCTION llm._check_model_limits(limits jsonb)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	k text;
+	v jsonb;
+BEGIN
+	IF jsonb_typeof(limits) IS DISTINCT FROM 'object' THEN
+		RAISE EXCEPTION 'model limits must be a JSON object'
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'For example ''{"max_concurrency": 8, "requests_per_minute": 500}''.';
+	END IF;
+	FOR k, v IN SELECT * FROM jsonb_each(limits) LOOP
+		IF k NOT IN ('max_concurrency', 'requests_per_minute', 'tokens_per_minute',
+					 'max_training_example_tokens', 'max_batch_inputs') THEN
+			RAISE EXCEPTION 'unknown model limit "%"', k
+				USING ERRCODE = 'invalid_parameter_value',
+					  HINT = 'Known limits: max_concurrency, requests_per_minute, tokens_per_minute, max_training_example_tokens, max_batch_inputs.';
+		END IF;
+		PERFORM llm._check_limit('model limit', k, v);
+	END LOOP;
+END
+$$;
+
+DROP FUNCTION llm_model_create(text, text, text, text, text, numeric, numeric, numeric, jsonb, jsonb, numeric, numeric, numeric, numeric, text, integer);
+CREATE FUNCTION llm_model_create(
+	name text,
+	provider text,
+	remote_model text,
+	kind text DEFAULT 'base',
+	base_model text DEFAULT NULL,
+	input_price numeric DEFAULT 0,
+	output_price numeric DEFAULT 0,
+	cached_input_price numeric DEFAULT NULL,
+	params jsonb DEFAULT '{}',
+	limits jsonb DEFAULT '{}',
+	training_price numeric DEFAULT NULL,
+	tuned_input_price numeric DEFAULT NULL,
+	tuned_cached_input_price numeric DEFAULT NULL,
+	tuned_output_price numeric DEFAULT NULL,
+	training_set text DEFAULT NULL,
+	training_version integer DEFAULT NULL,
+	cache_write_price numeric DEFAULT NULL,
+	use text DEFAULT 'chat')
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	base_kind text;
+	bad_key text;
+	set_prompt text;
+	set_prompt_version integer;
+	requested_version integer := training_version;
+BEGIN
+	IF name IS NULL OR name !~ '^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}$' THEN
+		RAISE EXCEPTION 'invalid model name "%"', coalesce(name, 'NULL')
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Use up to 128 letters, digits, "_", ".", ":", "/" or "-", starting with a letter or digit.';
+	END IF;
+	IF NOT EXISTS (SELECT FROM llm.providers p WHERE p.name = llm_model_create.provider) THEN
+		RAISE EXCEPTION 'provider "%" does not exist', coalesce(provider, 'NULL')
+			USING ERRCODE = 'undefined_object',
+				  HINT = 'Create it first with llm_provider_create(name, base_url).';
+	END IF;
+	IF remote_model IS NULL OR remote_model = '' THEN
+		RAISE EXCEPTION 'remote_model must not be empty'
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'It is the id the provider knows the model by, such as gpt-4o-mini.';
+	END IF;
+	kind := coalesce(kind, 'base');
+	IF kind NOT IN ('base', 'fine_tuned') THEN
+		RAISE EXCEPTION 'invalid model kind "%"', kind
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Use ''base'' or ''fine_tuned''.';
+	END IF;
+	IF kind = 'fine_tuned' AND base_model IS NULL THEN
+		RAISE EXCEPTION 'a fine-tuned model must name its base_model'
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Pass base_model => the registered model it was trained from.';
+	END IF;
+	IF kind = 'base' AND base_model IS NOT NULL THEN
+		RAISE EXCEPTION 'only a fine-tuned model has a base_model'
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Pass kind => ''fine_tuned''.';
+	END IF;
+	IF base_model IS NOT NULL THEN
+		SELECT m.kind INTO base_kind FROM llm.models m WHERE m.name = llm_model_create.base_model;
+		IF NOT FOUND THEN
+			RAISE EXCEPTION 'base model "%" does not exist', base_model
+				USING ERRCODE = 'undefined_object',
+					  HINT = 'Register the base model first.';
+		END IF;
+	END IF;
+	IF coalesce(input_price, 0) < 0 OR coalesce(output_price, 0) < 0 OR cached_input_price < 0 OR cache_write_price < 0
+	   OR training_price < 0 OR tuned_input_price < 0 OR tuned_cached_input_price < 0 OR tuned_output_price < 0 THEN
+		RAISE EXCEPTION 'prices must not be negative'
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Prices are in USD per million tokens.';
+	END IF;
+	use := coalesce(use, 'chat');
+	IF use NOT IN ('chat', 'embedding') THEN
+		RAISE EXCEPTION 'invalid model use "%"', use
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Use ''chat'' (the default) or ''embedding''.';
+	END IF;
+	IF base_model IS NOT NULL AND use IS DISTINCT FROM
+	   (SELECT m.use FROM llm.models m WHERE m.name = llm_model_create.base_model) THEN
+		RAISE EXCEPTION 'a fine-tuned model has the use of its base model'
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Pass use => the base model''s use.';
+	END IF;
+	params := coalesce(params, '{}');
+	IF jsonb_typeof(params) <> 'object' THEN
+		RAISE EXCEPTION 'params must be a JSON object'
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'For example ''{"temperature": 0}''.';
+	END IF;
+	SELECT k INTO bad_key FROM jsonb_object_keys(params) k
+	 WHERE k IN ('model', 'messages', 'input', 'stream', 'on_error', 'on_invalid', 'cache', 'cache_ttl') LIMIT 1;
+	IF bad_key IS NOT NULL THEN
+		RAISE EXCEPTION 'params must not set "%"', bad_key
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'params holds provider parameters such as temperature or max_completion_tokens.';
+	END IF;
+	limits := coalesce(limits, '{}');
+	PERFORM llm._check_model_limits(limits);
+	IF training_version IS NOT NULL AND training_set IS NULL THEN
+		RAISE EXCEPTION 'a training_version needs a training_set'
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	IF training_set IS NOT NULL THEN
+		-- lineage of a model trained elsewhere: the set (its latest version
+		-- when none is named) and the prompt it was rendered through
+		IF kind <> 'fine_tuned' THEN
+			RAISE EXCEPTION 'only a fine-tuned model has a training set'
+				USING ERRCODE = 'invalid_parameter_value',
+					  HINT = 'Pass kind => ''fine_tuned'' and its base_model.';
+		END IF;
+		SELECT s.version, s.prompt_name, s.prompt_version INTO training_version, set_prompt, set_prompt_version
+		  FROM llm.training_sets s
+		 WHERE s.name = llm_model_create.training_set
+		   AND (requested_version IS NULL OR s.version = requested_version)
+		 ORDER BY s.version DESC LIMIT 1;
+		IF NOT FOUND THEN
+			RAISE EXCEPTION 'training set "%" has no version %', training_set,
+							coalesce(requested_version::text, 'at all')
+				USING ERRCODE = 'undefined_object',
+					  HINT = 'SELECT name, version FROM llm.training_sets lists them.';
+		END IF;
+	END IF;
+	IF EXISTS (SELECT FROM llm.models m WHERE m.name = llm_model_create.name) THEN
+		RAISE EXCEPTION 'model "%" already exists', name
+			USING ERRCODE = 'duplicate_object',
+				  HINT = 'Drop it with llm_model_drop, or register the new version under another name.';
+	END IF;
+
+	INSERT INTO llm.models (name, provider, remote_model, kind, base_model,
+							input_price, output_price, cached_input_price, params, limits,
+							training_price, tuned_input_price, tuned_cached_input_price,
+							tuned_output_price, training_set, training_version, prompt_name,
+							prompt_version, cache_write_price, use)
+	VALUES (name, provider, remote_model, kind, base_model,
+			coalesce(input_price, 0), coalesce(output_price, 0), cached_input_price, params,
+			limits, training_price, tuned_input_price, tuned_cached_input_price,
+			tuned_output_price, training_set, training_version, set_prompt, set_prompt_version,
+			cache_write_price, use);
+END
+$$;
+COMMENT ON FUNCTION llm_model_create(text, text, text, text, text, numeric, numeric, numeric, jsonb, jsonb, numeric, numeric, numeric, numeric, text, integer, numeric, text) IS
+	'register a base or fine-tuned model, for chat or embeddings, under a name SQL can use';
+
+REVOKE ALL ON FUNCTION llm_model_create(text, text, text, text, text, numeric, numeric, numeric, jsonb, jsonb, numeric, numeric, numeric, numeric, text, integer, numeric, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION llm_model_create(text, text, text, text, text, numeric, numeric, numeric, jsonb, jsonb, numeric, numeric, numeric, numeric, text, integer, numeric, text) TO llm_admin;
+
+CREATE OR REPLACE FUNCTION llm_provider_create(
+	name text,
+	base_url text,
+	kind text DEFAULT 'openai',
+	api_key text DEFAULT NULL,
+	key_env text DEFAULT NULL,
+	options jsonb DEFAULT '{}')
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF name IS NULL OR name !~ '^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$' THEN
+		RAISE EXCEPTION 'invalid provider name "%"', coalesce(name, 'NULL')
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Use up to 63 letters, digits, "_", "." or "-", starting with a letter or digit.';
+	END IF;
+	IF base_url IS NULL OR base_url !~ '^https?://[^\s/@]+(/[^\s]*)?$' THEN
+		RAISE EXCEPTION 'invalid base_url "%" for provider "%"', coalesce(base_url, 'NULL'), name
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Give an http:// or https:// URL without credentials, such as https://api.openai.com/v1.';
+	END IF;
+	kind := coalesce(kind, 'openai');
+	IF kind NOT IN ('openai', 'anthropic') THEN
+		RAISE EXCEPTION 'provider kind "%" is not supported', kind
+			USING ERRCODE = 'feature_not_supported',
+				  HINT = 'Use kind ''anthropic'' for the Anthropic Messages API, and kind ''openai'' for OpenAI and every OpenAI-compatible server (Azure OpenAI, vLLM, Ollama, llama.cpp).';
+	END IF;
+	IF api_key IS NOT NULL AND key_env IS NOT NULL THEN
+		RAISE EXCEPTION 'give api_key or key_env, not both'
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	IF api_key = '' THEN
+		RAISE EXCEPTION 'api_key must not be empty'
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Pass NULL for a provider that needs no key.';
+	END IF;
+	IF key_env IS NOT NULL AND key_env !~ '^[A-Za-z_][A-Za-z0-9_]*$' THEN
+		RAISE EXCEPTION 'invalid environment variable name "%"', key_env
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	PERFORM llm._check_provider_target(name, base_url, key_env);
+	options := coalesce(options, '{}');
+	PERFORM llm._check_provider_options(options);
+	IF EXISTS (SELECT FROM llm.providers p WHERE p.name = llm_provider_create.name) THEN
+		RAISE EXCEPTION 'provider "%" already exists', name
+			USING ERRCODE = 'duplicate_object',
+				  HINT = 'Drop it with llm_provider_drop, or rotate its key with llm_provider_set_key.';
+	END IF;
+
+	INSERT INTO llm.providers (name, kind, base_url, key_source, key_env, options)
+	VALUES (name, kind, base_url,
+			CASE WHEN api_key IS NOT NULL THEN 'stored'
+				 WHEN key_env IS NOT NULL THEN 'env'
+				 ELSE 'none' END,
+			key_env, options);
+	IF api_key IS NOT NULL THEN
+		INSERT INTO llm.provider_keys (provider, api_key) VALUES (name, api_key);
+	END IF;
+END
+$$;
+COMMENT ON FUNCTION llm_provider_create(text, text, text, text, text, jsonb) IS
+	'register an LLM API endpoint (kind openai: any OpenAI-compatible server; kind anthropic: the Anthropic Messages API)';
+
+CREATE OR REPLACE FUNCTION llm_provider_set_key(name text, api_key text)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF NOT EXISTS (SELECT FROM llm.providers p WHERE p.name = llm_provider_set_key.name) THEN
+		RAISE EXCEPTION 'provider "%" does not exist', coalesce(name, 'NULL')
+			USING ERRCODE = 'undefined_object',
+				  HINT = 'List the providers with SELECT name FROM llm.providers.';
+	END IF;
+	IF api_key = '' THEN
+		RAISE EXCEPTION 'api_key must not be empty'
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Pass NULL to remove the stored key.';
+	END IF;
+	DELETE FROM llm.provider_keys k WHERE k.provider = name;
+	IF api_key IS NOT NULL THEN
+		INSERT INTO llm.provider_keys (provider, api_key) VALUES (name, api_key);
+	END IF;
+	UPDATE llm.providers p
+	   SET key_source = CASE WHEN api_key IS NOT NULL THEN 'stored' ELSE 'none' END,
+		   key_env = NULL,
+		   updated_at = now()
+	 WHERE p.name = llm_provider_set_key.name;
+END
+$$;
+COMMENT ON FUNCTION llm_provider_set_key(text, text) IS
+	'store (or, with NULL, remove) a provider''s API key';
+
+
+-- Embeddings: the vectors of texts, from models registered with use 'embedding'.
+
+CREATE FUNCTION llm_embed(
+	input text,
+	model text DEFAULT NULL,
+	options jsonb DEFAULT NULL)
+RETURNS real[]
+AS 'MODULE_PATHNAME', 'llm_embed'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION llm_embed(text, text, jsonb) IS
+	'the embedding of a text, from an embedding model (NULL input gives NULL); cast to vector with pgvector';
+
+CREATE FUNCTION llm_embed_batch(
+	inputs text[],
+	model text DEFAULT NULL,
+	options jsonb DEFAULT NULL,
+	concurrency integer DEFAULT 8)
+RETURNS TABLE (ord integer, embedding real[], error text)
+AS 'MODULE_PATHNAME', 'llm_embed_batch'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION llm_embed_batch(text[], text, jsonb, integer) IS
+	'many embeddings, many inputs per request (the model''s max_batch_inputs, default 100) and up to concurrency requests at once: one row per input, in order, failures as error text';
+
+REVOKE ALL ON FUNCTION llm_embed(text, text, jsonb) FROM PUBLIC;
+REVOKE ALL ON FUNCTION llm_embed_batch(text[], text, jsonb, integer) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION llm_embed(text, text, jsonb) TO llm_user;
+GRANT EXECUTE ON FUNCTION llm_embed_batch(text[], text, jsonb, integer) TO llm_user;
+
 -- the aggregates of the runs there are
 SELECT llm._eval_stats_rebuild(r.id) FROM llm.eval_runs r ORDER BY r.id;
