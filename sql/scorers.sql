@@ -38,6 +38,52 @@ SELECT error_of($$SELECT llm_eval_score(NULL, 'x', '"x"')$$);
 -- an invalid pattern is the server's error, as with ~
 SELECT error_of($$SELECT llm_eval_score('{"type": "regex", "pattern": "("}', 'x', NULL)$$);
 
+-- embedding_similarity: one embedding request with both texts (the fake's
+-- vectors: texts sharing words are near), the cosine against the threshold
+SELECT llm_model_create('emb-score', 'fake', 'emb-score', use => 'embedding');
+SELECT fake_requests('emb-score') AS emb_before \gset
+SELECT o AS output, e AS expected, r -> 'passed' AS passed, r ->> 'reason' AS reason,
+	   (r ->> 'score')::float8 BETWEEN 0 AND 1 AS in_range,
+	   (r ->> 'score')::float8 > 0.999 AS same
+  FROM (VALUES
+	('The cat sat on the mat', '"the CAT sat on the mat!"'::jsonb),
+	('The cat sat on the mat', '"A dog barked loudly"'),
+	('{"b": 1}', '{"b": 1}')
+  ) AS t(o, e),
+	   LATERAL (SELECT llm_eval_score('{"type": "embedding_similarity", "model": "emb-score"}', o, e) AS r) x;
+-- one request a pair; one ledger row each, with both texts' tokens, as the caller
+SELECT llm_flush() AS flushed;
+SELECT fake_requests('emb-score') - :emb_before AS emb_requests,
+	   count(*) AS emb_ledger_rows, sum(input_tokens) AS tokens,
+	   bool_and(role = current_user AND NOT cache_hit AND outcome = 'ok') AS callers_and_sent
+  FROM llm.calls WHERE model = 'emb-score';
+-- words shared but not all: the score lies between, the threshold decides
+SELECT (r ->> 'score')::float8 > 0.3 AND (r ->> 'score')::float8 < 0.99 AS between,
+	   r -> 'passed' AS passed_at_08, r ->> 'reason' ~ '^embedding similarity 0\.[0-9]{3} is below 0\.8$' AS reason_says_similarity,
+	   llm_eval_score('{"type": "embedding_similarity", "model": "emb-score", "threshold": 0.1}',
+					  'the cat sat on the mat', '"the cat sat on a sofa today"') -> 'passed' AS passed_at_01
+  FROM (SELECT llm_eval_score('{"type": "embedding_similarity", "model": "emb-score"}',
+							  'the cat sat on the mat', '"the cat sat on a sofa today"') AS r) x;
+-- the same pair again comes from the cache: no request
+SELECT fake_requests('emb-score') AS emb_mid \gset
+SELECT llm_eval_score('{"type": "embedding_similarity", "model": "emb-score"}', 'The cat sat on the mat', '"A dog barked loudly"') -> 'passed' AS passed,
+	   fake_requests('emb-score') - :emb_mid AS emb_requests;
+-- no output, no expected answer, empty texts: no request
+SELECT llm_eval_score('{"type": "embedding_similarity", "model": "emb-score"}', NULL, '"x"') AS no_output,
+	   llm_eval_score('{"type": "embedding_similarity", "model": "emb-score"}', 'x', NULL) AS no_expected,
+	   llm_eval_score('{"type": "embedding_similarity", "model": "emb-score"}', '', '"x"') AS empty_output,
+	   llm_eval_score('{"type": "embedding_similarity", "model": "emb-score"}', '', '""') AS both_empty,
+	   fake_requests('emb-score') - :emb_mid AS emb_requests;
+-- bad options: 22023; an unknown model 42704, a chat model 22023, even with no output
+SELECT error_of($$SELECT llm_eval_score('{"type": "embedding_similarity"}', 'x', '"x"')$$);
+SELECT error_of($$SELECT llm_eval_score('{"type": "embedding_similarity", "model": 7}', 'x', '"x"')$$);
+SELECT error_of($$SELECT llm_eval_score('{"type": "embedding_similarity", "model": "emb-score", "threshold": "high"}', 'x', '"x"')$$);
+SELECT error_of($$SELECT llm_eval_score('{"type": "embedding_similarity", "model": "no-such-model"}', NULL, '"x"')$$);
+SELECT error_of($$SELECT llm_eval_score('{"type": "embedding_similarity", "model": "echo"}', NULL, '"x"')$$);
+-- a failing embedding call is the call's error
+SELECT llm_model_create('emb-score-500', 'fake', 'fail-500', use => 'embedding');
+SELECT error_of($$SELECT llm_eval_score('{"type": "embedding_similarity", "model": "emb-score-500"}', 'x', '"y"')$$) LIKE 'LL500%' AS provider_error;
+
 -- statistics: p-values (exact binomial), intervals
 SELECT llm.eval_sign_test(10, 2) AS sign_10_2, llm.eval_sign_test(0, 0) AS sign_none,
 	   llm.eval_sign_test(50, 50) AS sign_even, llm.eval_mcnemar(3, 10) AS mcnemar_3_10;

@@ -405,7 +405,10 @@ BEGIN
 		END IF;
 		scorer := scorer || jsonb_build_object('version', chosen.chosen_version, 'model', model_name);
 	ELSE
-		PERFORM @extschema@.llm_eval_score(scorer, 'x', '"x"', '{}');	-- refuses an unknown scorer
+		-- refuses an unknown scorer; with no output an embedding_similarity
+		-- scorer checks its model and sends no request
+		PERFORM @extschema@.llm_eval_score(scorer,
+			CASE WHEN scorer ->> 'type' <> 'embedding_similarity' THEN 'x' END, '"x"', '{}');
 	END IF;
 	SELECT count(*) INTO n_cases FROM llm.eval_cases ec WHERE ec.set_name = s.name;
 	IF n_cases = 0 THEN

@@ -306,7 +306,10 @@ BEGIN
 				USING ERRCODE = 'undefined_object';
 		END IF;
 	ELSE
-		PERFORM @extschema@.llm_eval_score(scorer, 'x', '"x"', '{}');	-- refuses an unknown scorer
+		-- refuses an unknown scorer; with no output an embedding_similarity
+		-- scorer checks its model and sends no request
+		PERFORM @extschema@.llm_eval_score(scorer,
+			CASE WHEN scorer ->> 'type' <> 'embedding_similarity' THEN 'x' END, '"x"', '{}');
 	END IF;
 	watch_id := nextval('llm.eval_watches_id_seq');
 	INSERT INTO llm.eval_watches (id, set_name, prompt, label, schedule, threshold, scorer, job_name,

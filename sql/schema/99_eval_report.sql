@@ -4,12 +4,14 @@
 -- Scores one output: {"score": 0..1 or null, "passed": bool or null,
 -- "reason": text or null}.  scorer is {"type": "exact" | "normalized" |
 -- "contains" | "regex" | "json_valid" | "json_schema" | "json_match" |
--- "numeric" | "similarity", ...options}; "judge" and "function" scorers are
--- run by the evaluation itself (see llm_eval_run).
+-- "numeric" | "similarity" | "embedding_similarity", ...options}; "judge"
+-- and "function" scorers are run by the evaluation itself (see
+-- llm_eval_run).  Volatile: embedding_similarity calls an embedding model
+-- (a request, a ledger row), which must happen once a call, as written.
 CREATE FUNCTION llm_eval_score(scorer jsonb, output text, expected jsonb, vars jsonb DEFAULT NULL)
 RETURNS jsonb
 AS 'MODULE_PATHNAME', 'llm_eval_score'
-LANGUAGE C STABLE PARALLEL SAFE;
+LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION llm_eval_score(jsonb, text, jsonb, jsonb) IS
 	'score one output against the expected answer: {"score", "passed", "reason"}';
 REVOKE ALL ON FUNCTION llm_eval_score(jsonb, text, jsonb, jsonb) FROM PUBLIC;

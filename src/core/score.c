@@ -31,11 +31,19 @@ static const struct
 	{"json_match", LLM_SCORER_JSON_MATCH},
 	{"numeric", LLM_SCORER_NUMERIC},
 	{"similarity", LLM_SCORER_SIMILARITY},
+	{"embedding_similarity", LLM_SCORER_EMBEDDING_SIMILARITY},
 	{"judge", LLM_SCORER_JUDGE},
 	{"function", LLM_SCORER_FUNCTION},
 };
 
 #define N_SCORER_TYPES (sizeof(scorer_types) / sizeof(scorer_types[0]))
+
+/* "an embedding_similarity scorer", "a numeric scorer" */
+static const char *
+article(const char *type)
+{
+	return strchr("aeiou", type[0]) != NULL && type[0] != '\0' ? "an" : "a";
+}
 
 static bool
 bool_option(const cJSON *scorer, const char *name, bool *value, const char *type,
@@ -47,7 +55,7 @@ bool_option(const cJSON *scorer, const char *name, bool *value, const char *type
 		return true;
 	if (!cJSON_IsBool(item))
 	{
-		snprintf(err, errlen, "option \"%s\" of a %s scorer must be a boolean", name, type);
+		snprintf(err, errlen, "option \"%s\" of %s %s scorer must be a boolean", name, article(type), type);
 		return false;
 	}
 	*value = cJSON_IsTrue(item);
@@ -67,11 +75,11 @@ number_option(const cJSON *scorer, const char *name, double *value, double max,
 		(max >= 0 && item->valuedouble > max))
 	{
 		if (max >= 0)
-			snprintf(err, errlen, "option \"%s\" of a %s scorer must be a number between 0 and %g",
-					 name, type, max);
+			snprintf(err, errlen, "option \"%s\" of %s %s scorer must be a number between 0 and %g",
+					 name, article(type), type, max);
 		else
-			snprintf(err, errlen, "option \"%s\" of a %s scorer must be a number of at least 0",
-					 name, type);
+			snprintf(err, errlen, "option \"%s\" of %s %s scorer must be a number of at least 0",
+					 name, article(type), type);
 		return false;
 	}
 	*value = item->valuedouble;
@@ -88,7 +96,7 @@ string_option(const cJSON *scorer, const char *name, const char **value, const c
 		return true;
 	if (!cJSON_IsString(item))
 	{
-		snprintf(err, errlen, "option \"%s\" of a %s scorer must be a string", name, type);
+		snprintf(err, errlen, "option \"%s\" of %s %s scorer must be a string", name, article(type), type);
 		return false;
 	}
 	*value = item->valuestring;
@@ -127,7 +135,8 @@ llm_scorer_parse(const cJSON *scorer, LlmScorer *out, char *err, size_t errlen)
 	}
 	out->type = scorer_types[i].type;
 	out->name = name = scorer_types[i].name;
-	out->threshold = out->type == LLM_SCORER_SIMILARITY ? 0.8 : 1.0;
+	out->threshold = out->type == LLM_SCORER_SIMILARITY ||
+		out->type == LLM_SCORER_EMBEDDING_SIMILARITY ? 0.8 : 1.0;
 	if (out->type == LLM_SCORER_JUDGE || out->type == LLM_SCORER_FUNCTION)
 		return true;			/* their options are the evaluation's */
 	if (!number_option(scorer, "threshold", &out->threshold, 1, name, err, errlen))
@@ -214,6 +223,16 @@ llm_scorer_parse(const cJSON *scorer, LlmScorer *out, char *err, size_t errlen)
 				number_option(scorer, "relative", &out->relative, -1, name, err, errlen);
 		case LLM_SCORER_SIMILARITY:
 			return bool_option(scorer, "normalize", &out->normalize, name, err, errlen);
+		case LLM_SCORER_EMBEDDING_SIMILARITY:
+			/* no default model: an evaluation's scores must not change with a setting */
+			if (!string_option(scorer, "model", &out->model, name, err, errlen))
+				return false;
+			if (out->model == NULL || out->model[0] == '\0')
+			{
+				snprintf(err, errlen, "an embedding_similarity scorer needs a \"model\": the name of an embedding model");
+				return false;
+			}
+			return true;
 		default:
 			return true;
 	}
@@ -595,6 +614,9 @@ llm_score_parsed(const LlmScorer *s, const char *output, const cJSON *expected,
 			return false;
 		case LLM_SCORER_REGEX:
 			snprintf(err, errlen, "scorer \"regex\" is scored by the server's regular expressions");
+			return false;
+		case LLM_SCORER_EMBEDDING_SIMILARITY:
+			snprintf(err, errlen, "scorer \"embedding_similarity\" is scored by the server, which embeds the texts");
 			return false;
 		default:
 			break;

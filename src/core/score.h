@@ -16,7 +16,7 @@
  *    (has_score false) and reason says why.
  *
  * Every score is in [0, 1]; passed is score >= "threshold" (a number in
- * [0, 1], default 1, for similarity 0.8).  Reason is empty when the output
+ * [0, 1], default 1, for similarity and embedding_similarity 0.8).  Reason is empty when the output
  * passed, otherwise it says why not (the first difference, missing text,
  * field or schema violation), cut at a character boundary.
  *
@@ -41,7 +41,8 @@
 
 /* For error hints: the types llm_eval_score scores. */
 #define LLM_SCORER_TYPE_LIST \
-	"exact, normalized, contains, regex, json_valid, json_schema, json_match, numeric, similarity"
+	"exact, normalized, contains, regex, json_valid, json_schema, json_match, numeric, similarity, " \
+	"embedding_similarity"
 
 typedef enum LlmScorerType
 {
@@ -54,6 +55,7 @@ typedef enum LlmScorerType
 	LLM_SCORER_JSON_MATCH,
 	LLM_SCORER_NUMERIC,
 	LLM_SCORER_SIMILARITY,
+	LLM_SCORER_EMBEDDING_SIMILARITY,	/* embedded by the server (sql_eval.c) */
 	LLM_SCORER_JUDGE,			/* run by llm_eval_run */
 	LLM_SCORER_FUNCTION			/* run by llm_eval_run */
 } LlmScorerType;
@@ -74,6 +76,7 @@ typedef struct LlmScorer
 	const char *pattern;		/* regex "pattern": NULL for the expected text */
 	bool		ignore_case;	/* regex "flags": "i" */
 	bool		normalize;		/* similarity "normalize": compare normalized texts */
+	const char *model;			/* embedding_similarity "model": the embedding model */
 } LlmScorer;
 
 typedef struct LlmScore
@@ -95,7 +98,8 @@ extern bool llm_scorer_parse(const cJSON *scorer, LlmScorer *out, char *err, siz
  * Scores output (NULL: there was none) against expected (NULL: none).
  * vars are the case's variables, unused by the built-in scorers so far.
  * False with a sentence in err for a bad scorer, for the regex scorer (the
- * server's regular expressions score it), for judge and function scorers
+ * server's regular expressions score it), for embedding_similarity (the
+ * server embeds the texts), for judge and function scorers
  * (the evaluation runs them), and when out of memory.
  */
 extern bool llm_score(const cJSON *scorer, const char *output, const cJSON *expected,
@@ -155,5 +159,20 @@ extern bool llm_json_equal(const cJSON *a, const cJSON *b);
  * Negative when out of memory.
  */
 extern double llm_similarity(const char *a, const char *b);
+
+/*
+ * The cosine of the angle between two vectors of n numbers, in [-1, 1]
+ * (accumulated in double); 0 when either is all zeros or holds a number
+ * that is not finite.
+ */
+extern double llm_cosine_similarity(const float *a, const float *b, int n);
+
+/*
+ * The embedding_similarity scorer once the server has the two vectors (the
+ * output's and the expected text's, n numbers each): the cosine, clamped
+ * to [0, 1], against the threshold.
+ */
+extern void llm_score_embedding(const LlmScorer *s, const float *output_vector,
+								const float *expected_vector, int n, LlmScore *out);
 
 #endif							/* LLMEXT_SCORE_H */

@@ -7,9 +7,13 @@
  * first, so one score takes at most 4,000 x 4,000 cell updates (some
  * milliseconds) and two rows of 4,001 ints.  Texts longer than that are
  * compared on their beginnings only.
+ *
+ * And the embedding_similarity scorer's arithmetic: the cosine of two
+ * vectors the server got from an embedding model.
  */
 #include "core/score.h"
 
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
@@ -143,4 +147,39 @@ llm_score_similarity(const LlmScorer *s, const char *output, const cJSON *expect
 		snprintf(out->reason, sizeof(out->reason), "similarity %.3f is below %.3g",
 				 sim, s->threshold);
 	return true;
+}
+
+double
+llm_cosine_similarity(const float *a, const float *b, int n)
+{
+	double		dot = 0;
+	double		na = 0;
+	double		nb = 0;
+	double		cosine;
+
+	for (int i = 0; i < n; i++)
+	{
+		dot += (double) a[i] * b[i];
+		na += (double) a[i] * a[i];
+		nb += (double) b[i] * b[i];
+	}
+	/* a zero vector has no direction; NaN and infinities mean no answer */
+	if (!(na > 0 && nb > 0) || !isfinite(dot) || !isfinite(na) || !isfinite(nb))
+		return 0;
+	cosine = dot / (sqrt(na) * sqrt(nb));
+	/* rounding may overshoot by an ulp or so */
+	return cosine > 1 ? 1 : cosine < -1 ? -1 : cosine;
+}
+
+void
+llm_score_embedding(const LlmScorer *s, const float *output_vector,
+					const float *expected_vector, int n, LlmScore *out)
+{
+	double		cosine = llm_cosine_similarity(output_vector, expected_vector, n);
+
+	/* opposite directions are no more wrong than unrelated ones: both score 0 */
+	llm_score_set(out, s, cosine, NULL);
+	if (!out->passed)
+		snprintf(out->reason, sizeof(out->reason), "embedding similarity %.3f is below %.3g",
+				 cosine, s->threshold);
 }

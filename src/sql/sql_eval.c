@@ -1,7 +1,8 @@
 /*
  * sql_eval.c — the evaluation's C functions: llm_eval_score (one output
- * scored against the expected answer, core/score.c, and the regex scorer
- * with the server's own regular expressions) and the statistics of
+ * scored against the expected answer, core/score.c, the regex scorer with
+ * the server's own regular expressions, and embedding_similarity with an
+ * embedding request) and the statistics of
  * comparisons (core/stats.c): llm.eval_sign_test, llm.eval_mcnemar,
  * llm.eval_bootstrap, llm.eval_mean_interval, llm.eval_t975; and
  * llm._eval_output_json, an answer as jsonb when it is JSON.
@@ -70,6 +71,77 @@ score_regex(const LlmScorer *s, const char *output, const cJSON *expected, Oid c
 					  s->ignore_case ? "i" : "");
 }
 
+/*
+ * The embedding model of an embedding_similarity scorer: it must exist
+ * (42704) and be registered for embeddings (22023).  Checked before the
+ * output is looked at, so that llm_eval_run can validate the scorer with a
+ * NULL output, without a request.
+ */
+static void
+check_embedding_model(const LlmScorer *s)
+{
+	LlmModel   *model = llm_lookup_model(s->model);
+
+	if (strcmp(model->use, "embedding") != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("model \"%s\" of an embedding_similarity scorer is a %s model, not an embedding model",
+						model->name, model->use),
+				 errhint("Name a model registered with use => 'embedding'.")));
+}
+
+/*
+ * The embedding_similarity scorer: one embedding request with both texts
+ * (so one ledger row, and one cache entry for the pair), through the same
+ * call path as llm_embed, then the cosine (core/similarity.c).  A failed
+ * call raises its error: an evaluation records it as the result's error.
+ */
+static void
+score_embedding(const LlmScorer *s, const char *output, const cJSON *expected, LlmScore *out)
+{
+	LlmCallRequest req = {0};
+	LlmCallResult result;
+	cJSON	   *inputs;
+	char	   *want;
+
+	if (output == NULL)
+	{
+		llm_score_unknown(out, "no output");
+		return;
+	}
+	if (expected == NULL)
+	{
+		llm_score_unknown(out, "no expected answer");
+		return;
+	}
+	want = llm_score_expected_text(expected);
+	/* providers refuse empty inputs, and an empty text has no meaning to compare */
+	if (output[0] == '\0' || want[0] == '\0')
+	{
+		if (output[0] == '\0' && want[0] == '\0')
+			llm_score_set(out, s, 1, NULL);
+		else
+			llm_score_set(out, s, 0, output[0] == '\0' ? "the output is empty"
+						  : "the expected answer is empty");
+		return;
+	}
+	inputs = cJSON_CreateArray();
+	cJSON_AddItemToArray(inputs, cJSON_CreateString(output));
+	cJSON_AddItemToArray(inputs, cJSON_CreateString(want));
+	req.model_name = s->model;
+	req.inputs = inputs;
+	req.keep_no_io = true;
+	/* no "on_error": a failure raises, it never scores */
+	llm_chat_call(&req, &result);
+	if (result.embed.n != 2 || result.embed.dimensions < 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
+				 errmsg("model \"%s\" answered %d vectors for 2 inputs", s->model, result.embed.n)));
+	llm_score_embedding(s, result.embed.vectors,
+						result.embed.vectors + result.embed.dimensions,
+						result.embed.dimensions, out);
+}
+
 /* llm_eval_score(scorer jsonb, output text, expected jsonb, vars jsonb) RETURNS jsonb */
 Datum
 llm_eval_score(PG_FUNCTION_ARGS)
@@ -97,6 +169,11 @@ llm_eval_score(PG_FUNCTION_ARGS)
 						 "; judge and function scorers are run by llm_eval_run.")));
 	if (scorer.type == LLM_SCORER_REGEX)
 		score_regex(&scorer, output, expected, PG_GET_COLLATION(), &score);
+	else if (scorer.type == LLM_SCORER_EMBEDDING_SIMILARITY)
+	{
+		check_embedding_model(&scorer);
+		score_embedding(&scorer, output, expected, &score);
+	}
 	else if (!llm_score_parsed(&scorer, output, expected, vars, &score, err, sizeof(err)))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),

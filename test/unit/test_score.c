@@ -79,6 +79,12 @@ test_scorer_parse(void)
 	BAD("{\"type\": \"judge\", \"model\": \"m\"}", "scorer \"judge\" is run by llm_eval_run, not by llm_eval_score");
 	BAD("{\"type\": \"function\"}", "scorer \"function\" is run by llm_eval_run");
 	BAD("{\"type\": \"regex\"}", "regular expressions");
+	BAD("{\"type\": \"embedding_similarity\"}", "needs a \"model\"");
+	BAD("{\"type\": \"embedding_similarity\", \"model\": \"\"}", "needs a \"model\"");
+	BAD("{\"type\": \"embedding_similarity\", \"model\": 3}", "option \"model\" of an embedding_similarity scorer must be a string");
+	BAD("{\"type\": \"embedding_similarity\", \"model\": \"e\", \"threshold\": \"x\"}", "\"threshold\"");
+	/* a valid one is parsed here but embedded by the server */
+	BAD("{\"type\": \"embedding_similarity\", \"model\": \"e\"}", "the server, which embeds the texts");
 	/* a bad scorer is refused even without output */
 	{
 		cJSON	   *s = cJSON_Parse("{\"type\": \"nope\"}");
@@ -374,6 +380,53 @@ test_similarity(void)
 	}
 }
 
+static void
+test_embedding_similarity(void)
+{
+	static const float x[] = {1, 0, 0};
+	static const float y[] = {0, 2, 0};
+	static const float xy[] = {3, 3, 0};
+	static const float minus_x[] = {-1, 0, 0};
+	static const float zero[] = {0, 0, 0};
+	static const float nan3[] = {NAN, 1, 0};
+	LlmScorer	s;
+	cJSON	   *json;
+
+	/* the arithmetic: scale does not matter, the angle does */
+	CHECK(llm_cosine_similarity(x, x, 3) == 1);
+	CHECK(llm_cosine_similarity(x, y, 3) == 0);
+	CHECK(fabs(llm_cosine_similarity(x, xy, 3) - sqrt(0.5)) < 1e-12);
+	CHECK(llm_cosine_similarity(x, minus_x, 3) == -1);
+	CHECK(llm_cosine_similarity(x, zero, 3) == 0);
+	CHECK(llm_cosine_similarity(zero, zero, 3) == 0);
+	CHECK(llm_cosine_similarity(nan3, x, 3) == 0);
+	CHECK(llm_cosine_similarity(x, x, 0) == 0);
+
+	/* options: threshold 0.8 by default, the model kept */
+	json = cJSON_Parse("{\"type\": \"embedding_similarity\", \"model\": \"emb\"}");
+	CHECK(llm_scorer_parse(json, &s, err, sizeof(err)));
+	CHECK(s.type == LLM_SCORER_EMBEDDING_SIMILARITY);
+	CHECK_STR(s.model, "emb");
+	CHECK(s.threshold == 0.8);
+
+	/* the score: the cosine clamped to [0, 1] against the threshold */
+	llm_score_embedding(&s, x, x, 3, &sc);
+	CHECK(sc.has_score && sc.passed && sc.score == 1 && sc.reason[0] == '\0');
+	llm_score_embedding(&s, x, xy, 3, &sc);
+	CHECK(sc.has_score && !sc.passed && fabs(sc.score - sqrt(0.5)) < 1e-12);
+	CHECK_STR(sc.reason, "embedding similarity 0.707 is below 0.8");
+	llm_score_embedding(&s, x, minus_x, 3, &sc);
+	CHECK(sc.has_score && !sc.passed && sc.score == 0);
+	CHECK_STR(sc.reason, "embedding similarity -1.000 is below 0.8");
+	cJSON_Delete(json);
+
+	json = cJSON_Parse("{\"type\": \"embedding_similarity\", \"model\": \"emb\", \"threshold\": 0.7}");
+	CHECK(llm_scorer_parse(json, &s, err, sizeof(err)));
+	llm_score_embedding(&s, x, xy, 3, &sc);
+	CHECK(sc.passed && sc.reason[0] == '\0');
+	cJSON_Delete(json);
+}
+
 void
 test_score(void)
 {
@@ -385,4 +438,5 @@ test_score(void)
 	test_json_scorers();
 	test_numeric();
 	test_similarity();
+	test_embedding_similarity();
 }
