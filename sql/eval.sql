@@ -8,6 +8,8 @@ GRANT llm_user TO regress_ev_alice, regress_ev_bob;
 SELECT llm_model_create('learner', 'fake', 'learner');
 SELECT llm_model_create('learner-hot', 'fake', 'learner');
 SELECT llm_model_create('ev-judge', 'fake', 'judge', input_price => 1000, output_price => 1000);
+SELECT llm_model_create('ev-emb', 'fake', 'ev-emb', use => 'embedding');
+SELECT llm_model_create('ev-emb-500', 'fake', 'fail-500', use => 'embedding');
 CREATE FUNCTION public.ev_starts_a(output text, expected jsonb, vars jsonb) RETURNS numeric
 LANGUAGE sql AS $$ SELECT CASE WHEN output LIKE 'A%' THEN 1 ELSE 0 END $$;
 -- llm.eval_report summed up from the rows, the plain way (sorts and groups
@@ -162,6 +164,41 @@ SELECT llm_eval_cases_add('patterns', $$
 SELECT llm_eval_run('patterns', '[{"name": "e", "model": "echo"}]', scorer => '{"type": "regex"}') AS rrun \gset
 SELECT llm_eval_wait(:rrun, '60 seconds') - 'run' AS waited;
 SELECT case_key, output, score, passed, error FROM llm.eval_results WHERE run = :rrun ORDER BY case_key;
+-- an embedding_similarity scorer: an unknown or a chat model is refused
+-- before anything is queued
+SELECT count(*) AS requests_before FROM llm.requests \gset
+SELECT fake_requests('ev-emb') AS emb_before \gset
+SELECT error_of($$SELECT llm_eval_run('patterns', '[{"name": "e", "model": "echo"}]',
+									   scorer => '{"type": "embedding_similarity", "model": "nosuch"}')$$);
+SELECT error_of($$SELECT llm_eval_run('patterns', '[{"name": "e", "model": "echo"}]',
+									   scorer => '{"type": "embedding_similarity", "model": "learner"}')$$);
+SELECT error_of($$SELECT llm_eval_run('patterns', '[{"name": "e", "model": "echo"}]',
+									   scorer => '{"type": "embedding_similarity"}')$$);
+SELECT count(*) - :requests_before AS nothing_queued FROM llm.requests;
+-- each answer ("echo: " + input) embedded with its expected text: one request each
+SELECT llm_eval_set_create('phrases');
+SELECT llm_eval_cases_add('phrases', $$
+	SELECT * FROM (VALUES ('s1', 'red fox', '"echo: red fox"'::jsonb), ('s2', 'red fox', '"a red fox"'),
+						  ('s3', 'red fox', '"blue whale"'), ('s4', 'red fox', NULL)) AS t(key, input, expected)$$) AS added;
+SELECT llm_eval_run('phrases', '[{"name": "e", "model": "echo"}]',
+					scorer => '{"type": "embedding_similarity", "model": "ev-emb", "threshold": 0.5}') AS erun \gset
+SELECT llm_eval_wait(:erun, '60 seconds') ->> 'state' AS state;
+SELECT case_key, output, score = 1 AS same, score > 0 AND score < 1 AS between, passed, reason, error
+  FROM llm.eval_results WHERE run = :erun ORDER BY case_key;
+SELECT fake_requests('ev-emb') - :emb_before AS emb_requests;
+-- LIMITATION (docs/evaluation.md): the scorer process makes the embedding
+-- calls as itself, so their ledger rows are not the submitter's
+RESET SESSION AUTHORIZATION;
+SELECT llm_flush() AS flushed;
+SELECT role = 'regress_ev_alice' AS submitters, source, count(*) AS rows
+  FROM llm.calls WHERE model = 'ev-emb' GROUP BY 1, 2;
+SET SESSION AUTHORIZATION regress_ev_alice;
+-- a failing embedding model: every result's error says why, the run ends
+SELECT llm_eval_run('phrases', '[{"name": "e", "model": "echo"}]',
+					scorer => '{"type": "embedding_similarity", "model": "ev-emb-500"}') AS e5run \gset
+SELECT llm_eval_wait(:e5run, '60 seconds') ->> 'state' AS state;
+SELECT case_key, score, passed, reason, error LIKE 'scoring failed: %' AS scoring_failed
+  FROM llm.eval_results WHERE run = :e5run ORDER BY case_key;
 -- the callback only scores rows of one's own runs, from the stored answer
 SELECT llm.eval_collect(request_id, '{"content": "forged"}') FROM llm.eval_results WHERE run = :frun;
 SELECT count(*) FILTER (WHERE output = 'forged') AS forged FROM llm.eval_results WHERE run = :frun;
