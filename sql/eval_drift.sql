@@ -63,6 +63,8 @@ SELECT threshold, error_of(format('SELECT llm_eval_watch(%L, %L, %L, %s)', 'dr-s
 SELECT error_of($$SELECT llm_eval_watch('dr-set', 'dr-colors:production', '0 3 * * *', 0.1,
 										scorer => '{"type": "nosuch"}')$$);
 SELECT error_of($$SELECT llm_eval_watch('dr-set', 'dr-colors:production', '0 3 * * *', 0.1,
+										scorer => '{"type": "embedding_similarity", "model": "nosuch"}')$$);
+SELECT error_of($$SELECT llm_eval_watch('dr-set', 'dr-colors:production', '0 3 * * *', 0.1,
 										scorer => '{"type": "function", "function": "public.nosuch"}')$$);
 SELECT count(*) AS no_watches FROM llm.eval_watches;
 -- schedules pg_cron 1.4 reads are accepted, with their fields spaced once
