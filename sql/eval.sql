@@ -186,8 +186,8 @@ SELECT llm_eval_wait(:erun, '60 seconds') ->> 'state' AS state;
 SELECT case_key, output, score = 1 AS same, score > 0 AND score < 1 AS between, passed, reason, error
   FROM llm.eval_results WHERE run = :erun ORDER BY case_key;
 SELECT fake_requests('ev-emb') - :emb_before AS emb_requests;
--- LIMITATION (docs/evaluation.md): the scorer process makes the embedding
--- calls as itself, so their ledger rows are not the submitter's
+-- the scorer process makes the embedding calls for the run's submitter:
+-- their ledger rows (and budgets) are alice's, not the superuser's
 RESET SESSION AUTHORIZATION;
 SELECT llm_flush() AS flushed;
 SELECT role = 'regress_ev_alice' AS submitters, source, count(*) AS rows

@@ -372,7 +372,8 @@ BEGIN
 														  THEN least(greatest(function_score, 0), 1) END,
 											'passed', function_score
 													  >= coalesce(((a.run_row).scorer ->> 'threshold')::double precision, 0.5))
-					ELSE @extschema@.llm_eval_score((a.run_row).scorer, a.completion, (a.case_row).expected,
+					ELSE llm._eval_score_for((a.run_row).submitted_by, (a.run_row).login_role,
+						(a.run_row).scorer, a.completion, (a.case_row).expected,
 						coalesce((a.case_row).vars, '{}')
 						|| CASE WHEN (a.case_row).input IS NOT NULL
 								THEN jsonb_build_object('input', (a.case_row).input) ELSE '{}' END)

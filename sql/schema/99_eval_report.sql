@@ -17,6 +17,16 @@ COMMENT ON FUNCTION llm_eval_score(jsonb, text, jsonb, jsonb) IS
 REVOKE ALL ON FUNCTION llm_eval_score(jsonb, text, jsonb, jsonb) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION llm_eval_score(jsonb, text, jsonb, jsonb) TO llm_user;
 
+-- llm_eval_score acting for an evaluation run's submitter and login: what
+-- the scorer process calls, so that a scorer that calls a model
+-- (embedding_similarity) does so on the submitter's ledger and budgets.
+CREATE FUNCTION llm._eval_score_for(submitter name, login name, scorer jsonb, output text,
+									expected jsonb, vars jsonb)
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'llm_eval_score_for'
+LANGUAGE C VOLATILE;
+REVOKE ALL ON FUNCTION llm._eval_score_for(name, name, jsonb, text, jsonb, jsonb) FROM PUBLIC;
+
 -- Statistics of comparisons (src/core/stats.c), for llm_eval_compare and
 -- for analysts: exact sign test and McNemar's exact test (p-values), the
 -- percentile bootstrap 95 % interval of a mean difference (a fixed seed:

@@ -106,7 +106,10 @@ BEGIN
 		END IF;
 		scorer := scorer || jsonb_build_object('version', chosen.chosen_version, 'model', model_name);
 	ELSE
-		PERFORM @extschema@.llm_eval_score(scorer, 'x', '"x"', '{}');	-- refuses an unknown scorer
+		-- refuses an unknown scorer; with no output an embedding_similarity
+		-- scorer checks its model and sends no request
+		PERFORM @extschema@.llm_eval_score(scorer,
+			CASE WHEN scorer ->> 'type' <> 'embedding_similarity' THEN 'x' END, '"x"', '{}');
 	END IF;
 	SELECT count(*) INTO n_cases FROM llm.eval_cases ec WHERE ec.set_name = s.name;
 	IF n_cases = 0 THEN
@@ -597,7 +600,8 @@ BEGIN
 														  THEN least(greatest(function_score, 0), 1) END,
 											'passed', function_score
 													  >= coalesce(((a.run_row).scorer ->> 'threshold')::double precision, 0.5))
-					ELSE @extschema@.llm_eval_score((a.run_row).scorer, a.completion, (a.case_row).expected,
+					ELSE llm._eval_score_for((a.run_row).submitted_by, (a.run_row).login_role,
+						(a.run_row).scorer, a.completion, (a.case_row).expected,
 						coalesce((a.case_row).vars, '{}')
 						|| CASE WHEN (a.case_row).input IS NOT NULL
 								THEN jsonb_build_object('input', (a.case_row).input) ELSE '{}' END)
@@ -2033,7 +2037,10 @@ BEGIN
 				USING ERRCODE = 'undefined_object';
 		END IF;
 	ELSE
-		PERFORM @extschema@.llm_eval_score(scorer, 'x', '"x"', '{}');	-- refuses an unknown scorer
+		-- refuses an unknown scorer; with no output an embedding_similarity
+		-- scorer checks its model and sends no request
+		PERFORM @extschema@.llm_eval_score(scorer,
+			CASE WHEN scorer ->> 'type' <> 'embedding_similarity' THEN 'x' END, '"x"', '{}');
 	END IF;
 	watch_id := nextval('llm.eval_watches_id_seq');
 	INSERT INTO llm.eval_watches (id, set_name, prompt, label, schedule, threshold, scorer, job_name,
@@ -3028,6 +3035,25 @@ REVOKE ALL ON FUNCTION llm_embed(text, text, jsonb) FROM PUBLIC;
 REVOKE ALL ON FUNCTION llm_embed_batch(text[], text, jsonb, integer) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION llm_embed(text, text, jsonb) TO llm_user;
 GRANT EXECUTE ON FUNCTION llm_embed_batch(text[], text, jsonb, integer) TO llm_user;
+
+-- llm_eval_score calls a model for embedding_similarity: VOLATILE
+CREATE OR REPLACE FUNCTION llm_eval_score(scorer jsonb, output text, expected jsonb, vars jsonb DEFAULT NULL)
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'llm_eval_score'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION llm_eval_score(jsonb, text, jsonb, jsonb) IS
+	'score one output against the expected answer: {"score", "passed", "reason"}';
+
+-- llm_eval_score acting for an evaluation run's submitter and login: what
+-- the scorer process calls, so that a scorer that calls a model
+-- (embedding_similarity) does so on the submitter's ledger and budgets.
+CREATE FUNCTION llm._eval_score_for(submitter name, login name, scorer jsonb, output text,
+									expected jsonb, vars jsonb)
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'llm_eval_score_for'
+LANGUAGE C VOLATILE;
+REVOKE ALL ON FUNCTION llm._eval_score_for(name, name, jsonb, text, jsonb, jsonb) FROM PUBLIC;
+
 
 -- the aggregates of the runs there are
 SELECT llm._eval_stats_rebuild(r.id) FROM llm.eval_runs r ORDER BY r.id;

@@ -15,6 +15,7 @@
 #include "core/json_checks.h"
 #include "core/score.h"
 #include "core/stats.h"
+#include "store/caller.h"
 
 #include "access/xact.h"
 #include "catalog/pg_collation.h"
@@ -22,6 +23,7 @@
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "regex/regex.h"
+#include "utils/acl.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
@@ -29,6 +31,7 @@
 #include "utils/resowner.h"
 
 PG_FUNCTION_INFO_V1(llm_eval_score);
+PG_FUNCTION_INFO_V1(llm_eval_score_for);
 PG_FUNCTION_INFO_V1(llm_eval_sign_test);
 PG_FUNCTION_INFO_V1(llm_eval_mcnemar);
 PG_FUNCTION_INFO_V1(llm_eval_bootstrap);
@@ -142,25 +145,28 @@ score_embedding(const LlmScorer *s, const char *output, const cJSON *expected, L
 						result.embed.dimensions, out);
 }
 
-/* llm_eval_score(scorer jsonb, output text, expected jsonb, vars jsonb) RETURNS jsonb */
-Datum
-llm_eval_score(PG_FUNCTION_ARGS)
+/*
+ * Scores one output: the arguments from first on are llm_eval_score's
+ * (scorer, output, expected, vars).
+ */
+static Datum
+eval_score(FunctionCallInfo fcinfo, int first)
 {
 	cJSON	   *scorer_json;
-	char	   *output = PG_ARGISNULL(1) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(1));
-	cJSON	   *expected = PG_ARGISNULL(2) ? NULL : llm_jsonb_to_cjson(PG_GETARG_DATUM(2));
-	cJSON	   *vars = PG_ARGISNULL(3) ? NULL : llm_jsonb_to_cjson(PG_GETARG_DATUM(3));
+	char	   *output = PG_ARGISNULL(first + 1) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(first + 1));
+	cJSON	   *expected = PG_ARGISNULL(first + 2) ? NULL : llm_jsonb_to_cjson(PG_GETARG_DATUM(first + 2));
+	cJSON	   *vars = PG_ARGISNULL(first + 3) ? NULL : llm_jsonb_to_cjson(PG_GETARG_DATUM(first + 3));
 	LlmScorer	scorer;
 	LlmScore	score;
 	char		err[256];
 	cJSON	   *result;
 
-	if (PG_ARGISNULL(0))
+	if (PG_ARGISNULL(first))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("scorer must not be NULL"),
 				 errhint("Pass a scorer such as '{\"type\": \"exact\"}'.")));
-	scorer_json = llm_jsonb_to_cjson(PG_GETARG_DATUM(0));
+	scorer_json = llm_jsonb_to_cjson(PG_GETARG_DATUM(first));
 	if (!llm_scorer_parse(scorer_json, &scorer, err, sizeof(err)))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -198,7 +204,50 @@ llm_eval_score(PG_FUNCTION_ARGS)
 		cJSON_AddStringToObject(result, "reason", score.reason);
 	else
 		cJSON_AddNullToObject(result, "reason");
-	PG_RETURN_DATUM(llm_cjson_to_jsonb(result));
+	return llm_cjson_to_jsonb(result);
+}
+
+/* llm_eval_score(scorer jsonb, output text, expected jsonb, vars jsonb) RETURNS jsonb */
+Datum
+llm_eval_score(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_DATUM(eval_score(fcinfo, 0));
+}
+
+/*
+ * llm._eval_score_for(submitter name, login name, scorer, output, expected,
+ * vars) RETURNS jsonb: llm_eval_score acting for an evaluation run's roles.
+ * The scorer process (a superuser) scores every run's answers; a scorer
+ * that calls a model (embedding_similarity) must do so as the run's
+ * submitter, so that the call is on their ledger and under their budgets
+ * and limits, never the superuser's.  Executable by no role but the
+ * extension's owner.
+ */
+Datum
+llm_eval_score_for(PG_FUNCTION_ARGS)
+{
+	Oid			submitter;
+	Oid			login;
+	LlmActing	acting;
+	Datum		volatile result = (Datum) 0;
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("the submitter must not be NULL")));
+	submitter = get_role_oid(NameStr(*PG_GETARG_NAME(0)), false);
+	login = PG_ARGISNULL(1) ? InvalidOid : get_role_oid(NameStr(*PG_GETARG_NAME(1)), true);
+	llm_act_for(&acting, submitter, OidIsValid(login) ? login : submitter, 0);
+	PG_TRY();
+	{
+		result = eval_score(fcinfo, 2);
+	}
+	PG_FINALLY();
+	{
+		llm_act_done(&acting);
+	}
+	PG_END_TRY();
+	PG_RETURN_DATUM(result);
 }
 
 static int64
