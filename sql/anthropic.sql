@@ -146,6 +146,12 @@ SELECT error_of($$SELECT llm_complete('hi', 'claude-noversion')$$);
 SELECT llm_model_create('claude-flaky', 'claude-fake', 'flaky-2-anthropic');
 SELECT ord, completion, error FROM llm_complete_batch(ARRAY['retry me'], 'claude-flaky');
 SELECT fake_requests('flaky-2-anthropic') AS attempts_made;
+-- and in the queue: the worker retries it, the request ends done on its third attempt
+SELECT llm_model_create('claude-flaky-q', 'claude-fake', 'flaky-2-anthropic-queue');
+SELECT llm_submit('retry me', 'claude-flaky-q', tag => 'anthropic-529') AS qid \gset
+SELECT llm_wait_batch('anthropic-529', '30 seconds') ->> 'done' AS done;
+SELECT state, attempts, completion FROM llm.requests WHERE id = :qid;
+SELECT fake_requests('flaky-2-anthropic-queue') AS attempts_made;
 
 -- the ledger: the cost with cache prices, and the key nowhere
 SELECT llm_flush() AS flushed;

@@ -36,6 +36,8 @@ SELECT llm_complete('canonical', 'usage-details', NULL, '{"seed": 1, "temperatur
 SELECT llm_complete('canonical', 'echo', 'be brief', '{"seed": 1, "temperature": 0}');
 SELECT llm_complete('canonical', 'echo', NULL, '{"seed": 1, "temperature": 0, "max_completion_tokens": 9}');
 SELECT fake_requests('echo') - :before AS requests_made;
+-- (the ledger rows are written by the worker: wait for them)
+SELECT llm_flush() AS flushed;
 SELECT count(DISTINCT fingerprint) AS distinct_keys
   FROM (SELECT fingerprint FROM llm.calls WHERE model IN ('echo', 'echo-cold')
 		 ORDER BY id DESC LIMIT 6) last_six;
