@@ -133,7 +133,9 @@ BEGIN
 			 WHERE fb.created_at >= since
 			 ORDER BY fb.call_id, fb.created_at DESC, fb.id DESC) f
 	  JOIN llm.call_io io ON io.entry_id = f.call_id
-	 WHERE llm._call_visible(caller, login, f.call_id)
+	 -- the ledger's rule, on the copy of the call's roles llm.call_io keeps
+	 WHERE ((io.role = caller AND (io.login_role = login OR caller = login))
+			OR pg_has_role(caller, 'llm_admin', 'MEMBER'))
 	   AND (io.vars IS NOT NULL OR io.input IS NOT NULL)
 	   AND coalesce(f.correction, CASE WHEN f.score >= min_score THEN io.output END) IS NOT NULL
 	 ORDER BY f.call_id

@@ -158,6 +158,18 @@ llm_scorer_now(void)
 		SetLatch(latch);
 }
 
+/* Moves up to max of the oldest ids handed out of the hand-off (lock held). */
+static int
+take_ids(LlmScorerInfo *scorer, int64 *ids, int max)
+{
+	int			n = Min(scorer->count, max);
+
+	memcpy(ids, scorer->ids, sizeof(int64) * n);
+	memmove(scorer->ids, scorer->ids + n, sizeof(int64) * (scorer->count - n));
+	scorer->count -= n;
+	return n;
+}
+
 int
 llm_scorer_take_back(int64 *ids, int max)
 {
@@ -169,12 +181,7 @@ llm_scorer_take_back(int64 *ids, int max)
 	scorer = &llm_shared->scorers[worker_slot];
 	LWLockAcquire(llm_shared->lock, LW_EXCLUSIVE);
 	if (scorer->pid <= 0)
-	{
-		n = Min(scorer->count, max);
-		memcpy(ids, scorer->ids, sizeof(int64) * n);
-		memmove(scorer->ids, scorer->ids + n, sizeof(int64) * (scorer->count - n));
-		scorer->count -= n;
-	}
+		n = take_ids(scorer, ids, max);
 	LWLockRelease(llm_shared->lock);
 	return n;
 }
@@ -223,10 +230,7 @@ next_ids(LlmScorerInfo *scorer, int64 *ids, int max, TimestampTz idle_since, lon
 																					EVAL_DELAY_MS)) + 1;
 	else
 	{
-		n = Min(scorer->count, max);
-		memcpy(ids, scorer->ids, sizeof(int64) * n);
-		memmove(scorer->ids, scorer->ids + n, sizeof(int64) * (scorer->count - n));
-		scorer->count -= n;
+		n = take_ids(scorer, ids, max);
 		scorer->first_at = now;
 		scorer->now = false;
 	}
