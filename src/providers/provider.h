@@ -91,6 +91,47 @@ typedef enum LlmFinetuneListKind
 	LLM_FT_LIST_CHECKPOINTS
 } LlmFinetuneListKind;
 
+/*
+ * Batch mode (a provider's Batch API).  The metadata keys a provider batch
+ * is created with: llmext's batch id (llm.provider_batches.id) and the
+ * database (LLM_FINETUNE_META_DATABASE), for the same reason as jobs.
+ */
+#define LLM_BATCH_META_BATCH "llmext_batch"
+
+/* A provider batch as the provider reports it; strings are NULL when absent. */
+typedef struct LlmProviderBatch
+{
+	char	   *id;
+	char	   *status;			/* whatever the provider says, unknown values included */
+	char	   *output_file_id;
+	char	   *error_file_id;
+	int64_t		total;			/* request_counts; -1: not reported */
+	int64_t		completed;
+	int64_t		failed;
+	char	   *error_message;	/* a batch-level failure (errors.data[0]): "code: message" */
+	char	   *batch_tag;		/* metadata, when the provider returns it */
+	char	   *database_tag;
+} LlmProviderBatch;
+
+/* One page of the provider's batches. */
+typedef struct LlmProviderBatchList
+{
+	int			n;
+	LlmProviderBatch *batches;
+	bool		has_more;
+	char	   *last_id;		/* for the next page's "after" */
+} LlmProviderBatchList;
+
+/* One line of a batch's output or error file. */
+typedef struct LlmBatchLine
+{
+	char	   *custom_id;
+	long		status_code;	/* the request's HTTP status; 0: no response */
+	char	   *body;			/* the response body as JSON text, or NULL */
+	char	   *request_id;		/* the response's request_id, or NULL */
+	char	   *error;			/* a failure with no HTTP response: "code: message" */
+} LlmBatchLine;
+
 typedef struct LlmProviderRoutine
 {
 	const char *kind;			/* as in llm.providers.kind */
@@ -166,6 +207,36 @@ typedef struct LlmProviderRoutine
 	/* A page of jobs, events or checkpoints; false with a sentence in err. */
 	bool		(*parse_finetune_list) (const char *body, size_t len, LlmFinetuneListKind kind,
 										LlmFinetuneList *list, char *err, size_t errlen);
+
+	/*
+	 * Batch mode; batches_path is NULL for a kind without it.  Files go up
+	 * through files_path with batch_files_purpose; a file's bytes are at
+	 * files_path/<id>/content.  A batch's own resources are
+	 * batches_path/<id> and batches_path/<id>/cancel.
+	 */
+	const char *batches_path;
+	const char *batch_files_purpose;
+	/* The url a chat request's line names (an absolute path at the provider). */
+	const char *batch_chat_url;
+	/*
+	 * One line of an input file, without its newline: custom_id, the url,
+	 * and body (the JSON text of the request, as chat_request made it).
+	 */
+	char	   *(*batch_line) (const char *custom_id, const char *url, const char *body);
+	/* The body of a batch create; window "24h". */
+	char	   *(*batch_request) (const char *input_file_id, const char *endpoint,
+								  const char *batch_tag, const char *database_tag);
+	/* The query string (with its "?") of a page of batches, from after (NULL: the start). */
+	char	   *(*batch_list_query) (const char *after);
+	/* A batch object; false with a sentence in err. */
+	bool		(*parse_batch) (const char *body, size_t len, LlmProviderBatch *batch,
+								char *err, size_t errlen);
+	/* A page of batches; false with a sentence in err. */
+	bool		(*parse_batch_list) (const char *body, size_t len, LlmProviderBatchList *list,
+									 char *err, size_t errlen);
+	/* One line of an output or error file (no newline); false with a sentence in err. */
+	bool		(*parse_batch_line) (const char *line, size_t len, LlmBatchLine *out,
+									 char *err, size_t errlen);
 } LlmProviderRoutine;
 
 /* The kinds llmext implements, one file each under providers/. */
@@ -178,6 +249,10 @@ extern const LlmProviderRoutine *llm_provider_routine(const char *kind);
 /* Frees what the fine-tuning parsers allocated (not the structs themselves). */
 extern void llm_finetune_job_free(LlmFinetuneJob *job);
 extern void llm_finetune_list_free(LlmFinetuneList *list);
+/* Frees what the batch parsers allocated (not the structs themselves). */
+extern void llm_provider_batch_free(LlmProviderBatch *batch);
+extern void llm_provider_batch_list_free(LlmProviderBatchList *list);
+extern void llm_batch_line_free(LlmBatchLine *line);
 
 /* The kind a prompt's output format is written for when no model is known yet. */
 #define LLM_DEFAULT_PROVIDER_KIND "openai"
