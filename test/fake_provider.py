@@ -7,7 +7,7 @@ hand-rolled HTTP/1.1 (Content-Length bodies, keep-alive, pipelining,
 
     python3 test/fake_provider.py --port N [--host 127.0.0.1] [--latency-ms 0]
                                   [--api-key KEY] [--pidfile FILE]
-                                  [--finetune-step-ms 0]
+                                  [--finetune-step-ms 0] [--batch-step-ms 0]
     python3 test/fake_provider.py --self-test
 
 --port 0 picks a free port.  When ready it prints exactly
@@ -23,6 +23,7 @@ Endpoints
     GET  /_stats               counters as JSON (see "Counters")
     POST /_reset               zero the counters -> {"reset":true}
     /v1/files..., /v1/fine_tuning/jobs...   see "Files and fine-tuning"
+    /v1/batches..., /_batch_config          see "Batches"
     anything else              404
 Every error body is exactly
     {"error":{"message":"...","type":"...","param":null|"...","code":null|"..."}}
@@ -135,6 +136,7 @@ Counters (GET /_stats)
     job_create_requests  POST /v1/fine_tuning/jobs requests, refused included
     cancel_requests POSTs to .../cancel of an existing job
     files, jobs     files stored and jobs existing now (gauges; never reset)
+    batches_created, batch_lines, batch_requests, batches   see "Batches"
 Requests for the "stats" models are left out of every counter.  A reset keeps
 in_flight (a gauge) and sets max_in_flight to it.  A reset never deletes files,
 jobs or tuned models; they live until the fake exits (in memory only).
@@ -166,7 +168,8 @@ Files and fine-tuning (OpenAI wire format; ids are unique per fake process)
              contains "flaky-<n>"    the first <n> uploads of this exact
                                      filename get 503 (Retry-After: 0), later
                                      ones are stored; /_reset forgets the count
-           A refused upload stores nothing.
+           A refused upload stores nothing.  A batch file is stored as is (its
+           lines are checked when a batch is created from it).
     GET    /v1/files            ?purpose=&order=asc|desc(default)&after=<id>
            &limit=(10000) -> {"object":"list","data","first_id","last_id",
            "has_more"}, newest first
@@ -254,6 +257,29 @@ Progression
                            "param":null,"message":...}; finished_at set,
                            fine_tuned_model null; its checkpoint stays
         ("never" wins over "fail"; the others combine.)
+
+Batches (OpenAI Batch API; rules and implementation in fake_batches.py)
+    POST /v1/batches {input_file_id, endpoint, completion_window "24h",
+    metadata?} from a file uploaded with purpose "batch", for endpoint
+    /v1/chat/completions or /v1/embeddings; GET /v1/batches/<id>, POST
+    /v1/batches/<id>/cancel, GET /v1/batches ?after=&limit=.  A refused
+    create is a 400; an input file that breaks the line rules makes a batch
+    that fails with errors.data (code, line), as OpenAI does.
+    Status is time-based, from s = --batch-step-ms (or POST /_batch_config
+    {"step_ms": N}; default 0): validating < s <= in_progress < 2s <=
+    finalizing < 3s <= completed; with s = 0, completed at the first look.
+    Each request is answered, at a look (never at create), by the same code
+    as a direct POST to its endpoint: every model rule above applies line
+    by line, without delays.  Status 200 answers go to the output file,
+    others to the error file (purpose "batch_output"), each in REVERSE
+    input order: a client must join on custom_id.
+    Batch faults by the first request's model: batch-fail, batch-expire-<k>
+    (expired, only the first <k> answered), batch-stuck (in_progress until
+    cancelled).  Cancel: cancelling at once, cancelled one step later with
+    the answers made so far.
+    Counters: batches_created, batch_lines (requests answered in batches,
+    not counted in chat_requests), batch_requests (to /v1/batches...),
+    batches (gauge); /_reset zeroes all but the gauge.
 
 Anthropic (POST /v1/messages; implemented in fake_anthropic.py)
     Checked in this order, every error in Anthropic's shape {"type":"error",
@@ -358,6 +384,7 @@ from http import HTTPStatus
 from urllib.parse import parse_qsl, quote, unquote
 
 import fake_anthropic
+import fake_batches
 
 JSON_TYPE = "application/json"
 MAX_HEAD = 64 * 1024
@@ -1221,10 +1248,11 @@ class Tuning:
 class Provider:
     """Configuration, counters and request handling shared by all connections."""
 
-    def __init__(self, latency_ms=0.0, api_key=None, finetune_step_ms=0.0):
+    def __init__(self, latency_ms=0.0, api_key=None, finetune_step_ms=0.0, batch_step_ms=0.0):
         self.latency = latency_ms / 1000
         self.api_key = api_key
         self.tuning = Tuning(finetune_step_ms)
+        self.batches = fake_batches.Batches(sys.modules[__name__], self, batch_step_ms)
         self.rng = random.Random()
         self.answers = 0
         self.in_flight = 0
@@ -1239,6 +1267,8 @@ class Provider:
         self.by_model, self.flaky, self.last_request = {}, {}, None
         if hasattr(self, "tuning"):
             self.tuning.reset()
+        if hasattr(self, "batches"):
+            self.batches.reset()
 
     def stats(self):
         return {"requests_total": self.requests_total, "chat_requests": self.chat_requests,
@@ -1248,7 +1278,8 @@ class Provider:
                 "connections": self.connections_accepted,
                 "in_flight": self.in_flight, "max_in_flight": self.max_in_flight,
                 "last_request": self.last_request,
-                "bytes_received": self.bytes_received} | self.tuning.stats()
+                "bytes_received": self.bytes_received} | self.tuning.stats() \
+            | self.batches.stats()
 
     def handle(self, method, path, headers, body, query=""):
         """Return (delay in seconds, Response); delayed chat answers are in_flight."""
@@ -1267,6 +1298,8 @@ class Provider:
                 response = self.tuning.file_request(method, path, query)
             elif path.startswith("/v1/fine_tuning/jobs"):
                 response = self.tuning.job_request(method, path, query, body)
+            elif path.startswith("/v1/batches") or path == "/_batch_config":
+                response = self.batches.request(method, path, query, headers, body)
             else:
                 response = None
         except ValueError as exc:  # a bad query string
@@ -1291,23 +1324,29 @@ class Provider:
 
     def chat(self, headers, body):
         req, error = validate_chat(body)
+        if error is None and req["model"] in ("stats", "stats-reset"):
+            return 0, self.chat_response(req, error, headers)  # never counted nor delayed
+        self.count_chat(req, headers, len(body))
+        response, delay = self.chat_response(req, error, headers), self.latency
+        if error is None and (m := SLOW.fullmatch(req["model"])):
+            delay += int(m.group(1)) / 1000
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        if delay <= 0:
+            self.in_flight -= 1
+        return delay, response
+
+    def chat_response(self, req, error, headers):
+        """The answer to a validated chat body, uncounted and undelayed (batch lines use it)."""
         self.answers += 1
         n = self.answers
         if error is None and req["model"] in ("stats", "stats-reset"):
             response = self.stats_answer(n, req)
-            delay = 0
         else:
-            self.count_chat(req, headers, len(body))
-            response, delay = error or self.answer(n, req, headers), self.latency
-            if error is None and (m := SLOW.fullmatch(req["model"])):
-                delay += int(m.group(1)) / 1000
-            self.in_flight += 1
-            self.max_in_flight = max(self.max_in_flight, self.in_flight)
-            if delay <= 0:
-                self.in_flight -= 1
+            response = error or self.answer(n, req, headers)
         if not any(name == "x-request-id" for name, _ in response.headers):
             response.headers.append(("x-request-id", f"req_fake_{n}"))
-        return delay, response
+        return response
 
     def messages(self, headers, body):
         self.answers += 1
@@ -1330,18 +1369,26 @@ class Provider:
 
     def embeddings(self, headers, body):
         req, inputs, error = validate_embeddings(body)
-        self.answers += 1
-        n = self.answers
         self.count_chat(req, headers, len(body))
         self.chat_requests -= 1
         self.embedding_requests += 1
         self.embedding_inputs += len(inputs)
-        delay = self.latency
+        response, delay = self.embeddings_response(req, inputs, error, headers), self.latency
+        if error is None and (m := SLOW.fullmatch(req["model"])):
+            delay += int(m.group(1)) / 1000
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        if delay <= 0:
+            self.in_flight -= 1
+        return delay, response
+
+    def embeddings_response(self, req, inputs, error, headers):
+        """The answer to a validated embeddings body, uncounted and undelayed (batch lines too)."""
+        self.answers += 1
+        n = self.answers
         response = error
         if response is None:
             model = req["model"]
-            if m := SLOW.fullmatch(model):
-                delay += int(m.group(1)) / 1000
             # the chat path's faults, answered alike (never its content models)
             if FAIL.fullmatch(model) or FLAKY.fullmatch(model) or LEAK.fullmatch(model) \
                     or model in ("auth", "nonjson"):
@@ -1354,12 +1401,8 @@ class Provider:
                 response = json_response(200, answer)
                 if model == "truncated":
                     response = Response(200, response.body[:len(response.body) // 2])
-        self.in_flight += 1
-        self.max_in_flight = max(self.max_in_flight, self.in_flight)
-        if delay <= 0:
-            self.in_flight -= 1
         response.headers.append(("x-request-id", f"req_fake_{n}"))
-        return delay, response
+        return response
 
     def count_chat(self, req, headers, size):
         self.requests_total += 1
@@ -1574,7 +1617,8 @@ async def serve(provider, host, port, on_ready):
 
 
 def run_cli(args):
-    provider = Provider(args.latency_ms, args.api_key, args.finetune_step_ms)
+    provider = Provider(args.latency_ms, args.api_key, args.finetune_step_ms,
+                        args.batch_step_ms)
 
     def ready(port, stop):
         loop = asyncio.get_running_loop()
@@ -2177,7 +2221,7 @@ def self_checks(c):
         ("counters: files, jobs, bytes", lambda: check_tuning_counters(c)),
         ("embeddings: vectors, nearness, usage, counters", lambda: check_embeddings(c)),
         ("embeddings: validation and faults", lambda: check_embedding_faults(c)),
-    ] + fake_anthropic.self_checks(c)
+    ] + fake_anthropic.self_checks(c) + fake_batches.self_checks(c)
 
 
 def self_test():
@@ -2208,6 +2252,7 @@ def main(argv=None):
     parser.add_argument("--latency-ms", type=float, default=0.0)
     parser.add_argument("--api-key")
     parser.add_argument("--finetune-step-ms", type=float, default=0.0)
+    parser.add_argument("--batch-step-ms", type=float, default=0.0)
     parser.add_argument("--pidfile")
     parser.add_argument("--self-test", action="store_true")
     args = parser.parse_args(argv)
