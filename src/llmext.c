@@ -4,6 +4,7 @@
 #include "llmext.h"
 
 #include "queue/finetune.h"
+#include "queue/provider_batch.h"
 #include "queue/queue.h"
 #include "queue/worker.h"
 #include "store/cache.h"
@@ -196,6 +197,27 @@ _PG_init(void)
 							&llm_worker_concurrency,
 							64, 1, 4096,
 							PGC_SIGHUP, 0,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("llmext.batch_api_wait",
+							"How long the first request queued for a provider's Batch API waits for others before the worker sends them as a batch.",
+							"A batch also goes as soon as llmext.batch_api_max_requests requests for one model are waiting.",
+							&llm_batch_api_wait_ms,
+							60000, 0, 86400000,
+							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("llmext.batch_api_max_requests",
+							"The most requests the worker puts in one provider batch.",
+							"OpenAI takes up to 50,000 requests (and 200 MB) per batch.",
+							&llm_batch_api_max_requests,
+							50000, 1, 50000,
+							PGC_SIGHUP, 0,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("llmext.batch_api_poll_interval",
+							"How long the worker waits between two polls of a batch at a provider's Batch API.",
+							NULL,
+							&llm_batch_api_poll_ms,
+							60000, 10, 86400000,
+							PGC_SIGHUP, GUC_UNIT_MS,
 							NULL, NULL, NULL);
 	DefineCustomIntVariable("llmext.finetune_poll_interval",
 							"How long the worker first waits between two polls of a running fine-tuning job.",

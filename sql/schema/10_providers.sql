@@ -91,6 +91,12 @@ BEGIN
 			END IF;
 		WHEN 'max_concurrency', 'requests_per_minute', 'tokens_per_minute' THEN
 			PERFORM llm._check_limit('provider option', k, v);
+		WHEN 'batch_api' THEN
+			IF jsonb_typeof(v) <> 'boolean' THEN
+				RAISE EXCEPTION 'provider option "batch_api" must be true or false'
+					USING ERRCODE = 'invalid_parameter_value',
+						  HINT = 'With true, requests queued for the provider''s models go through its Batch API unless their options say "batch_api": false.';
+			END IF;
 		WHEN 'max_attempts' THEN
 			IF jsonb_typeof(v) <> 'number' OR (v #>> '{}')::numeric NOT BETWEEN 1 AND 20
 			   OR (v #>> '{}')::numeric <> trunc((v #>> '{}')::numeric) THEN
@@ -101,7 +107,7 @@ BEGIN
 		ELSE
 			RAISE EXCEPTION 'unknown provider option "%"', k
 				USING ERRCODE = 'invalid_parameter_value',
-					  HINT = 'Known options: headers, auth_header, chat_path, max_concurrency, max_attempts, requests_per_minute, tokens_per_minute.';
+					  HINT = 'Known options: headers, auth_header, chat_path, max_concurrency, max_attempts, requests_per_minute, tokens_per_minute, batch_api.';
 		END CASE;
 	END LOOP;
 END

@@ -25,6 +25,8 @@ CREATE TABLE llm.models (
 	-- added in 0.4.0
 	cache_write_price	numeric CHECK (cache_write_price >= 0),
 	use					text NOT NULL DEFAULT 'chat' CHECK (use IN ('chat', 'embedding')),
+	-- added in 0.5.0
+	batch_price_ratio	numeric NOT NULL DEFAULT 0.5 CHECK (batch_price_ratio >= 0),
 	CHECK ((kind = 'fine_tuned') = (base_model IS NOT NULL)),
 	CHECK (base_model IS DISTINCT FROM name),
 	CHECK ((training_set IS NULL) = (training_version IS NULL))
@@ -33,6 +35,7 @@ CREATE INDEX ON llm.models (base_model);
 COMMENT ON TABLE llm.models IS 'models SQL can call: base and fine-tuned, with prices in USD per million tokens';
 COMMENT ON COLUMN llm.models.cached_input_price IS 'price of cached input tokens; NULL means the input price';
 COMMENT ON COLUMN llm.models.cache_write_price IS 'price of input tokens written to the provider''s prompt cache (Anthropic); NULL means the input price';
+COMMENT ON COLUMN llm.models.batch_price_ratio IS 'the share of the normal prices a call through the provider''s Batch API costs (0.5: half price)';
 COMMENT ON COLUMN llm.models.params IS 'default provider parameters, overridden by a call''s options';
 COMMENT ON COLUMN llm.models.training_price IS 'USD per million trained tokens for fine-tuning this model (NULL: not known)';
 COMMENT ON COLUMN llm.models.tuned_input_price IS 'input price of models tuned from this one; NULL means this model''s own';
@@ -93,7 +96,8 @@ CREATE FUNCTION llm_model_create(
 	training_set text DEFAULT NULL,
 	training_version integer DEFAULT NULL,
 	cache_write_price numeric DEFAULT NULL,
-	use text DEFAULT 'chat')
+	use text DEFAULT 'chat',
+	batch_price_ratio numeric DEFAULT 0.5)
 RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -149,6 +153,11 @@ BEGIN
 		RAISE EXCEPTION 'prices must not be negative'
 			USING ERRCODE = 'invalid_parameter_value',
 				  HINT = 'Prices are in USD per million tokens.';
+	END IF;
+	IF batch_price_ratio < 0 THEN
+		RAISE EXCEPTION 'batch_price_ratio must not be negative'
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'It is the share of the normal prices that the provider''s Batch API charges: 0.5 for half price.';
 	END IF;
 	use := coalesce(use, 'chat');
 	IF use NOT IN ('chat', 'embedding') THEN
@@ -211,15 +220,15 @@ BEGIN
 							input_price, output_price, cached_input_price, params, limits,
 							training_price, tuned_input_price, tuned_cached_input_price,
 							tuned_output_price, training_set, training_version, prompt_name,
-							prompt_version, cache_write_price, use)
+							prompt_version, cache_write_price, use, batch_price_ratio)
 	VALUES (name, provider, remote_model, kind, base_model,
 			coalesce(input_price, 0), coalesce(output_price, 0), cached_input_price, params,
 			limits, training_price, tuned_input_price, tuned_cached_input_price,
 			tuned_output_price, training_set, training_version, set_prompt, set_prompt_version,
-			cache_write_price, use);
+			cache_write_price, use, coalesce(batch_price_ratio, 0.5));
 END
 $$;
-COMMENT ON FUNCTION llm_model_create(text, text, text, text, text, numeric, numeric, numeric, jsonb, jsonb, numeric, numeric, numeric, numeric, text, integer, numeric, text) IS
+COMMENT ON FUNCTION llm_model_create(text, text, text, text, text, numeric, numeric, numeric, jsonb, jsonb, numeric, numeric, numeric, numeric, text, integer, numeric, text, numeric) IS
 	'register a base or fine-tuned model, for chat or embeddings, under a name SQL can use';
 
 CREATE FUNCTION llm_model_set_limits(name text, limits jsonb)
@@ -268,11 +277,11 @@ END
 $$;
 COMMENT ON FUNCTION llm_model_drop(text) IS 'remove a registered model';
 
-REVOKE ALL ON FUNCTION llm_model_create(text, text, text, text, text, numeric, numeric, numeric, jsonb, jsonb, numeric, numeric, numeric, numeric, text, integer, numeric, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION llm_model_create(text, text, text, text, text, numeric, numeric, numeric, jsonb, jsonb, numeric, numeric, numeric, numeric, text, integer, numeric, text, numeric) FROM PUBLIC;
 REVOKE ALL ON FUNCTION llm_model_drop(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION llm_model_set_limits(text, jsonb) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION llm_model_set_limits(text, jsonb) TO llm_admin;
-GRANT EXECUTE ON FUNCTION llm_model_create(text, text, text, text, text, numeric, numeric, numeric, jsonb, jsonb, numeric, numeric, numeric, numeric, text, integer, numeric, text) TO llm_admin;
+GRANT EXECUTE ON FUNCTION llm_model_create(text, text, text, text, text, numeric, numeric, numeric, jsonb, jsonb, numeric, numeric, numeric, numeric, text, integer, numeric, text, numeric) TO llm_admin;
 GRANT EXECUTE ON FUNCTION llm_model_drop(text) TO llm_admin;
 
 -- Backends keep copies of models and providers; a change to either table

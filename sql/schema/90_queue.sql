@@ -25,9 +25,17 @@ CREATE TABLE llm.requests (
 	started_at		timestamptz,
 	finished_at		timestamptz,
 	login_role		name NOT NULL,	-- the submitter's login role (added in 0.2.0)
-	vars			jsonb			-- a stored prompt's variables, for llm.call_io (added in 0.4.0)
+	vars			jsonb,			-- a stored prompt's variables, for llm.call_io (added in 0.4.0)
+	-- added in 0.5.0: sent through the provider's Batch API (fixed at submit) ...
+	batch_api		boolean NOT NULL DEFAULT false,
+	provider_batch	bigint			-- ... in this llm.provider_batches row (the last one)
 );
-CREATE INDEX requests_due_idx ON llm.requests (priority DESC, id) WHERE state = 'queued';
+CREATE INDEX requests_due_idx ON llm.requests (priority DESC, id) WHERE state = 'queued' AND NOT batch_api;
+-- what the worker collects into provider batches, per model
+CREATE INDEX requests_batch_api_idx ON llm.requests (model, priority DESC, id)
+	WHERE state = 'queued' AND batch_api;
+CREATE INDEX requests_provider_batch_idx ON llm.requests (provider_batch, state)
+	WHERE provider_batch IS NOT NULL;
 -- every request is updated two or three times within seconds: autovacuum must
 -- keep up, or the claim query wades through dead index entries
 ALTER TABLE llm.requests SET (autovacuum_vacuum_scale_factor = 0.01,
@@ -48,6 +56,83 @@ CREATE POLICY requests_own_rows ON llm.requests FOR SELECT
 			AND (login_role = (SELECT llm._login()) OR current_user = (SELECT llm._login())))
 		   OR pg_catalog.pg_has_role(current_user, 'llm_admin', 'MEMBER'));
 GRANT SELECT ON llm.requests TO llm_user;
+
+-- Batches at a provider's Batch API: the worker collects queued requests
+-- that asked for it (batch_api) per model, uploads them as one file of
+-- lines, creates the batch, polls it, and joins its output on custom_id.
+-- One provider batch may hold the requests of many users; each request is
+-- still prepared, charged and answered as its submitter.
+CREATE TABLE llm.provider_batches (
+	id				bigserial PRIMARY KEY,
+	model			text NOT NULL,		-- the llmext model every line was built for
+	provider		text NOT NULL,
+	state			text NOT NULL DEFAULT 'uploading'
+					CHECK (state IN ('uploading', 'creating', 'submitted', 'cancelling', 'finishing',
+									 'done', 'failed', 'cancelled')),
+	requests		integer NOT NULL DEFAULT 0,	-- lines sent
+	input_bytes		bigint,
+	input_file_id	text,
+	provider_batch_id text,
+	provider_status	text,		-- whatever the provider said last
+	completed		bigint,		-- the provider's request_counts
+	failed			bigint,
+	output_file_id	text,
+	error_file_id	text,
+	answered		integer NOT NULL DEFAULT 0,	-- lines of the output and error files read
+	error			text,
+	attempts		integer NOT NULL DEFAULT 0,	-- failed requests to the provider in a row
+	next_poll_at	timestamptz NOT NULL DEFAULT now(),
+	created_at		timestamptz NOT NULL DEFAULT now(),
+	submitted_at	timestamptz,
+	finished_at		timestamptz,
+	updated_at		timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX provider_batches_due_idx ON llm.provider_batches (next_poll_at)
+	WHERE state NOT IN ('done', 'failed', 'cancelled');
+COMMENT ON TABLE llm.provider_batches IS 'batches sent to providers'' Batch APIs by the worker, and their state there';
+COMMENT ON COLUMN llm.provider_batches.state IS 'uploading, creating, submitted (polled), cancelling, finishing (reading the answers), done, failed or cancelled';
+SELECT pg_catalog.pg_extension_config_dump('llm.provider_batches', '');
+SELECT pg_catalog.pg_extension_config_dump('llm.provider_batches_id_seq', '');
+ALTER TABLE llm.provider_batches ENABLE ROW LEVEL SECURITY;
+-- a provider batch is visible to whoever sees one of its requests
+CREATE POLICY provider_batches_of_own_requests ON llm.provider_batches FOR SELECT
+	USING (EXISTS (SELECT FROM llm.requests r WHERE r.provider_batch = provider_batches.id)
+		   OR pg_catalog.pg_has_role(current_user, 'llm_admin', 'MEMBER'));
+GRANT SELECT ON llm.provider_batches TO llm_user;
+
+-- Whether a request for model with options goes through the provider's
+-- Batch API: the "batch_api" option, else the provider's default.
+CREATE FUNCTION llm._batch_api_wanted(model text, options jsonb)
+RETURNS boolean
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	asked jsonb := options -> 'batch_api';
+	provider_row llm.providers;
+	wanted boolean;
+BEGIN
+	IF asked IS NOT NULL AND jsonb_typeof(asked) <> 'boolean' THEN
+		RAISE EXCEPTION 'option "batch_api" must be true or false'
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'With true the request waits for the provider''s Batch API: up to 24 hours, at the model''s batch_price_ratio.';
+	END IF;
+	SELECT p.* INTO provider_row
+	  FROM llm.models m JOIN llm.providers p ON p.name = m.provider
+	 WHERE m.name = _batch_api_wanted.model;
+	wanted := coalesce((asked #>> '{}')::boolean, (provider_row.options ->> 'batch_api')::boolean, false);
+	IF wanted AND provider_row.kind IS DISTINCT FROM 'openai' THEN
+		RAISE EXCEPTION 'model "%" has no batch mode', model
+			USING ERRCODE = 'feature_not_supported',
+				  DETAIL = CASE WHEN provider_row.kind IS NULL THEN 'The model is not registered.'
+							   ELSE format('Provider "%s" is of kind %s; llmext sends batches to kind openai only.',
+										   provider_row.name, provider_row.kind) END,
+				  HINT = 'Submit without "batch_api", or with "batch_api": false.';
+	END IF;
+	RETURN wanted;
+END
+$$;
+REVOKE ALL ON FUNCTION llm._batch_api_wanted(text, jsonb) FROM PUBLIC;
 
 -- Tells the worker, at commit, that work is waiting.
 CREATE FUNCTION llm._wake_at_commit()
@@ -83,9 +168,9 @@ BEGIN
 				  HINT = 'The callback runs with the submitter''s rights.';
 	END IF;
 	INSERT INTO llm.requests (tag, submitted_by, login_role, priority, model, messages, options,
-							  callback, prompt_name, prompt_version, vars)
+							  callback, prompt_name, prompt_version, vars, batch_api)
 	VALUES (tag, caller, login, coalesce(priority, 0), model, messages, options, callback,
-			prompt_name, prompt_version, vars)
+			prompt_name, prompt_version, vars, llm._batch_api_wanted(model, options))
 	RETURNING id INTO new_id;
 	PERFORM llm._wake_at_commit();
 	RETURN new_id;
@@ -303,10 +388,15 @@ SELECT r.tag,
 				 AND count(*) FILTER (WHERE r.state IN ('queued', 'running')) > 0
 			THEN now() + (now() - min(r.started_at))
 					   * count(*) FILTER (WHERE r.state IN ('queued', 'running'))
-					   / count(*) FILTER (WHERE r.state IN ('done', 'error')) END AS eta
+					   / count(*) FILTER (WHERE r.state IN ('done', 'error')) END AS eta,
+	   -- added in 0.5.0: requests waiting at a provider's Batch API, and its batches' states
+	   count(*) FILTER (WHERE r.state = 'running' AND r.provider_batch IS NOT NULL) AS at_provider,
+	   (SELECT array_agg(DISTINCT coalesce(b.provider_status, b.state) ORDER BY coalesce(b.provider_status, b.state))
+		  FROM llm.provider_batches b
+		 WHERE b.id = ANY (array_agg(r.provider_batch) FILTER (WHERE r.state = 'running'))) AS provider_status
   FROM llm.requests r
  GROUP BY r.tag;
-COMMENT ON VIEW llm.batches IS 'progress of each batch (tag): counts by state, tokens, cost, rate, ETA';
+COMMENT ON VIEW llm.batches IS 'progress of each batch (tag): counts by state, tokens, cost, rate, ETA, and where its requests wait at a provider''s Batch API';
 GRANT SELECT ON llm.batches TO llm_user;
 
 REVOKE ALL ON FUNCTION llm_submit(text, text, text, jsonb, text, integer, regprocedure) FROM PUBLIC;
@@ -345,17 +435,17 @@ DECLARE
 BEGIN
 	IF after_id IS NULL THEN
 		ids := ARRAY(SELECT q.id FROM llm.requests q
-					  WHERE q.state = 'queued' AND q.run_after <= now()
+					  WHERE q.state = 'queued' AND NOT q.batch_api AND q.run_after <= now()
 					  ORDER BY q.priority DESC, q.id LIMIT batch FOR UPDATE SKIP LOCKED);
 	ELSE
 		-- the rest of the last claim's priority, then the lower priorities
 		ids := ARRAY(SELECT q.id FROM llm.requests q
-					  WHERE q.state = 'queued' AND q.run_after <= now()
+					  WHERE q.state = 'queued' AND NOT q.batch_api AND q.run_after <= now()
 						AND q.priority = after_priority AND q.id > after_id
 					  ORDER BY q.priority DESC, q.id LIMIT batch FOR UPDATE SKIP LOCKED);
 		IF cardinality(ids) < batch THEN
 			ids := ids || ARRAY(SELECT q.id FROM llm.requests q
-								 WHERE q.state = 'queued' AND q.run_after <= now()
+								 WHERE q.state = 'queued' AND NOT q.batch_api AND q.run_after <= now()
 								   AND q.priority < after_priority
 								 ORDER BY q.priority DESC, q.id
 								 LIMIT batch - cardinality(ids) FOR UPDATE SKIP LOCKED);
@@ -485,7 +575,7 @@ BEGIN
 		  FROM llm.requests r
 		  LEFT JOIN llm.models m ON m.name = r.model
 		  LEFT JOIN llm.providers p ON p.name = m.provider
-		 WHERE r.state = 'running'
+		 WHERE r.state = 'running' AND NOT r.batch_api	-- those wait at a provider
 		   FOR UPDATE OF r),
 	back AS (
 		UPDATE llm.requests r

@@ -451,14 +451,14 @@ BEGIN
 	END LOOP;
 	INSERT INTO llm.models (name, provider, remote_model, kind, base_model, input_price, output_price,
 							cached_input_price, params, training_set, training_version,
-							prompt_name, prompt_version, finetune_job)
+							prompt_name, prompt_version, finetune_job, batch_price_ratio)
 	VALUES (model_name, base.provider, fine_tuned_model, 'fine_tuned', base.name,
 			coalesce(base.tuned_input_price, base.input_price),
 			coalesce(base.tuned_output_price, base.output_price),
 			coalesce(base.tuned_cached_input_price,
 					 CASE WHEN base.tuned_input_price IS NULL THEN base.cached_input_price END),
 			base.params, j.training_set, j.training_version,
-			set_row.prompt_name, set_row.prompt_version, j.id);
+			set_row.prompt_name, set_row.prompt_version, j.id, base.batch_price_ratio);
 	UPDATE llm.finetune_jobs f
 	   SET state = 'succeeded', fine_tuned_model = _finetune_register.fine_tuned_model,
 		   model = model_name, trained_tokens = _finetune_register.trained_tokens,

@@ -523,9 +523,13 @@ BEGIN
 			   generate_series(1, repeats) rep),
 	queued AS (
 		INSERT INTO llm.requests (id, tag, submitted_by, login_role, priority, model, messages, options,
-								  callback, prompt_name, prompt_version)
+								  callback, prompt_name, prompt_version, batch_api)
 		SELECT i.request_id, run_tag, caller, login, 0, i.model, i.messages, i.options, callback,
-			   i.prompt, i.version
+			   i.prompt, i.version,
+			   -- asked per item only when anything could ask for it
+			   CASE WHEN i.options ? 'batch_api'
+						 OR EXISTS (SELECT FROM llm.providers p WHERE p.options ? 'batch_api')
+					THEN llm._batch_api_wanted(i.model, i.options) ELSE false END
 		  FROM item i ORDER BY i.request_id)
 	INSERT INTO llm.eval_results (run, case_key, variant, repeat, request_id, temperature, seed, contaminated)
 	SELECT run_id, i.case_key, i.variant, i.rep, i.request_id,

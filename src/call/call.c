@@ -464,7 +464,7 @@ llm_call_prepare(const LlmCallRequest *req, LlmCallResult *result)
 															   req->inputs ? req->inputs : req->messages,
 															   call->params));
 
-	if (call->cache.read)
+	if (call->cache.read && !req->batch_answer)
 	{
 		TimestampTz start = GetCurrentTimestamp();
 		cJSON	   *cached = llm_cache_get(result->fingerprint);
@@ -509,7 +509,7 @@ llm_call_prepare(const LlmCallRequest *req, LlmCallResult *result)
 	}
 
 	/* refused before any request: nothing has been spent on it */
-	call->failure = llm_budget_check();
+	call->failure = req->batch_answer ? NULL : llm_budget_check();
 	if (call->failure != NULL)
 	{
 		call->elevel = ERROR;	/* a refusal is not a provider's failure */
@@ -522,6 +522,9 @@ llm_call_prepare(const LlmCallRequest *req, LlmCallResult *result)
 		: model->routine->chat_request(model->remote_model, req->messages, call->params);
 	/* providers speak UTF-8 whatever the database's encoding */
 	call->http.body = pg_server_to_any(body, strlen(body), PG_UTF8);
+	call->estimated_tokens = llm_rate_estimate(model->routine, call->http.body, call->params);
+	if (req->batch_api)
+		return call;			/* a line of a file: the batch carries the key */
 	llm_load_key(model);
 	/* the key is kept only to redact it from whatever the provider says */
 	call->secret = model->api_key ? pstrdup(model->api_key) : NULL;
@@ -534,7 +537,6 @@ llm_call_prepare(const LlmCallRequest *req, LlmCallResult *result)
 	call->http.connect_timeout_ms = llm_connect_timeout_ms;
 	call->http.timeout_ms = llm_request_timeout_ms;
 	call->http.max_response_bytes = (size_t) llm_effective_max_response_bytes();
-	call->estimated_tokens = llm_rate_estimate(model->routine, call->http.body, call->params);
 	return call;
 }
 
@@ -566,7 +568,10 @@ llm_call_complete(LlmPreparedCall *call)
 	llm_call_release(call);
 	failure = read_response(call->model, &call->resp, call->http.timeout_ms, call->secret,
 							req->inputs, result);
-	if (usage_of(req, result)->present)
+	if (req->batch_api)
+		result->cost_usd *= call->model->batch_price_ratio;
+	/* a Batch API answer was never admitted: the provider meters batches apart */
+	if (usage_of(req, result)->present && !req->batch_api)
 		llm_rate_settle(call->model, call->estimated_tokens,
 						usage_of(req, result)->input_tokens + usage_of(req, result)->output_tokens);
 	if (call->secret != NULL)

@@ -27,6 +27,15 @@ typedef struct LlmCallRequest
 	const char *source;			/* for the ledger: sync (NULL), batch or queue */
 	bool		expect_json;	/* the answer must be JSON ... */
 	const cJSON *response_schema;	/* ... matching this schema, if not NULL */
+	/*
+	 * Sent through the provider's Batch API (queue/provider_batch.c): the
+	 * request is a line of a file, with no key or headers of its own, and
+	 * costs batch_price_ratio of the model's prices.  With batch_answer its
+	 * answer has come: neither the cache nor the budgets may turn it away,
+	 * the money is spent.
+	 */
+	bool		batch_api;
+	bool		batch_answer;
 } LlmCallRequest;
 
 typedef struct LlmCallResult

@@ -13,6 +13,7 @@ static const char *const reserved_options[] = {
 	"cache",
 	"cache_ttl",
 	"on_invalid",
+	"batch_api",				/* the queue's: send through the provider's Batch API */
 };
 
 static const char *const forbidden_params[] = {

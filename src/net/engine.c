@@ -20,6 +20,9 @@
 #include "utils/timestamp.h"
 
 #include <curl/curl.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <unistd.h>
 
 #define POLL_SLICE_MS 100		/* longest sleep before looking at interrupts */
 
@@ -35,6 +38,9 @@ typedef struct LlmTransfer
 	size_t		cap;
 	size_t		limit;
 	bool		too_large;
+	const char *download_path;
+	int			download_fd;	/* -1: not opened */
+	size_t		downloaded;
 	char		request_id[128];
 	double		retry_after_ms;
 	char		errbuf[CURL_ERROR_SIZE];
@@ -99,6 +105,11 @@ transfer_release(LlmTransfer *t)
 	}
 	free(t->buf);
 	t->buf = NULL;
+	if (t->download_fd >= 0)
+	{
+		close(t->download_fd);
+		t->download_fd = -1;
+	}
 }
 
 static void
@@ -131,12 +142,65 @@ llm_engine_create(MemoryContext context)
 	return engine;
 }
 
+/*
+ * A chunk of a download: written to the file when the status is 2xx (true),
+ * else left for memory (false).  A failed write or open leaves download_fd
+ * at -1 (or too_large set), and the transfer stops.
+ */
+static bool
+download_chunk(LlmTransfer *t, const char *data, size_t n)
+{
+	long		status = 0;
+
+	curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &status);
+	if (status < 200 || status >= 300)
+		return false;
+	if (t->downloaded + n > t->limit)
+	{
+		t->too_large = true;
+		return true;
+	}
+	if (t->downloaded == 0 && t->download_fd < 0)
+	{
+		t->download_fd = open(t->download_path, O_WRONLY | O_TRUNC | O_CLOEXEC);
+		if (t->download_fd < 0)
+		{
+			snprintf(t->errbuf, sizeof(t->errbuf), "could not open the download file: %s",
+					 strerror(errno));
+			return true;
+		}
+	}
+	else if (t->download_fd < 0)
+		return true;
+	while (n > 0)
+	{
+		ssize_t		w = write(t->download_fd, data, n);
+
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+		{
+			snprintf(t->errbuf, sizeof(t->errbuf), "could not write the download file: %s",
+					 strerror(errno));
+			close(t->download_fd);
+			t->download_fd = -1;
+			return true;
+		}
+		data += w;
+		n -= w;
+		t->downloaded += w;
+	}
+	return true;
+}
+
 static size_t
 on_body(char *data, size_t size, size_t nmemb, void *arg)
 {
 	LlmTransfer *t = (LlmTransfer *) arg;
 	size_t		n = size * nmemb;
 
+	if (t->download_path != NULL && download_chunk(t, data, n))
+		return t->too_large || t->download_fd < 0 ? 0 : n;
 	if (t->len + n > t->limit)
 	{
 		t->too_large = true;
@@ -278,6 +342,8 @@ llm_engine_add(LlmEngine *engine, const LlmHttpRequest *req,
 	t->tag = tag;
 	t->result_context = CurrentMemoryContext;
 	t->limit = req->max_response_bytes;
+	t->download_path = req->download_path;
+	t->download_fd = -1;
 	t->retry_after_ms = -1;
 	memset(resp, 0, sizeof(*resp));
 
@@ -391,6 +457,7 @@ transfer_finish(LlmTransfer *t)
 		memcpy(resp->body, t->buf, t->len);
 	resp->body[t->len] = '\0';
 	resp->body_len = t->len;
+	resp->downloaded = t->downloaded;
 	transfer_release(t);
 }
 

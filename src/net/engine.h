@@ -48,6 +48,12 @@ typedef struct LlmHttpRequest
 	int			nform_fields;
 	/* > 0: fail a transfer that moves under 1 byte/s for this many seconds */
 	long		stall_timeout_s;
+	/*
+	 * A 2xx body is written to this existing file (truncated first), as it
+	 * comes, instead of memory; max_response_bytes still bounds it.  Any
+	 * other status's body comes in memory as usual.
+	 */
+	const char *download_path;
 } LlmHttpRequest;
 
 typedef struct LlmHttpResponse
@@ -56,6 +62,7 @@ typedef struct LlmHttpResponse
 	long		status;
 	char	   *body;			/* palloc'd in the context current at llm_engine_add */
 	size_t		body_len;
+	size_t		downloaded;		/* bytes written to download_path */
 	char	   *request_id;		/* x-request-id (or request-id) header */
 	double		retry_after_ms; /* from retry-after-ms / retry-after; -1 if absent */
 	double		elapsed_ms;

@@ -36,6 +36,7 @@
 #include "core/retry.h"
 #include "queue/finetune_private.h"
 #include "queue/queue_private.h"
+#include "queue/remote.h"
 #include "store/caller.h"
 #include "store/catalog.h"
 #include "store/spi_check.h"
@@ -63,87 +64,20 @@ bool		llm_finetune_crash_after_create = false;
 static TimestampTz next_check = 0;
 static bool (*stop_requested) (void) = NULL;
 
-/* ---------- transactions and small helpers ---------- */
-
-/*
- * A short transaction with SPI connected.  What is palloc'd in it is SPI's,
- * gone at ft_end(), unless copied with ft_keep(); ft_end() returns to the
- * memory context current at ft_begin() (a commit would leave
- * TopMemoryContext).
- */
-static MemoryContext outer = NULL;
-
-void
-ft_begin(const char *activity)
-{
-	outer = CurrentMemoryContext;
-	llm_queue_begin(activity);
-	MemoryContextSwitchTo(outer);
-	llm_spi_connect();
-}
-
-void
-ft_end(void)
-{
-	SPI_finish();
-	llm_queue_end();
-	MemoryContextSwitchTo(outer);
-}
-
-char *
-ft_keep(const char *s)
-{
-	return s ? MemoryContextStrdup(outer, s) : NULL;
-}
-
-/*
- * Runs sql with args (types by the letter: i int8, t text, n int4, f float8,
- * b bool); the rows it processed.
- */
-int64
-ft_exec(const char *sql, const char *types, Datum *values, const bool *isnull)
-{
-	int			n = strlen(types);
-	Oid			oids[16];
-	char		nulls[16];
-
-	for (int i = 0; i < n; i++)
-	{
-		oids[i] = types[i] == 'i' ? INT8OID : types[i] == 't' ? TEXTOID :
-			types[i] == 'n' ? INT4OID : types[i] == 'f' ? FLOAT8OID : BOOLOID;
-		nulls[i] = isnull && isnull[i] ? 'n' : ' ';
-	}
-	llm_spi_check(SPI_execute_with_args(sql, n, oids, values, nulls, false, 0), sql);
-	return (int64) SPI_processed;
-}
-
-Datum
-ft_text_datum(const char *s)
-{
-	return s ? CStringGetTextDatum(s) : (Datum) 0;
-}
-
-char *
-ft_column(int row, const char *name)
-{
-	return SPI_getvalue(SPI_tuptable->vals[row], SPI_tuptable->tupdesc,
-						SPI_fnumber(SPI_tuptable->tupdesc, name));
-}
-
 /* ---------- state changes ---------- */
 
 /* Sets the job failed with error (unless it ended meanwhile). */
 void
 ft_fail_job(FtJob *job, const char *error)
 {
-	Datum		args[2] = {Int64GetDatum(job->id), ft_text_datum(error)};
+	Datum		args[2] = {Int64GetDatum(job->id), llm_tx_text(error)};
 
-	ft_begin("llmext: failing a fine-tuning job");
-	ft_exec("UPDATE llm.finetune_jobs SET state = 'failed', error = $2, finished_at = now(),"
+	llm_tx_begin("llmext: failing a fine-tuning job");
+	llm_tx_exec("UPDATE llm.finetune_jobs SET state = 'failed', error = $2, finished_at = now(),"
 			"       updated_at = now()"
 			" WHERE id = $1 AND state NOT IN ('succeeded', 'failed', 'cancelled')",
 			"it", args, NULL);
-	ft_end();
+	llm_tx_end();
 	ft_forget_interval(job->id);
 	ereport(LOG,
 			(errmsg("llmext fine-tuning job %lld failed: %s", (long long) job->id, error)));
@@ -169,11 +103,11 @@ ft_attempt_failed(FtJob *job, bool retry, double retry_after_ms, const char *err
 					   (double) Max(llm_finetune_poll_max_ms, llm_finetune_poll_interval_ms)));
 	args[0] = Int64GetDatum(job->id);
 	args[1] = Float8GetDatum(delay_ms);
-	ft_begin("llmext: deferring a fine-tuning job");
-	ft_exec("UPDATE llm.finetune_jobs SET attempts = attempts + 1, updated_at = now(),"
+	llm_tx_begin("llmext: deferring a fine-tuning job");
+	llm_tx_exec("UPDATE llm.finetune_jobs SET attempts = attempts + 1, updated_at = now(),"
 			"       next_poll_at = now() + $2 * interval '1 millisecond'"
 			" WHERE id = $1", "if", args, NULL);
-	ft_end();
+	llm_tx_end();
 	ereport(LOG,
 			(errmsg("llmext fine-tuning job %lld: %s; trying again in %.0f ms",
 					(long long) job->id, error, delay_ms)));
@@ -224,60 +158,22 @@ disconnect_model(FtJob *job)
 	job->secret = NULL;
 }
 
-/*
- * Sends one request and waits for it, with no transaction open.  The
- * transfer stops when the worker is asked to stop (false then).
- */
+/* One request, stopped when the worker is asked to stop (false then). */
 bool
 ft_perform(LlmHttpRequest *req, LlmHttpResponse *resp)
 {
-	MemoryContext context = AllocSetContextCreate(CurrentMemoryContext,
-												  "llmext fine-tuning transfer",
-												  ALLOCSET_SMALL_SIZES);
-	MemoryContext old = MemoryContextSwitchTo(context);
-	LlmEngine  *engine = llm_engine_create(context);
-	bool		done = true;
-
-	MemoryContextSwitchTo(old);
-	llm_engine_add(engine, req, resp, resp);
-	while (llm_engine_next_done(engine, 200) == NULL)
-	{
-		if (stop_requested())
-		{
-			llm_engine_cancel(engine, resp);
-			done = false;
-			break;
-		}
-	}
-	/* the body was allocated in the caller's context: it survives this */
-	MemoryContextDelete(context);
-	return done;
+	return llm_remote_perform(req, resp, stop_requested);
 }
 
 /* Did the request succeed?  If not, the attempt failed (or the job did). */
 bool
 ft_check_response(FtJob *job, const LlmHttpResponse *resp, const char *what)
 {
-	LlmFailure *failure;
-	LlmFailureKind kind;
+	LlmRemoteError error;
 
-	if (resp->outcome == LLM_HTTP_RESPONSE && resp->status >= 200 && resp->status < 300)
-	{
-		if (pg_verify_mbstr(PG_UTF8, resp->body, resp->body_len, true))
-			return true;
-		failure = llm_failure_of_response(job->model, "the body is not valid UTF-8",
-										  resp, job->secret);
-		ft_attempt_failed(job, false, -1, psprintf("%s: %s", what, llm_failure_text(failure)));
-		return false;
-	}
-	failure = llm_failure_of_transfer(job->model, resp, llm_request_timeout_ms, job->secret);
-	kind = resp->outcome == LLM_HTTP_RESPONSE ? LLM_FAILED_HTTP :
-		resp->outcome == LLM_HTTP_TIMEOUT ? LLM_FAILED_TIMEOUT :
-		resp->outcome == LLM_HTTP_CONNECT_FAILED || resp->outcome == LLM_HTTP_FAILED
-		? LLM_FAILED_CONNECTION : LLM_FAILED_OTHER;
-	ft_attempt_failed(job, llm_retryable(kind, resp->status, resp->retry_after_ms),
-					  resp->retry_after_ms,
-					  psprintf("%s: %s", what, llm_failure_text(failure)));
+	if (llm_remote_ok(job->model, resp, job->secret, what, &error))
+		return true;
+	ft_attempt_failed(job, error.retry, error.retry_after_ms, error.message);
 	return false;
 }
 
@@ -285,7 +181,13 @@ ft_check_response(FtJob *job, const LlmHttpResponse *resp, const char *what)
 char *
 ft_body_of(const LlmHttpResponse *resp)
 {
-	return pg_any_to_server(resp->body, resp->body_len, PG_UTF8);
+	return llm_remote_body(resp);
+}
+
+bool
+ft_stop_requested(void)
+{
+	return stop_requested();
 }
 
 /* ---------- the turn ---------- */
@@ -309,11 +211,11 @@ run_job(FtJob *job)
 	}
 	if (strcmp(job->state, "queued") == 0 || strcmp(job->state, "uploading") == 0)
 	{
-		ft_begin("llmext: starting a fine-tuning job");
-		n = ft_exec("UPDATE llm.finetune_jobs SET state = 'uploading', updated_at = now(),"
+		llm_tx_begin("llmext: starting a fine-tuning job");
+		n = llm_tx_exec("UPDATE llm.finetune_jobs SET state = 'uploading', updated_at = now(),"
 					"       started_at = coalesce(started_at, now())"
 					" WHERE id = $1 AND state IN ('queued', 'uploading')", "i", args, NULL);
-		ft_end();
+		llm_tx_end();
 		if (n == 0)
 			return;				/* cancelled meanwhile: the next turn sees it */
 		if (job->training_file_id == NULL &&
@@ -331,10 +233,10 @@ run_job(FtJob *job)
 				return;
 		}
 		/* committed before the create is sent: see ft_create_job */
-		ft_begin("llmext: creating a fine-tuning job");
-		n = ft_exec("UPDATE llm.finetune_jobs SET state = 'creating', updated_at = now()"
+		llm_tx_begin("llmext: creating a fine-tuning job");
+		n = llm_tx_exec("UPDATE llm.finetune_jobs SET state = 'creating', updated_at = now()"
 					" WHERE id = $1 AND state = 'uploading'", "i", args, NULL);
-		ft_end();
+		llm_tx_end();
 		if (n == 0)
 			return;
 		ft_create_job(job);
@@ -384,37 +286,37 @@ due_jobs(void)
 		FtJob	   *job = palloc0(sizeof(FtJob));
 		char	   *value;
 
-		job->id = strtoll(ft_column(i, "id"), NULL, 10);
+		job->id = strtoll(llm_tx_column(i, "id"), NULL, 10);
 		job->tag = psprintf(INT64_FORMAT, job->id);
-		job->state = pstrdup(ft_column(i, "state"));
-		job->submitter = get_role_oid(ft_column(i, "submitted_by"), true);
-		job->login = get_role_oid(ft_column(i, "login_role"), true);
-		job->base_model = pstrdup(ft_column(i, "base_model"));
-		job->training_set = pstrdup(ft_column(i, "training_set"));
-		job->training_version = atoi(ft_column(i, "training_version"));
-		if ((value = ft_column(i, "validation_set")) != NULL)
+		job->state = pstrdup(llm_tx_column(i, "state"));
+		job->submitter = get_role_oid(llm_tx_column(i, "submitted_by"), true);
+		job->login = get_role_oid(llm_tx_column(i, "login_role"), true);
+		job->base_model = pstrdup(llm_tx_column(i, "base_model"));
+		job->training_set = pstrdup(llm_tx_column(i, "training_set"));
+		job->training_version = atoi(llm_tx_column(i, "training_version"));
+		if ((value = llm_tx_column(i, "validation_set")) != NULL)
 		{
 			job->validation_set = pstrdup(value);
-			job->validation_version = atoi(ft_column(i, "validation_version"));
+			job->validation_version = atoi(llm_tx_column(i, "validation_version"));
 		}
-		job->method = pstrdup(ft_column(i, "method"));
-		job->hyperparameters = cJSON_Parse(ft_column(i, "hyperparameters"));
-		if ((value = ft_column(i, "suffix")) != NULL)
+		job->method = pstrdup(llm_tx_column(i, "method"));
+		job->hyperparameters = cJSON_Parse(llm_tx_column(i, "hyperparameters"));
+		if ((value = llm_tx_column(i, "suffix")) != NULL)
 			job->suffix = pstrdup(value);
-		if ((value = ft_column(i, "seed")) != NULL)
+		if ((value = llm_tx_column(i, "seed")) != NULL)
 		{
 			job->has_seed = true;
 			job->seed = atoi(value);
 		}
 #define OPTIONAL(field) \
-		if ((value = ft_column(i, #field)) != NULL) \
+		if ((value = llm_tx_column(i, #field)) != NULL) \
 			job->field = pstrdup(value)
 		OPTIONAL(training_file_id);
 		OPTIONAL(validation_file_id);
 		OPTIONAL(provider_job_id);
 		OPTIONAL(provider_status);
 #undef OPTIONAL
-		job->attempts = atoi(ft_column(i, "attempts"));
+		job->attempts = atoi(llm_tx_column(i, "attempts"));
 		jobs = lappend(jobs, job);
 		MemoryContextSwitchTo(old);
 	}

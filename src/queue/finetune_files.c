@@ -10,6 +10,7 @@
 
 #include "call/call.h"
 #include "queue/finetune_private.h"
+#include "queue/remote.h"
 
 #include "catalog/pg_type_d.h"
 #include "common/cryptohash.h"
@@ -51,7 +52,7 @@ static char *
 write_set_file(FtJob *job, const char *set, int version, bool held_out, bool verify,
 			   int64 *written)
 {
-	Datum		args[3] = {ft_text_datum(set), Int32GetDatum(version), BoolGetDatum(held_out)};
+	Datum		args[3] = {llm_tx_text(set), Int32GetDatum(version), BoolGetDatum(held_out)};
 	Oid			types[3] = {TEXTOID, INT4OID, BOOLOID};
 	Portal		portal;
 	StringInfoData chunk;
@@ -62,13 +63,13 @@ write_set_file(FtJob *job, const char *set, int version, bool held_out, bool ver
 	char	   *path;
 	MemoryContext rows_context;
 
-	ft_begin("llmext: writing a fine-tuning file");
+	llm_tx_begin("llmext: writing a fine-tuning file");
 	/* in the transaction: its resource owner frees the digest after an ERROR */
 	sha = pg_cryptohash_create(PG_SHA256);
 	if (sha == NULL || pg_cryptohash_init(sha) < 0)
 		elog(ERROR, "could not start a SHA-256 digest");
 	open_file = OpenTemporaryFile(true);	/* lives across transactions, until closed */
-	path = ft_keep(FilePathName(open_file));
+	path = llm_tx_keep(FilePathName(open_file));
 	initStringInfo(&chunk);
 	portal = SPI_cursor_open_with_args(NULL,
 									   "SELECT line FROM llm.training_examples"
@@ -136,26 +137,26 @@ write_set_file(FtJob *job, const char *set, int version, bool held_out, bool ver
 	hex[sizeof(hex) - 1] = '\0';
 	if (verify)
 	{
-		Datum		set_args[2] = {ft_text_datum(set), Int32GetDatum(version)};
+		Datum		set_args[2] = {llm_tx_text(set), Int32GetDatum(version)};
 
-		ft_exec("SELECT bytes, sha256 FROM llm.training_sets WHERE name = $1 AND version = $2",
+		llm_tx_exec("SELECT bytes, sha256 FROM llm.training_sets WHERE name = $1 AND version = $2",
 				"tn", set_args, NULL);
 		if (SPI_processed != 1)
 			ereport(ERROR,
 					(errmsg("training set \"%s\" version %d does not exist", set, version)));
-		if (strtoll(ft_column(0, "bytes"), NULL, 10) != (long long) offset ||
-			pg_strcasecmp(ft_column(0, "sha256"), hex) != 0)
+		if (strtoll(llm_tx_column(0, "bytes"), NULL, 10) != (long long) offset ||
+			pg_strcasecmp(llm_tx_column(0, "sha256"), hex) != 0)
 			ereport(ERROR,
 					(errcode(ERRCODE_DATA_CORRUPTED),
 					 errmsg("the examples of training set \"%s\" version %d are not the snapshot recorded",
 							set, version),
 					 errdetail("The file has %lld bytes and SHA-256 %s; the set records %s bytes and %s.",
-							   (long long) offset, hex, ft_column(0, "bytes"), ft_column(0, "sha256"))));
+							   (long long) offset, hex, llm_tx_column(0, "bytes"), llm_tx_column(0, "sha256"))));
 	}
 	if (offset == 0)
 		ereport(ERROR,
 				(errmsg("training set \"%s\" version %d has no examples for this file", set, version)));
-	ft_end();
+	llm_tx_end();
 	*written = offset;
 	return path;
 }
@@ -164,33 +165,14 @@ write_set_file(FtJob *job, const char *set, int version, bool held_out, bool ver
 static char *
 upload(FtJob *job, const char *path, const char *filename)
 {
-	LlmHttpRequest req = {0};
-	LlmHttpResponse resp;
-	const char *fields[2] = {"purpose", job->model->routine->files_purpose};
-	char		err[256];
-	char	   *id;
-	char	   *body;
+	LlmRemoteError error;
+	char	   *id = llm_files_upload(job->model, job->headers, job->nheaders, job->secret, path,
+									  filename, job->model->routine->files_purpose,
+									  ft_stop_requested, &error);
 
-	req.url = llm_provider_url(job->model, job->model->routine->files_path);
-	req.headers = job->headers;
-	req.nheaders = job->nheaders;
-	req.connect_timeout_ms = llm_connect_timeout_ms;
-	req.timeout_ms = 0;			/* a large file takes its time ... */
-	req.stall_timeout_s = Max(llm_request_timeout_ms / 1000, 1);	/* ... but never stalls */
-	req.max_response_bytes = (size_t) llm_effective_max_response_bytes();
-	req.upload_path = path;
-	req.upload_field = "file";
-	req.upload_filename = filename;
-	req.form_fields = fields;
-	req.nform_fields = 1;
-	if (!ft_perform(&req, &resp))
-		return NULL;
-	if (!ft_check_response(job, &resp, "uploading a fine-tuning file"))
-		return NULL;
-	body = ft_body_of(&resp);
-	id = job->model->routine->parse_file(body, strlen(body), err, sizeof(err));
-	if (id == NULL)
-		ft_attempt_failed(job, false, -1, psprintf("uploading a fine-tuning file: %s", err));
+	if (id == NULL && error.message != NULL)
+		ft_attempt_failed(job, error.retry, error.retry_after_ms,
+						  psprintf("uploading a fine-tuning file: %s", error.message));
 	return id;
 }
 
@@ -215,12 +197,12 @@ ft_upload_set(FtJob *job, const char *set, int version, bool held_out, bool veri
 	if (id == NULL)
 		return false;
 	args[0] = Int64GetDatum(job->id);
-	args[1] = ft_text_datum(id);
-	ft_begin("llmext: recording a fine-tuning file");
-	ft_exec(psprintf("UPDATE llm.finetune_jobs SET %s = $2, attempts = 0, updated_at = now()"
+	args[1] = llm_tx_text(id);
+	llm_tx_begin("llmext: recording a fine-tuning file");
+	llm_tx_exec(psprintf("UPDATE llm.finetune_jobs SET %s = $2, attempts = 0, updated_at = now()"
 					 " WHERE id = $1 AND state = 'uploading'", column_name),
 			"it", args, NULL);
-	ft_end();
+	llm_tx_end();
 	*file_id = pstrdup(id);
 	/* once per file, and what an operator asks about a large one: how long */
 	ereport(LOG, (errmsg("llmext fine-tuning job %lld: wrote %lld bytes in %.3f s, uploaded them as %s in %.3f s",

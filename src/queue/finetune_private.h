@@ -9,6 +9,7 @@
 #include "postgres.h"
 
 #include "net/engine.h"
+#include "queue/remote.h"
 #include "store/catalog.h"
 
 /* One due job of llm.finetune_jobs, read at the start of a turn. */
@@ -43,23 +44,13 @@ typedef struct FtJob
 	char	   *secret;
 } FtJob;
 
-/*
- * finetune.c: a short transaction with SPI connected (ft_begin, ft_end),
- * what outlives it (ft_keep), and statements in it.
- */
-extern void ft_begin(const char *activity);
-extern void ft_end(void);
-extern char *ft_keep(const char *s);
-extern int64 ft_exec(const char *sql, const char *types, Datum *values, const bool *isnull);
-extern Datum ft_text_datum(const char *s);
-extern char *ft_column(int row, const char *name);
-
 /* finetune.c: failed attempts and requests to the provider */
 extern void ft_fail_job(FtJob *job, const char *error);
 extern void ft_attempt_failed(FtJob *job, bool retry, double retry_after_ms, const char *error);
 extern bool ft_perform(LlmHttpRequest *req, LlmHttpResponse *resp);
 extern bool ft_check_response(FtJob *job, const LlmHttpResponse *resp, const char *what);
 extern char *ft_body_of(const LlmHttpResponse *resp);
+extern bool ft_stop_requested(void);
 
 /* finetune_files.c: the training and validation files */
 extern bool ft_upload_set(FtJob *job, const char *set, int version, bool held_out,

@@ -12,6 +12,7 @@
 #include "core/json_checks.h"
 #include "core/redact.h"
 #include "queue/finetune_private.h"
+#include "queue/remote.h"
 #include "store/caller.h"
 #include "store/ledger.h"
 
@@ -35,13 +36,6 @@ typedef struct PollInterval
 static HTAB *intervals = NULL;
 
 /* ---------- poll intervals and small helpers ---------- */
-
-/* "<system identifier>/<database oid>": which database a job belongs to */
-static char *
-database_tag(void)
-{
-	return psprintf(UINT64_FORMAT "/%u", GetSystemIdentifier(), MyDatabaseId);
-}
 
 static int
 current_interval(int64 id)
@@ -130,7 +124,7 @@ static bool
 find_created(FtJob *job, char **found_id)
 {
 	char	   *after = NULL;
-	char	   *mine = database_tag();
+	char	   *mine = llm_remote_database_tag();
 
 	*found_id = NULL;
 	for (int page = 0; page < MAX_PAGES; page++)
@@ -172,18 +166,18 @@ find_created(FtJob *job, char **found_id)
 void
 ft_record_created(FtJob *job, const char *provider_id)
 {
-	Datum		args[3] = {Int64GetDatum(job->id), ft_text_datum(provider_id),
+	Datum		args[3] = {Int64GetDatum(job->id), llm_tx_text(provider_id),
 	Float8GetDatum((double) llm_finetune_poll_interval_ms)};
 
-	ft_begin("llmext: recording a fine-tuning job");
-	ft_exec("UPDATE llm.finetune_jobs"
+	llm_tx_begin("llmext: recording a fine-tuning job");
+	llm_tx_exec("UPDATE llm.finetune_jobs"
 			"   SET provider_job_id = $2, attempts = 0, updated_at = now(),"
 			"       state = CASE WHEN state = 'creating' THEN 'running' ELSE state END,"
 			"       next_poll_at = now() + $3 * interval '1 millisecond'"
 			" WHERE id = $1 AND state IN ('creating', 'cancelling')"
 			"   AND (provider_job_id IS NULL OR provider_job_id = $2)",
 			"itf", args, NULL);
-	ft_end();
+	llm_tx_end();
 	job->provider_job_id = pstrdup(provider_id);
 	current_interval(job->id);
 }
@@ -218,7 +212,7 @@ ft_create_job(FtJob *job)
 	spec.has_seed = job->has_seed;
 	spec.seed = job->seed;
 	spec.job_tag = job->tag;
-	spec.database_tag = database_tag();
+	spec.database_tag = llm_remote_database_tag();
 	body = job->model->routine->finetune_request(&spec);
 	if (!request(job, job->model->routine->jobs_path, body, &resp))
 		return;
@@ -253,13 +247,13 @@ store_events(FtJob *job, const LlmFinetuneList *list)
 		const LlmFinetuneEvent *e = &list->events[i];
 		char	   *data = e->data && !llm_json_has_nul_escape(e->data, strlen(e->data))
 			? provider_text(job, e->data) : NULL;
-		Datum		args[7] = {Int64GetDatum(job->id), ft_text_datum(e->id), Float8GetDatum(e->created_at),
-			ft_text_datum(e->level), ft_text_datum(e->type), ft_text_datum(provider_text(job, e->message)),
-		ft_text_datum(data)};
+		Datum		args[7] = {Int64GetDatum(job->id), llm_tx_text(e->id), Float8GetDatum(e->created_at),
+			llm_tx_text(e->level), llm_tx_text(e->type), llm_tx_text(provider_text(job, e->message)),
+		llm_tx_text(data)};
 		bool		nulls[7] = {false, false, isnan(e->created_at), !e->level, !e->type, !e->message,
 		data == NULL || strlen(data) >= MAX_ERROR_BYTES};
 
-		added += (int) ft_exec("INSERT INTO llm.finetune_events (job, event_id, created_at, level, type, message, data)"
+		added += (int) llm_tx_exec("INSERT INTO llm.finetune_events (job, event_id, created_at, level, type, message, data)"
 							   " VALUES ($1, $2, coalesce(to_timestamp($3), now()), $4, $5, $6, $7::jsonb)"
 							   " ON CONFLICT (job, event_id) DO NOTHING", "itfttt" "t", args, nulls);
 	}
@@ -274,16 +268,16 @@ store_checkpoints(FtJob *job, const LlmFinetuneList *list)
 	for (int i = 0; i < list->n; i++)
 	{
 		const LlmFinetuneCheckpoint *c = &list->checkpoints[i];
-		Datum		args[10] = {Int64GetDatum(job->id), ft_text_datum(c->id), Float8GetDatum(c->created_at),
-			Int32GetDatum((int32) Min(c->step, PG_INT32_MAX)), ft_text_datum(c->model_checkpoint),
+		Datum		args[10] = {Int64GetDatum(job->id), llm_tx_text(c->id), Float8GetDatum(c->created_at),
+			Int32GetDatum((int32) Min(c->step, PG_INT32_MAX)), llm_tx_text(c->model_checkpoint),
 			Float8GetDatum(c->train_loss), Float8GetDatum(c->valid_loss),
 			Float8GetDatum(c->train_accuracy), Float8GetDatum(c->valid_accuracy),
-		ft_text_datum(c->metrics)};
+		llm_tx_text(c->metrics)};
 		bool		nulls[10] = {false, false, isnan(c->created_at), c->step < 0, !c->model_checkpoint,
 			isnan(c->train_loss), isnan(c->valid_loss), isnan(c->train_accuracy),
 		isnan(c->valid_accuracy), !c->metrics || llm_json_has_nul_escape(c->metrics, strlen(c->metrics))};
 
-		added += (int) ft_exec("INSERT INTO llm.finetune_checkpoints AS c (job, checkpoint_id, created_at, step,"
+		added += (int) llm_tx_exec("INSERT INTO llm.finetune_checkpoints AS c (job, checkpoint_id, created_at, step,"
 			 "       model_checkpoint, train_loss, valid_loss, train_mean_token_accuracy,"
 			 "       valid_mean_token_accuracy, metrics)"
 			 " VALUES ($1, $2, coalesce(to_timestamp($3), now()), $4, $5, $6, $7, $8, $9, $10::jsonb)"
@@ -335,10 +329,10 @@ fetch_progress(FtJob *job)
 								  psprintf("reading a fine-tuning job's progress: %s", err));
 				return -1;
 			}
-			ft_begin("llmext: storing a fine-tuning job's progress");
+			llm_tx_begin("llmext: storing a fine-tuning job's progress");
 			added = kind == LLM_FT_LIST_EVENTS ? store_events(job, &list)
 				: store_checkpoints(job, &list);
-			ft_end();
+			llm_tx_end();
 			news += added;
 			if (!list.has_more || list.last_id == NULL || added < list.n)
 				break;
@@ -388,14 +382,14 @@ finish(FtJob *job, const LlmFinetuneJob *remote)
 		return;
 	}
 	args[0] = Int64GetDatum(job->id);
-	args[1] = ft_text_datum(remote->status);
+	args[1] = llm_tx_text(remote->status);
 	args[2] = Int64GetDatum(tokens);
 	nulls[2] = tokens < 0;
-	args[3] = ft_text_datum(remote->fine_tuned_model);
+	args[3] = llm_tx_text(remote->fine_tuned_model);
 	nulls[3] = remote->fine_tuned_model == NULL;
 
-	ft_begin("llmext: finishing a fine-tuning job");
-	ft_exec("UPDATE llm.finetune_jobs SET provider_status = $2, trained_tokens = $3,"
+	llm_tx_begin("llmext: finishing a fine-tuning job");
+	llm_tx_exec("UPDATE llm.finetune_jobs SET provider_status = $2, trained_tokens = $3,"
 			"       fine_tuned_model = $4, attempts = 0, updated_at = now()"
 			" WHERE id = $1", "itit", args, nulls);
 	if (strcmp(remote->status, "succeeded") == 0)
@@ -403,11 +397,11 @@ finish(FtJob *job, const LlmFinetuneJob *remote)
 		char	   *model;
 		char	   *cost;
 
-		ft_exec("SELECT llm._finetune_register($1, $2, $3) AS model", "iti",
+		llm_tx_exec("SELECT llm._finetune_register($1, $2, $3) AS model", "iti",
 				(Datum[]) {args[0], args[3], args[2]}, (bool[]) {false, false, tokens < 0});
-		model = ft_column(0, "model");
-		ft_exec("SELECT cost_usd FROM llm.finetune_jobs WHERE id = $1", "i", args, NULL);
-		cost = ft_column(0, "cost_usd");
+		model = llm_tx_column(0, "model");
+		llm_tx_exec("SELECT cost_usd FROM llm.finetune_jobs WHERE id = $1", "i", args, NULL);
+		cost = llm_tx_column(0, "cost_usd");
 		record_training_cost(job, job->base_model, Max(tokens, 0),
 							 cost ? strtod(cost, NULL) : 0, NULL);
 		ereport(LOG,
@@ -427,26 +421,26 @@ finish(FtJob *job, const LlmFinetuneJob *remote)
 				? psprintf("%s (code %s)", provider_text(job, message), provider_text(job, remote->error_code))
 				: provider_text(job, message);
 		}
-		args[1] = ft_text_datum(cancelled ? "cancelled" : "failed");
-		args[4] = ft_text_datum(error);
+		args[1] = llm_tx_text(cancelled ? "cancelled" : "failed");
+		args[4] = llm_tx_text(error);
 		nulls[4] = error == NULL;
-		ended = ft_exec("UPDATE llm.finetune_jobs SET state = $2, error = coalesce($5, error),"
+		ended = llm_tx_exec("UPDATE llm.finetune_jobs SET state = $2, error = coalesce($5, error),"
 						"       finished_at = now(), updated_at = now()"
 						" WHERE id = $1 AND state NOT IN ('succeeded', 'failed', 'cancelled')",
 						"itit" "t", args, nulls);
 		/* tokens trained before a cancel or failure are billed by some providers */
 		if (tokens > 0 && ended > 0)
 		{
-			int64		priced = ft_exec("SELECT coalesce(training_price, 0) * $2 / 1000000.0 AS cost"
+			int64		priced = llm_tx_exec("SELECT coalesce(training_price, 0) * $2 / 1000000.0 AS cost"
 										 "  FROM llm.models WHERE name = $1", "ti",
-										 (Datum[]) {ft_text_datum(job->base_model), Int64GetDatum(tokens)}, NULL);
+										 (Datum[]) {llm_tx_text(job->base_model), Int64GetDatum(tokens)}, NULL);
 
 			record_training_cost(job, job->base_model, tokens,
-								 priced ? strtod(ft_column(0, "cost"), NULL) : 0,
+								 priced ? strtod(llm_tx_column(0, "cost"), NULL) : 0,
 								 cancelled ? "cancelled" : error);
 		}
 	}
-	ft_end();
+	llm_tx_end();
 	ft_forget_interval(job->id);
 }
 
@@ -498,15 +492,15 @@ ft_poll_job(FtJob *job)
 	changed = remote.status == NULL || job->provider_status == NULL ||
 		strcmp(remote.status, job->provider_status) != 0;
 	args[0] = Int64GetDatum(job->id);
-	args[1] = ft_text_datum(remote.status);
+	args[1] = llm_tx_text(remote.status);
 	nulls[1] = remote.status == NULL;
 	args[2] = Float8GetDatum((double) next_interval(job->id, changed || news > 0));
-	ft_begin("llmext: recording a fine-tuning job's status");
+	llm_tx_begin("llmext: recording a fine-tuning job's status");
 	/* an unknown status is kept as it is, and the job polled on */
-	ft_exec("UPDATE llm.finetune_jobs SET provider_status = $2, attempts = 0, updated_at = now(),"
+	llm_tx_exec("UPDATE llm.finetune_jobs SET provider_status = $2, attempts = 0, updated_at = now(),"
 			"       next_poll_at = now() + $3 * interval '1 millisecond'"
 			" WHERE id = $1 AND state = 'running'", "itf", args, nulls);
-	ft_end();
+	llm_tx_end();
 }
 
 void
@@ -528,11 +522,11 @@ ft_cancel_job(FtJob *job)
 		{
 			Datum		args[1] = {Int64GetDatum(job->id)};
 
-			ft_begin("llmext: cancelling a fine-tuning job");
-			ft_exec("UPDATE llm.finetune_jobs SET state = 'cancelled', finished_at = now(),"
+			llm_tx_begin("llmext: cancelling a fine-tuning job");
+			llm_tx_exec("UPDATE llm.finetune_jobs SET state = 'cancelled', finished_at = now(),"
 					"       updated_at = now() WHERE id = $1 AND state = 'cancelling'",
 					"i", args, NULL);
-			ft_end();
+			llm_tx_end();
 			ft_forget_interval(job->id);
 			return;
 		}

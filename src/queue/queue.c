@@ -165,9 +165,47 @@ text_column(HeapTuple tuple, TupleDesc desc, const char *name)
 	return SPI_getvalue(tuple, desc, SPI_fnumber(desc, name));
 }
 
+/*
+ * A request from a row of LLM_QUEUE_ROW_COLUMNS, in a memory context of its
+ * own under the queue's.
+ */
+QueuedCall *
+llm_queue_call_of_row(LlmQueue *queue, HeapTuple tuple, TupleDesc desc)
+{
+	MemoryContext context = AllocSetContextCreate(queue->context, "llmext request",
+												  ALLOCSET_DEFAULT_SIZES);
+	MemoryContext old = MemoryContextSwitchTo(context);
+	QueuedCall *qc = palloc0(sizeof(QueuedCall));
+	bool		isnull;
+	char	   *version;
+	Datum		callback;
+
+	qc->context = context;
+	qc->id = DatumGetInt64(SPI_getbinval(tuple, desc, 1, &isnull));
+	qc->tag = text_column(tuple, desc, "tag");
+	qc->priority = DatumGetInt32(SPI_getbinval(tuple, desc, 11, &isnull));
+	qc->submitter = get_role_oid(text_column(tuple, desc, "submitted_by"), true);
+	qc->login = get_role_oid(text_column(tuple, desc, "login_role"), true);
+	qc->attempts = DatumGetInt32(SPI_getbinval(tuple, desc, 3, &isnull));
+	qc->req.model_name = text_column(tuple, desc, "model");
+	qc->req.messages = json_column(tuple, desc, "messages");
+	qc->req.options = json_column(tuple, desc, "options");
+	qc->req.prompt_name = text_column(tuple, desc, "prompt_name");
+	version = text_column(tuple, desc, "prompt_version");
+	qc->req.prompt_version = version ? atoi(version) : 0;
+	qc->req.vars = json_column(tuple, desc, "vars");
+	qc->req.source = "queue";
+	/* an evaluation's inputs are its set's cases already */
+	qc->req.keep_no_io = qc->tag != NULL && strncmp(qc->tag, "eval-", 5) == 0;
+	callback = SPI_getbinval(tuple, desc, 9, &isnull);
+	qc->callback = isnull ? InvalidOid : DatumGetObjectId(callback);
+	MemoryContextSwitchTo(old);
+	return qc;
+}
+
 /* Prepares a claimed request as its submitter; errors become the row's error. */
-static void
-prepare(QueuedCall *qc)
+void
+llm_queue_prepare(QueuedCall *qc)
 {
 	MemoryContext old = MemoryContextSwitchTo(qc->context);
 	ResourceOwner owner = CurrentResourceOwner;
@@ -315,9 +353,7 @@ llm_queue_start_due(LlmQueue *queue)
 		char		nulls[3] = {' ', from_cursor ? ' ' : 'n', from_cursor ? ' ' : 'n'};
 
 		if (plan == NULL)
-			plan = llm_queue_keep_plan("SELECT id, submitted_by, attempts, model, messages::text,"
-									   "       options::text, prompt_name, prompt_version,"
-									   "       callback::oid, tag, priority, login_role, vars::text"
+			plan = llm_queue_keep_plan("SELECT " LLM_QUEUE_ROW_COLUMNS
 									   "  FROM llm._claim($1, $2, $3)", 3,
 									   (Oid[]) {INT4OID, INT4OID, INT8OID});
 		if (SPI_execute_plan(plan, args, nulls, false, 0) < 0)
@@ -326,37 +362,11 @@ llm_queue_start_due(LlmQueue *queue)
 	}
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
-		HeapTuple	tuple = SPI_tuptable->vals[i];
-		TupleDesc	desc = SPI_tuptable->tupdesc;
-		MemoryContext context = AllocSetContextCreate(queue->context, "llmext request",
-													  ALLOCSET_DEFAULT_SIZES);
-		MemoryContext old = MemoryContextSwitchTo(context);
-		QueuedCall *qc = palloc0(sizeof(QueuedCall));
-		bool		isnull;
-		char	   *version;
-		Datum		callback;
+		QueuedCall *qc = llm_queue_call_of_row(queue, SPI_tuptable->vals[i],
+											   SPI_tuptable->tupdesc);
+		MemoryContext old = MemoryContextSwitchTo(caller);
 
-		qc->context = context;
-		qc->id = DatumGetInt64(SPI_getbinval(tuple, desc, 1, &isnull));
-		qc->tag = text_column(tuple, desc, "tag");
-		qc->priority = DatumGetInt32(SPI_getbinval(tuple, desc, 11, &isnull));
-		qc->submitter = get_role_oid(text_column(tuple, desc, "submitted_by"), true);
-		qc->login = get_role_oid(text_column(tuple, desc, "login_role"), true);
-		qc->attempts = DatumGetInt32(SPI_getbinval(tuple, desc, 3, &isnull));
-		qc->req.model_name = text_column(tuple, desc, "model");
-		qc->req.messages = json_column(tuple, desc, "messages");
-		qc->req.options = json_column(tuple, desc, "options");
-		qc->req.prompt_name = text_column(tuple, desc, "prompt_name");
-		version = text_column(tuple, desc, "prompt_version");
-		qc->req.prompt_version = version ? atoi(version) : 0;
-		qc->req.vars = json_column(tuple, desc, "vars");
-		qc->req.source = "queue";
-		/* an evaluation's inputs are its set's cases already */
-		qc->req.keep_no_io = qc->tag != NULL && strncmp(qc->tag, "eval-", 5) == 0;
-		callback = SPI_getbinval(tuple, desc, 9, &isnull);
-		qc->callback = isnull ? InvalidOid : DatumGetObjectId(callback);
 		/* the list outlives SPI_finish, which frees SPI's own memory */
-		MemoryContextSwitchTo(caller);
 		claimed = lappend(claimed, qc);
 		MemoryContextSwitchTo(old);
 	}
@@ -368,7 +378,7 @@ llm_queue_start_due(LlmQueue *queue)
 		QueuedCall *qc = lfirst(cell);
 		double		wait_ms;
 
-		prepare(qc);
+		llm_queue_prepare(qc);
 		if (qc->call != NULL && !qc->call->answered && (wait_ms = llm_call_admit(qc->call)) > 0)
 		{
 			/* held back by the provider's rate limits: back to the queue */

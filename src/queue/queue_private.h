@@ -78,6 +78,18 @@ struct LlmQueue
 	TimestampTz eval_since;
 };
 
+/*
+ * The columns of llm.requests a claimed request is read from, in this
+ * order (llm_queue_call_of_row reads some by position).
+ */
+#define LLM_QUEUE_ROW_COLUMNS \
+	"id, submitted_by, attempts, model, messages::text, options::text, prompt_name," \
+	" prompt_version, callback::oid, tag, priority, login_role, vars::text"
+
+extern QueuedCall *llm_queue_call_of_row(LlmQueue *queue, HeapTuple tuple, TupleDesc desc);
+/* Prepares a request as its submitter (llm_call_prepare); errors become qc->error. */
+extern void llm_queue_prepare(QueuedCall *qc);
+
 /* A plan kept for the life of the worker. */
 extern SPIPlanPtr llm_queue_keep_plan(const char *sql, int nargs, Oid *types);
 

@@ -12,6 +12,7 @@
 #include "queue/worker.h"
 
 #include "queue/finetune.h"
+#include "queue/provider_batch.h"
 #include "queue/queue.h"
 #include "queue/scorer.h"
 #include "store/ledger.h"
@@ -388,7 +389,7 @@ llm_worker_main(Datum arg)
 			llm_queue_collect(queue, llm_queue_idle_wait_ms(queue, QUEUE_POLL_MS));
 		else
 			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-							 llm_finetune_wait_ms(llm_queue_idle_wait_ms(queue, FLUSH_INTERVAL_MS)),
+							 llm_provider_batches_wait_ms(llm_finetune_wait_ms(llm_queue_idle_wait_ms(queue, FLUSH_INTERVAL_MS))),
 							 PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
 
@@ -418,6 +419,8 @@ llm_worker_main(Datum arg)
 		flush_pending();
 		/* a few due fine-tuning jobs: a poll, an upload or a create each */
 		llm_finetune_run(llm_worker_stop_requested);
+		/* requests for providers' Batch APIs: collected, sent, polled, answered */
+		llm_provider_batches_run(queue, llm_worker_stop_requested);
 		if (GetCurrentTimestamp() >= next_expiry)
 		{
 			expire_cache();

@@ -36,7 +36,8 @@ static LlmOwnerQuery model_query = {
 	"       m.params::pg_catalog.text,"
 	"       p.name, p.kind, p.base_url, p.options::pg_catalog.text,"
 	"       p.key_source, p.key_env, m.limits::pg_catalog.text,"
-	"       COALESCE(m.cache_write_price, m.input_price)::pg_catalog.float8, m.use"
+	"       COALESCE(m.cache_write_price, m.input_price)::pg_catalog.float8, m.use,"
+	"       m.batch_price_ratio::pg_catalog.float8"
 	"  FROM llm.models m"
 	"  JOIN llm.providers p ON p.name OPERATOR(pg_catalog.=) m.provider"
 	" WHERE m.name OPERATOR(pg_catalog.=) $1",
@@ -138,6 +139,7 @@ read_model(HeapTuple tuple, TupleDesc desc, void *arg)
 	model->limits = parse_json_column(column_text(tuple, desc, 14));
 	model->prices.cache_write = column_float(tuple, desc, 15);
 	model->use = column_text(tuple, desc, 16);
+	model->batch_price_ratio = column_float(tuple, desc, 17);
 	*result = model;
 }
 

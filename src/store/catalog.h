@@ -18,6 +18,7 @@ typedef struct LlmModel
 	cJSON	   *params;			/* default provider parameters */
 	cJSON	   *limits;			/* the model's own rate limits */
 	char	   *use;			/* chat or embedding */
+	double		batch_price_ratio;	/* the share of prices a Batch API call costs */
 
 	char	   *provider;
 	char	   *provider_kind;	/* llm.providers.kind */
