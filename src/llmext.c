@@ -240,6 +240,13 @@ _PG_init(void)
 							 false,
 							 PGC_SIGHUP, GUC_NOT_IN_SAMPLE,
 							 NULL, NULL, NULL);
+	DefineCustomBoolVariable("llmext.batch_api_crash_after_create",
+							 "Test hook: the worker kills itself right after a provider accepts a batch.",
+							 "Only for testing recovery: the batch is found again by its metadata, not created twice.",
+							 &llm_batch_api_crash_after_create,
+							 false,
+							 PGC_SIGHUP, GUC_NOT_IN_SAMPLE,
+							 NULL, NULL, NULL);
 	DefineCustomEnumVariable("llmext.cache",
 							 "Whether deterministic calls use the response cache.",
 							 "on: read and write; read_only: only read; off: neither.",

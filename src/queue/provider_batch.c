@@ -53,9 +53,12 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
+#include <signal.h>
+
 int			llm_batch_api_wait_ms = 60000;
 int			llm_batch_api_max_requests = 50000;
 int			llm_batch_api_poll_ms = 60000;
+bool		llm_batch_api_crash_after_create = false;
 
 #define CHECK_MS 1000			/* longest time between two looks for due work */
 #define MAX_PAGES 10			/* of the provider's batches, when looking one up */
@@ -391,6 +394,14 @@ create_batch(PbBatch *batch, bool fresh)
 											  llm_remote_database_tag()),
 					   "creating a provider batch", &remote))
 		return;
+	if (llm_batch_api_crash_after_create)
+	{
+		ereport(LOG,
+				(errmsg("llmext.batch_api_crash_after_create: the worker kills itself after the provider accepted batch %s",
+						remote.id)));
+		kill(MyProcPid, SIGKILL);
+		pg_usleep(10 * 1000 * 1000L);	/* not reached */
+	}
 	record_remote(batch, &remote);
 	ereport(LOG, (errmsg("llmext provider batch %lld: created %s (%s)",
 						 (long long) batch->id, remote.id, remote.status ? remote.status : "?")));

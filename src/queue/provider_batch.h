@@ -17,6 +17,13 @@ extern int	llm_batch_api_max_requests;
 /* llmext.batch_api_poll_interval: between two polls of a batch (ms) */
 extern int	llm_batch_api_poll_ms;
 
+/*
+ * llmext.batch_api_crash_after_create: a test hook.  The worker kills itself
+ * (SIGKILL) right after a provider accepted a batch and before recording
+ * its id, to test that recovery finds the batch instead of creating another.
+ */
+extern bool llm_batch_api_crash_after_create;
+
 /* The largest input file, as OpenAI takes it, and the largest output file read. */
 #define LLM_BATCH_MAX_INPUT_BYTES ((int64) 200 * 1024 * 1024)
 #define LLM_BATCH_MAX_OUTPUT_BYTES ((int64) 2 * 1024 * 1024 * 1024 - 1)
