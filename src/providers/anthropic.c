@@ -471,4 +471,5 @@ const LlmProviderRoutine anthropic_routine = {
 	.has_output_format = anthropic_has_output_format,
 	.max_output_tokens = anthropic_max_output_tokens,
 	/* no fine-tuning: files_path NULL */
+	/* no batch mode through this interface: batches_path NULL */
 };

@@ -265,4 +265,13 @@ const LlmProviderRoutine openai_routine = {
 	.parse_file = openai_parse_file,
 	.parse_finetune_job = openai_parse_finetune_job,
 	.parse_finetune_list = openai_parse_finetune_list,
+	.batches_path = "/batches",
+	.batch_files_purpose = "batch",
+	.batch_chat_url = "/v1/chat/completions",
+	.batch_line = openai_batch_line,
+	.batch_request = openai_batch_request,
+	.batch_list_query = openai_batch_list_query,
+	.parse_batch = openai_parse_batch,
+	.parse_batch_list = openai_parse_batch_list,
+	.parse_batch_line = openai_parse_batch_line,
 };

@@ -46,4 +46,23 @@ extern bool openai_parse_finetune_job(const char *body, size_t len, LlmFinetuneJ
 extern bool openai_parse_finetune_list(const char *body, size_t len, LlmFinetuneListKind kind,
 									   LlmFinetuneList *list, char *err, size_t errlen);
 
+/*
+ * Percent-encodes s (all but RFC 3986's unreserved characters) at out + *len
+ * for a query string, and moves *len on; out must have room for
+ * 3 * strlen(s) + 1 more bytes.
+ */
+extern void openai_append_encoded(char *out, size_t *len, const char *s);
+
+/* Batch mode (openai_batch.c): see LlmProviderRoutine. */
+extern char *openai_batch_line(const char *custom_id, const char *url, const char *body);
+extern char *openai_batch_request(const char *input_file_id, const char *endpoint,
+								  const char *batch_tag, const char *database_tag);
+extern char *openai_batch_list_query(const char *after);
+extern bool openai_parse_batch(const char *body, size_t len, LlmProviderBatch *batch,
+							   char *err, size_t errlen);
+extern bool openai_parse_batch_list(const char *body, size_t len, LlmProviderBatchList *list,
+									char *err, size_t errlen);
+extern bool openai_parse_batch_line(const char *line, size_t len, LlmBatchLine *out,
+									char *err, size_t errlen);
+
 #endif							/* LLMEXT_OPENAI_H */

@@ -89,8 +89,8 @@ openai_finetune_request(const LlmFinetuneSpec *spec)
 }
 
 /* Percent-encodes everything but RFC 3986's unreserved characters. */
-static void
-append_encoded(char *out, size_t *len, const char *s)
+void
+openai_append_encoded(char *out, size_t *len, const char *s)
 {
 	static const char hex[] = "0123456789ABCDEF";
 
@@ -123,17 +123,17 @@ openai_finetune_list_query(const char *job_tag, const char *after)
 	q[0] = '\0';
 	strcpy(q, "?metadata%5B");
 	len = strlen(q);
-	append_encoded(q, &len, LLM_FINETUNE_META_JOB);
+	openai_append_encoded(q, &len, LLM_FINETUNE_META_JOB);
 	strcpy(q + len, "%5D=");
 	len += 4;
-	append_encoded(q, &len, job_tag);
+	openai_append_encoded(q, &len, job_tag);
 	strcpy(q + len, "&limit=100");
 	len += strlen("&limit=100");
 	if (after != NULL)
 	{
 		strcpy(q + len, "&after=");
 		len += strlen("&after=");
-		append_encoded(q, &len, after);
+		openai_append_encoded(q, &len, after);
 	}
 	return q;
 }

@@ -68,3 +68,36 @@ llm_finetune_list_free(LlmFinetuneList *list)
 	cJSON_free(list->last_id);
 	memset(list, 0, sizeof(*list));
 }
+
+void
+llm_provider_batch_free(LlmProviderBatch *batch)
+{
+	cJSON_free(batch->id);
+	cJSON_free(batch->status);
+	cJSON_free(batch->output_file_id);
+	cJSON_free(batch->error_file_id);
+	cJSON_free(batch->error_message);
+	cJSON_free(batch->batch_tag);
+	cJSON_free(batch->database_tag);
+	memset(batch, 0, sizeof(*batch));
+}
+
+void
+llm_provider_batch_list_free(LlmProviderBatchList *list)
+{
+	for (int i = 0; i < list->n; i++)
+		llm_provider_batch_free(&list->batches[i]);
+	cJSON_free(list->batches);
+	cJSON_free(list->last_id);
+	memset(list, 0, sizeof(*list));
+}
+
+void
+llm_batch_line_free(LlmBatchLine *line)
+{
+	cJSON_free(line->custom_id);
+	cJSON_free(line->body);
+	cJSON_free(line->request_id);
+	cJSON_free(line->error);
+	memset(line, 0, sizeof(*line));
+}

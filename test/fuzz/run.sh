@@ -6,6 +6,7 @@
 #   fuzz_error_body      a provider's error body (openai_error_message), redacted
 #   fuzz_cachekey        the canonical request, i.e. the cache key (src/core/cachekey.c)
 #   fuzz_score           the evaluation scorers: scorer JSON, output, expected (src/core/score*.c)
+#   fuzz_batch_line      a Batch API output line, batch object and page (src/providers/openai_batch.c)
 # Each target is test/fuzz/<target>.c; its seeds are test/fuzz/corpus/<target>/.
 #
 # Debian 12 packages it needs (clang's -fsanitize=fuzzer runtime,
@@ -37,14 +38,14 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 artifacts=$here/artifacts
-all_targets="fuzz_template fuzz_chat_response fuzz_error_body fuzz_cachekey fuzz_score"
+all_targets="fuzz_template fuzz_chat_response fuzz_error_body fuzz_cachekey fuzz_score fuzz_batch_line"
 
 # The sources each target links, besides its own file.
 # Every target links the whole pure tree (src/core, src/providers): small,
 # and a target never misses a helper that a parser starts to use.
 sources() {
 	case $1 in
-	fuzz_template | fuzz_chat_response | fuzz_error_body | fuzz_cachekey | fuzz_score)
+	fuzz_template | fuzz_chat_response | fuzz_error_body | fuzz_cachekey | fuzz_score | fuzz_batch_line)
 		(cd "$root/src" && echo core/*.c providers/*.c) ;;
 	*) return 1 ;;
 	esac

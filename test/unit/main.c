@@ -10,6 +10,7 @@ main(void)
 	test_openai();
 	test_anthropic();
 	test_finetune();
+	test_batch();
 	test_cachekey();
 	test_retry();
 	test_bucket();

@@ -40,6 +40,7 @@ extern void test_request(void);
 extern void test_openai(void);
 extern void test_anthropic(void);
 extern void test_finetune(void);
+extern void test_batch(void);
 extern void test_cachekey(void);
 extern void test_retry(void);
 extern void test_bucket(void);
