@@ -93,6 +93,17 @@ SELECT round((SELECT cost_usd FROM llm.requests WHERE id = :r3)
 			 / (SELECT cost_usd FROM llm.calls WHERE source = 'sync' AND model = 'echo-b3'
 				ORDER BY created_at DESC LIMIT 1), 6) AS price_ratio;
 
+-- a cached answer ends its request when it is collected: no line is sent
+SELECT llm_complete('cached before', 'echo-b', NULL, '{"temperature": 0}') AS sync_answer;
+SELECT (llm_complete('stats', 'stats')::jsonb ->> 'batch_lines')::int AS lines_before \gset
+SELECT llm_submit('cached before', 'echo-b', tag => 'cached-b',
+				  options => '{"batch_api": true, "temperature": 0}') AS c1 \gset
+SELECT r ->> 'state' AS state, r ->> 'completion' AS completion, r -> 'response' ->> 'cache_hit' AS cache_hit
+  FROM llm_wait(:c1, '20 seconds') r;
+SELECT (llm_complete('stats', 'stats')::jsonb ->> 'batch_lines')::int - :lines_before AS lines_sent;
+SELECT state, requests, provider_batch_id IS NULL AS never_sent FROM llm.provider_batches
+ WHERE id = (SELECT provider_batch FROM llm.requests WHERE id = :c1);
+
 -- a provider's default: its requests go in batches unless they say not to
 SELECT llm_provider_create('fake-batch', current_setting('llmext_test.fake_url'),
 						   api_key => 'sk-test-fake-0123456789', options => '{"batch_api": true}');
@@ -114,8 +125,8 @@ SELECT count(llm_submit(p, m, tag => 'faults-b', options => '{"batch_api": true}
 SELECT llm_wait_batch('faults-b', '30 seconds') - 'tag' - 'cost_usd' - 'tokens' - 'started' - 'finished' - 'eta' - 'per_second' AS summary;
 SELECT model, state, attempts, completion, split_part(error, ':', 1) AS error
   FROM llm.requests WHERE tag = 'faults-b' ORDER BY model;
-SELECT count(DISTINCT provider_batch) AS provider_batches_for_flaky
-  FROM llm.requests WHERE tag = 'faults-b' AND model = 'flaky-batch';
+SELECT count(*) AS provider_batches_for_flaky, array_agg(state) AS states
+  FROM llm.provider_batches WHERE model = 'flaky-batch';
 
 -- the provider fails a whole batch: its requests end in error, with the reason
 SELECT llm_model_create('doomed', 'fake', 'batch-fail');

@@ -166,6 +166,11 @@ BEGIN
 	PERFORM llm._check_provider_target(name, base_url, key_env);
 	options := coalesce(options, '{}');
 	PERFORM llm._check_provider_options(options);
+	IF (options ->> 'batch_api')::boolean AND kind IS DISTINCT FROM 'openai' THEN
+		RAISE EXCEPTION 'provider kind "%" has no batch mode', kind
+			USING ERRCODE = 'feature_not_supported',
+				  HINT = 'llmext sends batches to kind openai only; leave out the option "batch_api".';
+	END IF;
 	IF EXISTS (SELECT FROM llm.providers p WHERE p.name = llm_provider_create.name) THEN
 		RAISE EXCEPTION 'provider "%" already exists', name
 			USING ERRCODE = 'duplicate_object',

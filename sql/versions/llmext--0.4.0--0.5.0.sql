@@ -69,6 +69,72 @@ BEGIN
 	END LOOP;
 END
 $$;
+CREATE OR REPLACE FUNCTION llm_provider_create(
+	name text,
+	base_url text,
+	kind text DEFAULT 'openai',
+	api_key text DEFAULT NULL,
+	key_env text DEFAULT NULL,
+	options jsonb DEFAULT '{}')
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF name IS NULL OR name !~ '^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$' THEN
+		RAISE EXCEPTION 'invalid provider name "%"', coalesce(name, 'NULL')
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Use up to 63 letters, digits, "_", "." or "-", starting with a letter or digit.';
+	END IF;
+	IF base_url IS NULL OR base_url !~ '^https?://[^\s/@]+(/[^\s]*)?$' THEN
+		RAISE EXCEPTION 'invalid base_url "%" for provider "%"', coalesce(base_url, 'NULL'), name
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Give an http:// or https:// URL without credentials, such as https://api.openai.com/v1.';
+	END IF;
+	kind := coalesce(kind, 'openai');
+	IF kind NOT IN ('openai', 'anthropic') THEN
+		RAISE EXCEPTION 'provider kind "%" is not supported', kind
+			USING ERRCODE = 'feature_not_supported',
+				  HINT = 'Use kind ''anthropic'' for the Anthropic Messages API, and kind ''openai'' for OpenAI and every OpenAI-compatible server (Azure OpenAI, vLLM, Ollama, llama.cpp).';
+	END IF;
+	IF api_key IS NOT NULL AND key_env IS NOT NULL THEN
+		RAISE EXCEPTION 'give api_key or key_env, not both'
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	IF api_key = '' THEN
+		RAISE EXCEPTION 'api_key must not be empty'
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Pass NULL for a provider that needs no key.';
+	END IF;
+	IF key_env IS NOT NULL AND key_env !~ '^[A-Za-z_][A-Za-z0-9_]*$' THEN
+		RAISE EXCEPTION 'invalid environment variable name "%"', key_env
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	PERFORM llm._check_provider_target(name, base_url, key_env);
+	options := coalesce(options, '{}');
+	PERFORM llm._check_provider_options(options);
+	IF (options ->> 'batch_api')::boolean AND kind IS DISTINCT FROM 'openai' THEN
+		RAISE EXCEPTION 'provider kind "%" has no batch mode', kind
+			USING ERRCODE = 'feature_not_supported',
+				  HINT = 'llmext sends batches to kind openai only; leave out the option "batch_api".';
+	END IF;
+	IF EXISTS (SELECT FROM llm.providers p WHERE p.name = llm_provider_create.name) THEN
+		RAISE EXCEPTION 'provider "%" already exists', name
+			USING ERRCODE = 'duplicate_object',
+				  HINT = 'Drop it with llm_provider_drop, or rotate its key with llm_provider_set_key.';
+	END IF;
+
+	INSERT INTO llm.providers (name, kind, base_url, key_source, key_env, options)
+	VALUES (name, kind, base_url,
+			CASE WHEN api_key IS NOT NULL THEN 'stored'
+				 WHEN key_env IS NOT NULL THEN 'env'
+				 ELSE 'none' END,
+			key_env, options);
+	IF api_key IS NOT NULL THEN
+		INSERT INTO llm.provider_keys (provider, api_key) VALUES (name, api_key);
+	END IF;
+END
+$$;
 
 -- Models: the share of the prices a Batch API call costs.
 ALTER TABLE llm.models ADD COLUMN batch_price_ratio numeric NOT NULL DEFAULT 0.5 CHECK (batch_price_ratio >= 0);

@@ -96,15 +96,17 @@ end_batch(PbBatch *batch, const char *state, bool requeue, const char *reason)
 	Datum		args[4] = {Int64GetDatum(batch->id), BoolGetDatum(requeue),
 	Int32GetDatum(max_attempts(batch)), llm_tx_text(reason)};
 	Datum		end_args[3] = {Int64GetDatum(batch->id), llm_tx_text(state), llm_tx_text(reason)};
+	bool		nulls[4] = {false, false, false, reason == NULL};
+	bool		end_nulls[3] = {false, false, reason == NULL};
 	int64		left;
 
 	llm_tx_begin("llmext: ending a provider batch");
-	llm_tx_exec("SELECT llm._batch_api_leftovers($1, $2, $3, $4)", "ibnt", args, NULL);
+	llm_tx_exec("SELECT llm._batch_api_leftovers($1, $2, $3, $4)", "ibnt", args, nulls);
 	left = strtoll(llm_tx_column(0, "_batch_api_leftovers"), NULL, 10);
 	llm_tx_exec("UPDATE llm.provider_batches"
 				"   SET state = $2, error = coalesce(error, $3), finished_at = now(), updated_at = now()"
 				" WHERE id = $1 AND state NOT IN ('done', 'failed', 'cancelled')",
-				"itt", end_args, NULL);
+				"itt", end_args, end_nulls);
 	llm_tx_end();
 	ereport(LOG,
 			(errmsg("llmext provider batch %lld %s%s%s", (long long) batch->id, state,
@@ -508,13 +510,20 @@ collect_due(void)
 {
 	Datum		args[2] = {Float8GetDatum((double) llm_batch_api_wait_ms),
 	Int32GetDatum(llm_batch_api_max_requests)};
+	MemoryContext caller = CurrentMemoryContext;
 	List	   *models = NIL;
 	ListCell   *cell;
 
 	llm_tx_begin("llmext: looking for requests for provider batches");
 	llm_tx_exec("SELECT model FROM llm._batch_api_due($1, $2) AS model", "fn", args, NULL);
 	for (uint64 i = 0; i < SPI_processed; i++)
-		models = lappend(models, llm_tx_keep(llm_tx_column(i, "model")));
+	{
+		/* SPI's memory is gone at llm_tx_end: the list lives in the caller's */
+		MemoryContext old = MemoryContextSwitchTo(caller);
+
+		models = lappend(models, pstrdup(llm_tx_column(i, "model")));
+		MemoryContextSwitchTo(old);
+	}
 	llm_tx_end();
 	foreach(cell, models)
 	{
@@ -535,6 +544,7 @@ collect_due(void)
 static List *
 due_batches(void)
 {
+	MemoryContext caller = CurrentMemoryContext;
 	List	   *batches = NIL;
 
 	llm_tx_begin("llmext: looking for due provider batches");
@@ -546,7 +556,8 @@ due_batches(void)
 				"", NULL, NULL);
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
-		PbBatch    *batch = palloc0(sizeof(PbBatch));
+		PbBatch    *batch = MemoryContextAllocZero(caller, sizeof(PbBatch));
+		MemoryContext old;
 
 		batch->id = strtoll(llm_tx_column(i, "id"), NULL, 10);
 		batch->state = llm_tx_keep(llm_tx_column(i, "state"));
@@ -558,7 +569,9 @@ due_batches(void)
 		batch->error_file_id = llm_tx_keep(llm_tx_column(i, "error_file_id"));
 		batch->batch_error = llm_tx_keep(llm_tx_column(i, "error"));
 		batch->attempts = atoi(llm_tx_column(i, "attempts"));
+		old = MemoryContextSwitchTo(caller);
 		batches = lappend(batches, batch);
+		MemoryContextSwitchTo(old);
 	}
 	llm_tx_end();
 	return batches;
