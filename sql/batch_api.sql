@@ -128,6 +128,17 @@ SELECT model, state, attempts, completion, split_part(error, ':', 1) AS error
 SELECT count(*) AS provider_batches_for_flaky, array_agg(state) AS states
   FROM llm.provider_batches WHERE model = 'flaky-batch';
 
+-- a provider that echoes its key in an answer or an error: redacted, as
+-- for requests sent one by one (the lines carry no key; the batch does)
+SELECT llm_model_create(m, 'fake', m) FROM unnest(ARRAY['leak-ids', 'leak-150']) m;
+SELECT count(llm_submit('tell', m, tag => 'leaky-b', options => '{"batch_api": true}')) AS submitted
+  FROM unnest(ARRAY['leak-ids', 'leak-150']) m;
+SELECT llm_wait_batch('leaky-b', '20 seconds') ->> 'total' AS total;
+SELECT model, state, attempts, completion, response ->> 'request_id' AS request_id,
+	   replace(error, repeat('x', 150), '<150 x>') AS error,
+	   position('sk-test' IN coalesce(completion, '') || coalesce(error, '') || coalesce(response::text, '')) AS key_at
+  FROM llm.requests WHERE tag = 'leaky-b' ORDER BY model;
+
 -- the provider fails a whole batch: its requests end in error, with the reason
 SELECT llm_model_create('doomed', 'fake', 'batch-fail');
 SELECT llm_submit('never', 'doomed', tag => 'failed-b', options => '{"batch_api": true}') AS f1 \gset
@@ -163,6 +174,24 @@ SELECT wait_until($$SELECT EXISTS (SELECT FROM llm.provider_batches
 	AS cancelled_at_the_provider;
 SELECT state, provider_status FROM llm.provider_batches WHERE model = 'stuck';
 SELECT state, count(*) FROM llm.requests WHERE tag = 'stuck-b' GROUP BY state;
+
+-- an evaluation run whose variant asks for batch mode: its answers come
+-- through a provider batch at the model's ratio, and are scored as usual
+SELECT llm_eval_set_create('echoes-b', 'echo of the input');
+SELECT llm_eval_cases_add('echoes-b', $$
+	SELECT * FROM (VALUES ('e1', 'one', '"echo: one"'::jsonb), ('e2', 'two', '"echo: two"'),
+						  ('e3', 'three', '"echo: four"')) AS t(key, input, expected)$$) AS added;
+SELECT llm_eval_run('echoes-b', '[{"name": "batch", "model": "echo-b", "options": {"batch_api": true}},
+								  {"name": "now", "model": "echo-b"}]') AS erun \gset
+SELECT llm_eval_wait(:erun, '30 seconds') ->> 'state' AS state;
+SELECT r.options ->> 'batch_api' AS asked, r.batch_api, count(*) AS requests,
+	   count(r.provider_batch) AS in_provider_batches
+  FROM llm.requests r WHERE r.tag = 'eval-' || :erun
+ GROUP BY 1, 2 ORDER BY 2;
+SELECT variant, case_key, output, score, passed
+  FROM llm.eval_results WHERE run = :erun ORDER BY variant, case_key;
+SELECT variant, mean_score, cost_per_case = min(cost_per_case) OVER () AS cheapest
+  FROM llm.eval_report WHERE run = :erun ORDER BY variant;
 
 -- rows: a user sees the provider batches that hold their own requests only
 CREATE ROLE batch_user_a LOGIN;

@@ -244,3 +244,15 @@ llm_trim_partial_utf8(char *err, size_t errlen)
 	if (len - (start - 1) < need)
 		err[start - 1] = '\0';
 }
+
+bool
+llm_is_plain_id(const char *id)
+{
+	size_t		len;
+
+	if (id == NULL || id[0] == '\0' || id[0] == '.')
+		return false;
+	len = strlen(id);
+	return len <= 200 &&
+		strspn(id, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.:-") == len;
+}

@@ -95,6 +95,13 @@ extern void llm_embed_result_free(LlmEmbedResult *result);
 extern bool llm_str_in_list(const char *key, const char *const *list, size_t n);
 
 /*
+ * Is id (a file's, a job's or a batch's, as a provider named it) safe to
+ * put in a URL path: 1 to 200 letters, digits, "_", ".", ":" and "-", not
+ * starting with a dot (so never "..")?
+ */
+extern bool llm_is_plain_id(const char *id);
+
+/*
  * A message cut short by a buffer may end inside a UTF-8 sequence: drops
  * the partial character, so the server never reports invalid UTF-8.
  */

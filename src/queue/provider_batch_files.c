@@ -381,8 +381,12 @@ answer_chunk(PbBatch *batch, PbAnswer *answers, int n)
 		qc->req.source = "batch_api";
 		llm_queue_prepare(qc);
 		MemoryContextSwitchTo(caller);
-		if (qc->call != NULL)
-			fill_response(qc, &answer->line);
+		if (qc->call == NULL)
+			continue;
+		fill_response(qc, &answer->line);
+		/* a provider that echoes the key must not hand it to the request's row */
+		if (batch->secret != NULL)
+			qc->call->secret = MemoryContextStrdup(qc->context, batch->secret);
 	}
 	foreach(cell, cancelled)
 	{

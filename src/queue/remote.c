@@ -8,16 +8,17 @@
 
 #include "call/call.h"
 #include "call/failure.h"
+#include "core/request.h"
 #include "core/retry.h"
+#include "queue/queue.h"
+#include "store/spi_check.h"
 
 #include "access/xlog.h"
 #include "catalog/pg_type_d.h"
 #include "executor/spi.h"
-#include "queue/queue.h"
-#include "store/spi_check.h"
-#include "utils/builtins.h"
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
+#include "utils/builtins.h"
 #include "utils/memutils.h"
 
 /* the memory context current at llm_tx_begin */
@@ -85,8 +86,7 @@ llm_remote_database_tag(void)
 bool
 llm_remote_plain_id(const char *id)
 {
-	return id != NULL && id[0] != '\0' && id[0] != '.' && strlen(id) <= 200 &&
-		strspn(id, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.:-") == strlen(id);
+	return llm_is_plain_id(id);
 }
 
 bool

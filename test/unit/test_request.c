@@ -146,9 +146,36 @@ test_redact(void)
 	CHECK(llm_redact(NULL, "x") == NULL);
 }
 
+static void
+test_plain_id(void)
+{
+	CHECK(llm_is_plain_id("batch_abc123"));
+	CHECK(llm_is_plain_id("file-XYZ.jsonl"));
+	CHECK(llm_is_plain_id("ft:gpt-4o-mini:org:x"));
+	CHECK(!llm_is_plain_id(NULL));
+	CHECK(!llm_is_plain_id(""));
+	CHECK(!llm_is_plain_id(".."));
+	CHECK(!llm_is_plain_id(".hidden"));
+	CHECK(!llm_is_plain_id("a/../b"));
+	CHECK(!llm_is_plain_id("batch_1?x=1"));
+	CHECK(!llm_is_plain_id("batch 1"));
+	CHECK(!llm_is_plain_id("b%2e%2e"));
+	CHECK(!llm_is_plain_id("b\r\nHost: evil"));
+	{
+		char		longest[202];
+
+		memset(longest, 'a', 201);
+		longest[201] = '\0';
+		CHECK(!llm_is_plain_id(longest));
+		longest[200] = '\0';
+		CHECK(llm_is_plain_id(longest));
+	}
+}
+
 void
 test_request(void)
 {
+	test_plain_id();
 	test_validate_messages();
 	test_messages_from_prompt();
 	test_merge_params();
