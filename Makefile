@@ -13,7 +13,7 @@ DATA_built = $(EXTENSION)--$(EXTVERSION).sql
 # versions: ALTER EXTENSION llmext UPDATE follows them.
 DATA = $(sort $(wildcard sql/versions/$(EXTENSION)--*.sql))
 
-REGRESS = setup admin complete chat anthropic faults privileges ledger cache budgets usage prompts batch embed queue batch_api ratelimit identity limits secrets training finetune scorers eval eval_html eval_drift lifecycle feedback
+REGRESS = setup admin complete chat anthropic faults privileges ledger cache budgets usage prompts batch embed queue ratelimit identity limits secrets training finetune scorers eval eval_html eval_drift lifecycle feedback batch_api
 # The suites run in an existing database that the background worker serves
 # (llmext.databases); test/run_all.sh creates it.  setup creates the extension.
 REGRESS_OPTS = --use-existing

@@ -77,6 +77,10 @@ SELECT llm_model_create('claude-cached', 'claude-fake', 'cache-30-20',
 SELECT r -> 'usage' AS usage, (r ->> 'cost_usd')::numeric AS cost_usd,
 	   (r ->> 'cost_usd')::numeric = (7 * 3 + 30 * 0.3 + 20 * 3.75 + 4 * 15) / 1e6 AS as_expected
   FROM llm_chat('[{"role": "user", "content": "one two three"}]', 'claude-cached') r;
+-- the ledger keeps the three counts apart
+SELECT llm_flush() AS flushed;
+SELECT input_tokens, cached_input_tokens, cache_write_tokens, output_tokens
+  FROM llm.calls WHERE model = 'claude-cached' ORDER BY id DESC LIMIT 1;
 -- without the cache prices, reads and writes cost the input price
 SELECT llm_model_create('claude-cached-plain', 'claude-fake', 'cache-30-20',
 						input_price => 3, output_price => 15);

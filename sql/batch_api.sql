@@ -36,9 +36,17 @@ SELECT error_of($$SELECT llm_model_create('m', 'fake', 'echo', batch_price_ratio
 SELECT llm_provider_create('claude', current_setting('llmext_test.fake_url'), kind => 'anthropic',
 						   api_key => 'sk-test-fake-0123456789');
 SELECT llm_model_create('claude-batch', 'claude', 'claude-3-5-haiku');
+SELECT llm_model_create('embedder-b', 'fake', 'text-embedding-3-small', use => 'embedding');
 SELECT error_of($$SELECT llm_submit('x', 'claude-batch', options => '{"batch_api": true}')$$);
 SELECT error_of($$SELECT llm_submit('x', 'nosuch', options => '{"batch_api": true}')$$);
 SELECT error_of($$SELECT llm_provider_create('p', 'http://x/v1', kind => 'anthropic', options => '{"batch_api": true}')$$);
+SELECT error_of($$SELECT llm_complete('x', 'echo', options => '{"batch_api": true}')$$);
+SELECT error_of($$SELECT llm_complete('x', 'echo', options => '{"batch_api": 1}')$$);
+SELECT llm_complete('x', 'echo', options => '{"batch_api": false}') AS batch_api_false_is_fine;
+SET llmext.default_model = '';
+SELECT error_of($$SELECT llm_submit('x', options => '{"batch_api": true}')$$);
+RESET llmext.default_model;
+SELECT error_of($$SELECT llm_submit('x', 'embedder-b')$$);
 SELECT count(*) AS nothing_queued FROM llm.requests WHERE batch_api;
 
 -- the default share of the prices, and one of a model's own
@@ -130,8 +138,8 @@ SELECT count(*) AS provider_batches_for_flaky, array_agg(state) AS states
 
 -- a provider that echoes its key in an answer or an error: redacted, as
 -- for requests sent one by one (the lines carry no key; the batch does)
-SELECT llm_model_create(m, 'fake', m) FROM unnest(ARRAY['leak-ids', 'leak-150']) m;
-SELECT count(llm_submit('tell', m, tag => 'leaky-b', options => '{"batch_api": true}')) AS submitted
+SELECT llm_model_create('b-' || m, 'fake', m) FROM unnest(ARRAY['leak-ids', 'leak-150']) m;
+SELECT count(llm_submit('tell', 'b-' || m, tag => 'leaky-b', options => '{"batch_api": true}')) AS submitted
   FROM unnest(ARRAY['leak-ids', 'leak-150']) m;
 SELECT llm_wait_batch('leaky-b', '20 seconds') ->> 'total' AS total;
 SELECT model, state, attempts, completion, response ->> 'request_id' AS request_id,

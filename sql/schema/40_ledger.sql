@@ -28,7 +28,8 @@ CREATE TABLE llm.calls (
 	latency_ms			double precision,
 	request_id			text,
 	fingerprint			text,
-	login_role			name NOT NULL	-- session_user of the call (added in 0.2.0)
+	login_role			name NOT NULL,	-- session_user of the call (added in 0.2.0)
+	cache_write_tokens	bigint NOT NULL DEFAULT 0	-- (added in 0.5.0)
 );
 CREATE INDEX calls_created_at_idx ON llm.calls (created_at);
 CREATE INDEX calls_role_created_at_idx ON llm.calls (role, created_at);
@@ -37,6 +38,7 @@ COMMENT ON COLUMN llm.calls.login_role IS 'the login role: session_user of the c
 COMMENT ON TABLE llm.calls IS 'the ledger: every provider call and cache hit, with tokens and cost; survives the caller''s ROLLBACK';
 COMMENT ON COLUMN llm.calls.cost_usd IS 'USD at the model''s prices when the call was made; 0 for a cache hit';
 COMMENT ON COLUMN llm.calls.cost_saved_usd IS 'for a cache hit: what the call would have cost';
+COMMENT ON COLUMN llm.calls.cache_write_tokens IS 'input tokens written to the provider''s prompt cache (Anthropic''s cache_creation_input_tokens): counted in input_tokens, as cached_input_tokens are, and priced at the model''s cache_write_price';
 COMMENT ON COLUMN llm.calls.fingerprint IS 'SHA-256 of the canonical request: the cache key';
 
 -- the ledger is kept by pg_dump (money spent is not a cache)
@@ -117,7 +119,7 @@ BEGIN
 							   prompt_version, model, remote_model, provider, cache_hit,
 							   http_status, outcome, error, input_tokens, cached_input_tokens,
 							   output_tokens, reasoning_tokens, cost_usd, cost_saved_usd,
-							   latency_ms, request_id, fingerprint)
+							   latency_ms, request_id, fingerprint, cache_write_tokens)
 		SELECT r.entry_id,
 			   coalesce(r.created_at,
 						timestamptz '2000-01-01 00:00:00+00' + r.created_us * interval '1 microsecond'),
@@ -129,7 +131,7 @@ BEGIN
 			   -- costs arrive as doubles: kept to the pico-dollar
 			   coalesce(trim_scale(round(r.cost_usd, 12)), 0),
 			   coalesce(trim_scale(round(r.cost_saved_usd, 12)), 0),
-			   r.latency_ms, r.request_id, r.fingerprint
+			   r.latency_ms, r.request_id, r.fingerprint, coalesce(r.cache_write_tokens, 0)
 		  FROM jsonb_to_recordset(entries) AS r(
 				entry_id text, created_at timestamptz, created_us bigint, role name,
 				login_role name, database name, source text, prompt_name text, prompt_version integer,
@@ -137,7 +139,7 @@ BEGIN
 				http_status integer, outcome text, error text, input_tokens bigint,
 				cached_input_tokens bigint, output_tokens bigint, reasoning_tokens bigint,
 				cost_usd numeric, cost_saved_usd numeric, latency_ms double precision,
-				request_id text, fingerprint text)
+				request_id text, fingerprint text, cache_write_tokens bigint)
 		 WHERE r.entry_id IS NOT NULL
 		ON CONFLICT (entry_id) DO NOTHING
 		RETURNING entry_id, fingerprint, created_at, cache_hit, role, login_role, cost_usd,

@@ -121,6 +121,12 @@ BEGIN
 	  FROM llm.models m JOIN llm.providers p ON p.name = m.provider
 	 WHERE m.name = _batch_api_wanted.model;
 	wanted := coalesce((asked #>> '{}')::boolean, (provider_row.options ->> 'batch_api')::boolean, false);
+	IF wanted AND model IS NULL THEN
+		RAISE EXCEPTION 'a request without a model has no batch mode'
+			USING ERRCODE = 'feature_not_supported',
+				  DETAIL = 'No model was given and llmext.default_model is empty.',
+				  HINT = 'Name the model: each provider batch is for one model.';
+	END IF;
 	IF wanted AND provider_row.kind IS DISTINCT FROM 'openai' THEN
 		RAISE EXCEPTION 'model "%" has no batch mode', model
 			USING ERRCODE = 'feature_not_supported',
@@ -161,6 +167,11 @@ BEGIN
 		RAISE EXCEPTION 'priority % is out of range', priority
 			USING ERRCODE = 'invalid_parameter_value',
 				  HINT = 'Use a priority from -1000 to 1000 (default 0); higher runs first.';
+	END IF;
+	IF EXISTS (SELECT FROM llm.models m WHERE m.name = _enqueue.model AND m.use = 'embedding') THEN
+		RAISE EXCEPTION 'model "%" is registered for embedding, not for chat', model
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'The queue runs chat requests: call llm_embed or llm_embed_batch for an embedding model, or pick a chat model.';
 	END IF;
 	IF callback IS NOT NULL AND NOT has_function_privilege(caller, callback, 'EXECUTE') THEN
 		RAISE EXCEPTION 'role "%" may not execute callback %', caller, callback

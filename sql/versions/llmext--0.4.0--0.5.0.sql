@@ -136,6 +136,96 @@ BEGIN
 END
 $$;
 
+-- The ledger: tokens written to a provider's prompt cache get their column.
+ALTER TABLE llm.calls ADD COLUMN cache_write_tokens bigint NOT NULL DEFAULT 0;
+COMMENT ON COLUMN llm.calls.cache_write_tokens IS 'input tokens written to the provider''s prompt cache (Anthropic''s cache_creation_input_tokens): counted in input_tokens, as cached_input_tokens are, and priced at the model''s cache_write_price';
+CREATE OR REPLACE FUNCTION llm._persist(entries jsonb)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	inserted_hits jsonb;
+BEGIN
+	-- ledger rows carry an entry_id, cache entries a key and a result
+	WITH new_calls AS (
+		INSERT INTO llm.calls (entry_id, created_at, role, login_role, database, source, prompt_name,
+							   prompt_version, model, remote_model, provider, cache_hit,
+							   http_status, outcome, error, input_tokens, cached_input_tokens,
+							   output_tokens, reasoning_tokens, cost_usd, cost_saved_usd,
+							   latency_ms, request_id, fingerprint, cache_write_tokens)
+		SELECT r.entry_id,
+			   coalesce(r.created_at,
+						timestamptz '2000-01-01 00:00:00+00' + r.created_us * interval '1 microsecond'),
+			   r.role, coalesce(r.login_role, r.role), r.database, coalesce(r.source, 'sync'), r.prompt_name,
+			   r.prompt_version, r.model, r.remote_model, r.provider, coalesce(r.cache_hit, false),
+			   r.http_status, r.outcome, r.error, coalesce(r.input_tokens, 0),
+			   coalesce(r.cached_input_tokens, 0), coalesce(r.output_tokens, 0),
+			   coalesce(r.reasoning_tokens, 0),
+			   -- costs arrive as doubles: kept to the pico-dollar
+			   coalesce(trim_scale(round(r.cost_usd, 12)), 0),
+			   coalesce(trim_scale(round(r.cost_saved_usd, 12)), 0),
+			   r.latency_ms, r.request_id, r.fingerprint, coalesce(r.cache_write_tokens, 0)
+		  FROM jsonb_to_recordset(entries) AS r(
+				entry_id text, created_at timestamptz, created_us bigint, role name,
+				login_role name, database name, source text, prompt_name text, prompt_version integer,
+				model text, remote_model text, provider text, cache_hit boolean,
+				http_status integer, outcome text, error text, input_tokens bigint,
+				cached_input_tokens bigint, output_tokens bigint, reasoning_tokens bigint,
+				cost_usd numeric, cost_saved_usd numeric, latency_ms double precision,
+				request_id text, fingerprint text, cache_write_tokens bigint)
+		 WHERE r.entry_id IS NOT NULL
+		ON CONFLICT (entry_id) DO NOTHING
+		RETURNING entry_id, fingerprint, created_at, cache_hit, role, login_role, cost_usd,
+				  prompt_name, prompt_version
+	),
+	io AS (
+		INSERT INTO llm.call_io (entry_id, created_at, role, login_role, prompt_name, prompt_version,
+								 vars, input, output, too_large)
+		SELECT c.entry_id, c.created_at, c.role, c.login_role, c.prompt_name, c.prompt_version,
+			   r.vars, r.input, r.output, coalesce(r.io_too_large, false)
+		  FROM jsonb_to_recordset(entries)
+			   AS r(entry_id text, vars jsonb, input text, output text, io_too_large boolean)
+		  JOIN new_calls c ON c.entry_id = r.entry_id
+		 WHERE r.vars IS NOT NULL OR r.input IS NOT NULL OR r.output IS NOT NULL OR r.io_too_large
+	),
+	spend AS (
+		INSERT INTO llm.spend_daily AS d (day, role, login_role, cost_usd)
+		SELECT (created_at AT TIME ZONE 'UTC')::date, role, login_role, sum(cost_usd)
+		  FROM new_calls
+		 GROUP BY 1, 2, 3
+		HAVING sum(cost_usd) > 0
+		ON CONFLICT (day, role, login_role) DO UPDATE SET cost_usd = d.cost_usd + excluded.cost_usd
+	)
+	SELECT jsonb_agg(jsonb_build_object('key', h.fingerprint, 'hits', h.hits, 'at', h.last_hit))
+	  INTO inserted_hits
+	  FROM (SELECT fingerprint, count(*) AS hits, max(created_at) AS last_hit
+			  FROM new_calls WHERE cache_hit GROUP BY fingerprint) h;
+
+	INSERT INTO llm.cache AS c (key, model, provider, remote_model, result, cost_usd,
+								created_at, expires_at)
+	SELECT r.key, r.model, r.provider, r.remote_model, r.result,
+		   coalesce(trim_scale(round(r.cost_usd, 12)), 0),
+		   r.created_at, r.expires_at
+	  FROM jsonb_to_recordset(entries) AS r(
+			key text, model text, provider text, remote_model text, result jsonb,
+			cost_usd numeric, created_at timestamptz, expires_at timestamptz)
+	 WHERE r.key IS NOT NULL AND r.result IS NOT NULL
+	ON CONFLICT (key) DO UPDATE
+		SET result = excluded.result, cost_usd = excluded.cost_usd,
+			created_at = excluded.created_at, expires_at = excluded.expires_at
+		WHERE c.created_at < excluded.created_at;
+
+	IF inserted_hits IS NOT NULL THEN
+		UPDATE llm.cache c
+		   SET hit_count = c.hit_count + (h ->> 'hits')::bigint,
+			   last_hit_at = greatest(c.last_hit_at, (h ->> 'at')::timestamptz)
+		  FROM jsonb_array_elements(inserted_hits) h
+		 WHERE c.key = h ->> 'key';
+	END IF;
+END
+$$;
+
 -- Models: the share of the prices a Batch API call costs.
 ALTER TABLE llm.models ADD COLUMN batch_price_ratio numeric NOT NULL DEFAULT 0.5 CHECK (batch_price_ratio >= 0);
 COMMENT ON COLUMN llm.models.batch_price_ratio IS 'the share of the normal prices a call through the provider''s Batch API costs (0.5: half price)';
@@ -416,6 +506,12 @@ BEGIN
 	  FROM llm.models m JOIN llm.providers p ON p.name = m.provider
 	 WHERE m.name = _batch_api_wanted.model;
 	wanted := coalesce((asked #>> '{}')::boolean, (provider_row.options ->> 'batch_api')::boolean, false);
+	IF wanted AND model IS NULL THEN
+		RAISE EXCEPTION 'a request without a model has no batch mode'
+			USING ERRCODE = 'feature_not_supported',
+				  DETAIL = 'No model was given and llmext.default_model is empty.',
+				  HINT = 'Name the model: each provider batch is for one model.';
+	END IF;
 	IF wanted AND provider_row.kind IS DISTINCT FROM 'openai' THEN
 		RAISE EXCEPTION 'model "%" has no batch mode', model
 			USING ERRCODE = 'feature_not_supported',
@@ -447,6 +543,11 @@ BEGIN
 		RAISE EXCEPTION 'priority % is out of range', priority
 			USING ERRCODE = 'invalid_parameter_value',
 				  HINT = 'Use a priority from -1000 to 1000 (default 0); higher runs first.';
+	END IF;
+	IF EXISTS (SELECT FROM llm.models m WHERE m.name = _enqueue.model AND m.use = 'embedding') THEN
+		RAISE EXCEPTION 'model "%" is registered for embedding, not for chat', model
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'The queue runs chat requests: call llm_embed or llm_embed_batch for an embedding model, or pick a chat model.';
 	END IF;
 	IF callback IS NOT NULL AND NOT has_function_privilege(caller, callback, 'EXECUTE') THEN
 		RAISE EXCEPTION 'role "%" may not execute callback %', caller, callback

@@ -146,6 +146,27 @@ check_use(const LlmModel *model, bool embedding)
 						model->provider_kind)));
 }
 
+/*
+ * "batch_api" is the queue's: a call that waits for its answer would wait
+ * up to a day, so asking for it there is refused rather than ignored (the
+ * caller expects the batch price).
+ */
+static void
+check_batch_option(const LlmCallRequest *req)
+{
+	const cJSON *batch = cJSON_GetObjectItemCaseSensitive(req->options, "batch_api");
+
+	if (batch != NULL && !cJSON_IsBool(batch))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("option \"batch_api\" must be true or false")));
+	if (cJSON_IsTrue(batch) && !req->batch_api)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("option \"batch_api\" applies only to queued requests"),
+				 errhint("Queue the request with llm_submit or llm_submit_prompt and wait with llm_wait or llm_wait_batch: a provider's batch answers within 24 hours.")));
+}
+
 static void
 forget_headers(const char **headers, int nheaders, const char *secret)
 {
@@ -418,6 +439,7 @@ llm_call_prepare(const LlmCallRequest *req, LlmCallResult *result)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("options must be a JSON object"),
 				 errhint("For example '{\"temperature\": 0, \"on_error\": \"null\"}'.")));
+	check_batch_option(req);
 	call->elevel = error_or_null(req->options, "on_error");
 	/* checked on every call, so that a misspelt value never passes silently */
 	call->invalid_elevel = error_or_null(req->options, "on_invalid");

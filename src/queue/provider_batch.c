@@ -37,6 +37,7 @@
 #include "queue/provider_batch.h"
 
 #include "call/call.h"
+#include "core/redact.h"
 #include "core/retry.h"
 #include "providers/provider.h"
 #include "queue/provider_batch_private.h"
@@ -103,8 +104,12 @@ end_batch(PbBatch *batch, const char *state, bool requeue, const char *reason)
 	llm_tx_begin("llmext: ending a provider batch");
 	llm_tx_exec("SELECT llm._batch_api_leftovers($1, $2, $3, $4)", "ibnt", args, nulls);
 	left = strtoll(llm_tx_column(0, "_batch_api_leftovers"), NULL, 10);
+	/* a batch that answered everything has no error, whatever an attempt said before */
+	if (left == 0 && strcmp(state, "failed") != 0)
+		end_nulls[2] = true;
 	llm_tx_exec("UPDATE llm.provider_batches"
-				"   SET state = $2, error = coalesce(error, $3), finished_at = now(), updated_at = now()"
+				"   SET state = $2, error = CASE WHEN $3 IS NULL THEN NULL ELSE coalesce(error, $3) END,"
+				"       finished_at = now(), updated_at = now()"
 				" WHERE id = $1 AND state NOT IN ('done', 'failed', 'cancelled')",
 				"itt", end_args, end_nulls);
 	llm_tx_end();
@@ -284,7 +289,8 @@ record_remote(PbBatch *batch, const LlmProviderBatch *remote)
 	llm_tx_begin("llmext: recording a provider batch");
 	llm_tx_exec("UPDATE llm.provider_batches"
 				"   SET provider_batch_id = $2, provider_status = $3, completed = $4, failed = $5,"
-				"       output_file_id = $6, error_file_id = $7, attempts = 0, updated_at = now(),"
+				"       output_file_id = $6, error_file_id = $7, attempts = 0, error = NULL,"
+				"       updated_at = now(),"
 				"       submitted_at = coalesce(submitted_at, now()),"
 				"       state = CASE WHEN $8 THEN 'finishing'"
 				"                    WHEN state = 'creating' THEN 'submitted' ELSE state END,"
@@ -294,7 +300,8 @@ record_remote(PbBatch *batch, const LlmProviderBatch *remote)
 				"ittiittbf", args, nulls);
 	if (remote->error_message != NULL)
 	{
-		Datum		error_args[2] = {Int64GetDatum(batch->id), llm_tx_text(remote->error_message)};
+		Datum		error_args[2] = {Int64GetDatum(batch->id),
+		llm_tx_text(llm_redact(remote->error_message, batch->secret))};
 
 		llm_tx_exec("UPDATE llm.provider_batches SET error = $2 WHERE id = $1", "it", error_args, NULL);
 	}
@@ -303,7 +310,7 @@ record_remote(PbBatch *batch, const LlmProviderBatch *remote)
 	batch->provider_status = remote->status ? pstrdup(remote->status) : NULL;
 	batch->output_file_id = nulls[5] ? NULL : pstrdup(remote->output_file_id);
 	batch->error_file_id = nulls[6] ? NULL : pstrdup(remote->error_file_id);
-	batch->batch_error = remote->error_message ? pstrdup(remote->error_message) : NULL;
+	batch->batch_error = remote->error_message ? llm_redact(remote->error_message, batch->secret) : NULL;
 	if (ended)
 		batch->state = "finishing";
 	else if (strcmp(batch->state, "creating") == 0)
@@ -424,6 +431,30 @@ running_requests(PbBatch *batch)
 	return n;
 }
 
+/* Asks the provider to cancel the batch; the answer is recorded. */
+static void
+cancel_batch(PbBatch *batch)
+{
+	LlmProviderBatch remote = {0};
+
+	if (batch_request(batch, batch_path(batch, "/cancel"), "{}", "cancelling a provider batch",
+					  &remote))
+		record_remote(batch, &remote);
+}
+
+/*
+ * Has the provider not heard of the cancel yet?  (A cancel whose answer was
+ * lost is sent again: cancelling twice is harmless.)
+ */
+static bool
+cancel_unsent(PbBatch *batch)
+{
+	const char *status = batch->provider_status;
+
+	return status == NULL || strcmp(status, "validating") == 0 ||
+		strcmp(status, "in_progress") == 0 || strcmp(status, "finalizing") == 0;
+}
+
 /* Polls the batch; asks the provider to cancel it once nobody wants it. */
 static void
 poll_batch(PbBatch *batch)
@@ -439,12 +470,12 @@ poll_batch(PbBatch *batch)
 					" WHERE id = $1 AND state = 'submitted'", "i", args, NULL);
 		llm_tx_end();
 		batch->state = "cancelling";
-		if (!batch_request(batch, batch_path(batch, "/cancel"), "{}", "cancelling a provider batch",
-						   &remote))
-			return;
-		ereport(LOG, (errmsg("llmext provider batch %lld: every request was cancelled, so was %s",
+		ereport(LOG, (errmsg("llmext provider batch %lld: every request was cancelled; cancelling %s",
 							 (long long) batch->id, batch->provider_batch_id)));
-		record_remote(batch, &remote);
+	}
+	if (strcmp(batch->state, "cancelling") == 0 && cancel_unsent(batch))
+	{
+		cancel_batch(batch);
 		return;
 	}
 	if (batch_request(batch, batch_path(batch, NULL), NULL, "polling a provider batch", &remote))

@@ -62,6 +62,20 @@ write_chunk(StringInfo chunk, off_t *offset)
 	resetStringInfo(chunk);
 }
 
+/*
+ * Between two chunks of a large batch: the queue's own requests go on (the
+ * finished ones written, free places refilled), so that a batch of 50,000
+ * does not hold up everything else the worker serves.
+ */
+static void
+keep_queue_moving(PbBatch *batch)
+{
+	llm_queue_write(batch->queue);
+	llm_queue_collect(batch->queue, 0);
+	llm_queue_start_due(batch->queue);
+	llm_queue_write(batch->queue);
+}
+
 /* The batch's running requests after last_id, by id, as QueuedCalls. */
 static List *
 running_after(PbBatch *batch, int64 last_id, MemoryContext list_context)
@@ -175,7 +189,7 @@ write_input(PbBatch *batch, const char *path, int *lines, off_t *offset)
 		MemoryContextSwitchTo(caller);
 		MemoryContextReset(chunk_context);
 		/* the ones that ended here: written now, not held to the end */
-		llm_queue_write(batch->queue);
+		keep_queue_moving(batch);
 		CHECK_FOR_INTERRUPTS();
 		if (batch->stop())
 		{
@@ -211,7 +225,12 @@ pb_upload_input(PbBatch *batch, int *lines)
 		return false;
 	if (*lines == 0)
 	{
+		Datum		none_args[1] = {Int64GetDatum(batch->id)};
+
 		pb_close_open_file();
+		llm_tx_begin("llmext: recording a provider batch with nothing to send");
+		llm_tx_exec("UPDATE llm.provider_batches SET requests = 0 WHERE id = $1", "i", none_args, NULL);
+		llm_tx_end();
 		return true;
 	}
 	written_at = GetCurrentTimestamp();
@@ -414,7 +433,7 @@ answer_chunk(PbBatch *batch, PbAnswer *answers, int n)
 		dlist_push_tail(&batch->queue->done, &qc->node);
 	}
 	/* completed as their submitters, written only to rows still running */
-	llm_queue_write(batch->queue);
+	keep_queue_moving(batch);
 }
 
 /* Parses the lines of a chunk into answers; lines that are not ours are logged. */

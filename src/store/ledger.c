@@ -727,6 +727,8 @@ llm_ledger_row_json(const LlmLedgerRow *row)
 																	 MAX_ERROR_TEXT)));
 	add_int(&buf, "input_tokens", row->usage.input_tokens);
 	add_int(&buf, "cached_input_tokens", row->usage.cached_input_tokens);
+	if (row->usage.cache_write_tokens > 0)
+		add_int(&buf, "cache_write_tokens", row->usage.cache_write_tokens);
 	add_int(&buf, "output_tokens", row->usage.output_tokens);
 	add_int(&buf, "reasoning_tokens", row->usage.reasoning_tokens);
 	add_double(&buf, "cost_usd", row->cost_usd);
