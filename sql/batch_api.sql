@@ -154,6 +154,16 @@ SELECT r ->> 'state' AS state, r ->> 'error' AS error FROM llm_wait(:f1, '20 sec
 SELECT state, provider_status, error FROM llm.provider_batches
  WHERE id = (SELECT provider_batch FROM llm.requests WHERE id = :f1);
 
+-- a provider that serves no files: the upload is refused (404, which
+-- trying again cannot mend), the batch fails and its requests end in error
+SELECT llm_provider_create('nofiles', replace(current_setting('llmext_test.fake_url'), '/v1', '/nosuch/v1'),
+						   api_key => 'sk-test-fake-0123456789');
+SELECT llm_model_create('echo-nofiles', 'nofiles', 'echo');
+SELECT llm_submit('lost', 'echo-nofiles', tag => 'nofiles-b', options => '{"batch_api": true}') AS nf \gset
+SELECT r ->> 'state' AS state, r ->> 'error' AS error FROM llm_wait(:nf, '20 seconds') r;
+SELECT state, provider_batch_id IS NULL AS never_created, error
+  FROM llm.provider_batches WHERE id = (SELECT provider_batch FROM llm.requests WHERE id = :nf);
+
 -- a batch that expires after one answer: the others are queued again and
 -- go in the next batch, until each is answered (attempts 1, 2, 3)
 SELECT llm_model_create('expiring', 'fake', 'batch-expire-1');
