@@ -34,7 +34,8 @@ CREATE INDEX requests_due_idx ON llm.requests (priority DESC, id) WHERE state = 
 -- what the worker collects into provider batches, per model
 CREATE INDEX requests_batch_api_idx ON llm.requests (model, priority DESC, id)
 	WHERE state = 'queued' AND batch_api;
-CREATE INDEX requests_provider_batch_idx ON llm.requests (provider_batch, state)
+-- a provider batch's requests, read in chunks by id
+CREATE INDEX requests_provider_batch_idx ON llm.requests (provider_batch, id)
 	WHERE provider_batch IS NOT NULL;
 -- every request is updated two or three times within seconds: autovacuum must
 -- keep up, or the claim query wades through dead index entries
@@ -540,7 +541,11 @@ BEGIN
 			   error = r.error, cost_usd = r.cost_usd, finished_at = now()
 		  FROM jsonb_to_recordset(results)
 			   AS r(id bigint, state text, completion text, response jsonb, error text, cost_usd numeric)
-		 WHERE q.id = r.id AND q.state = 'running'
+		 -- not "q.state = 'running'": with a provider batch's thousands of
+		 -- rows running, statistics from when they were queued would make
+		 -- the planner walk them all for each answer instead of looking
+		 -- each one up by id
+		 WHERE q.id = r.id AND CASE WHEN q.state = 'running' THEN true ELSE false END
 		RETURNING q.id, q.tag)
 	SELECT array_agg(id), array_agg(DISTINCT tag) FILTER (WHERE tag IS NOT NULL)
 	  INTO written, tags

@@ -447,7 +447,7 @@ DROP INDEX llm.requests_due_idx;
 CREATE INDEX requests_due_idx ON llm.requests (priority DESC, id) WHERE state = 'queued' AND NOT batch_api;
 CREATE INDEX requests_batch_api_idx ON llm.requests (model, priority DESC, id)
 	WHERE state = 'queued' AND batch_api;
-CREATE INDEX requests_provider_batch_idx ON llm.requests (provider_batch, state)
+CREATE INDEX requests_provider_batch_idx ON llm.requests (provider_batch, id)
 	WHERE provider_batch IS NOT NULL;
 
 CREATE TABLE llm.provider_batches (
@@ -630,6 +630,37 @@ BEGIN
 	  FROM back;
 	PERFORM llm._announce_finished(ended);
 	RETURN n;
+END
+$$;
+CREATE OR REPLACE FUNCTION llm._finish_many(results jsonb, busy_tags text[] DEFAULT '{}')
+RETURNS SETOF bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+SET enable_hashjoin = off
+SET enable_mergejoin = off
+SET enable_bitmapscan = off
+AS $$
+DECLARE
+	written bigint[];
+	tags text[];
+BEGIN
+	WITH done AS (
+		UPDATE llm.requests q
+		   SET state = r.state, completion = r.completion, response = r.response,
+			   error = r.error, cost_usd = r.cost_usd, finished_at = now()
+		  FROM jsonb_to_recordset(results)
+			   AS r(id bigint, state text, completion text, response jsonb, error text, cost_usd numeric)
+		 -- not "q.state = 'running'": with a provider batch's thousands of
+		 -- rows running, statistics from when they were queued would make
+		 -- the planner walk them all for each answer instead of looking
+		 -- each one up by id
+		 WHERE q.id = r.id AND CASE WHEN q.state = 'running' THEN true ELSE false END
+		RETURNING q.id, q.tag)
+	SELECT array_agg(id), array_agg(DISTINCT tag) FILTER (WHERE tag IS NOT NULL)
+	  INTO written, tags
+	  FROM done;
+	PERFORM llm._announce_finished(tags, busy_tags);
+	RETURN QUERY SELECT unnest(coalesce(written, '{}'));
 END
 $$;
 CREATE OR REPLACE FUNCTION llm._eval_run(caller name, login name, set text, variants jsonb, repeats integer,

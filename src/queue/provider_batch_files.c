@@ -13,6 +13,7 @@
 #include "queue/provider_batch.h"
 #include "queue/provider_batch_private.h"
 #include "queue/queue_private.h"
+#include "queue/worker.h"
 #include "store/caller.h"
 #include "store/spi_check.h"
 
@@ -71,6 +72,8 @@ static void
 keep_queue_moving(PbBatch *batch)
 {
 	llm_queue_write(batch->queue);
+	/* a chunk's ledger entries: the entry queue holds 4,096, the rest would wait in our memory */
+	llm_worker_flush_ledger();
 	llm_queue_collect(batch->queue, 0);
 	llm_queue_start_due(batch->queue);
 	llm_queue_write(batch->queue);

@@ -342,6 +342,13 @@ expire_cache(void)
 }
 
 void
+llm_worker_flush_ledger(void)
+{
+	flush_held();
+	flush_pending();
+}
+
+void
 llm_worker_main(Datum arg)
 {
 	int			slot = DatumGetInt32(arg);
