@@ -186,12 +186,16 @@ SELECT wait_until($$SELECT EXISTS (SELECT FROM llm.provider_batches
 									 WHERE model = 'stuck' AND provider_status = 'in_progress')$$)
 	AS at_the_provider;
 SELECT tag, total, running, at_provider, provider_status FROM llm.batches WHERE tag = 'stuck-b';
+-- neither the model nor its provider can be dropped while the batch is unfinished
+SELECT regexp_replace(error_of($$SELECT llm_model_drop('stuck')$$), '\): \d+\.', '): <id>.') AS error;
+SELECT regexp_replace(error_of($$SELECT llm_provider_drop('fake', cascade => true)$$), '\): \d+\.', '): <id>.') AS error;
 SELECT llm_cancel_batch('stuck-b') AS cancelled;
 SELECT wait_until($$SELECT EXISTS (SELECT FROM llm.provider_batches
 									 WHERE model = 'stuck' AND state = 'cancelled')$$)
 	AS cancelled_at_the_provider;
 SELECT state, provider_status FROM llm.provider_batches WHERE model = 'stuck';
 SELECT state, count(*) FROM llm.requests WHERE tag = 'stuck-b' GROUP BY state;
+SELECT llm_model_drop('stuck') AS dropped_once_the_batch_ended;
 
 -- an evaluation run whose variant asks for batch mode: its answers come
 -- through a provider batch at the model's ratio, and are scored as usual

@@ -251,6 +251,15 @@ BEGIN
 				  DETAIL = format('Fine-tuned models: %s.', dependents),
 				  HINT = 'Drop those fine-tuned models first.';
 	END IF;
+	SELECT string_agg(b.id::text, ', ' ORDER BY b.id) INTO dependents
+	  FROM llm.provider_batches b
+	 WHERE b.provider = llm_provider_drop.name AND b.state NOT IN ('done', 'failed', 'cancelled');
+	IF dependents IS NOT NULL THEN
+		RAISE EXCEPTION 'cannot drop provider "%" while its provider batches are unfinished', name
+			USING ERRCODE = 'object_in_use',
+				  DETAIL = format('Provider batches (llm.provider_batches): %s.', dependents),
+				  HINT = 'Wait for them to end, or cancel their requests (llm_cancel_batch) and wait for the batches to be cancelled.';
+	END IF;
 	-- fine-tuned models first: they reference their base models
 	DELETE FROM llm.models m WHERE m.provider = llm_provider_drop.name AND m.kind = 'fine_tuned';
 	DELETE FROM llm.models m WHERE m.provider = llm_provider_drop.name;

@@ -272,6 +272,17 @@ BEGIN
 				  DETAIL = format('Fine-tuned models: %s.', dependents),
 				  HINT = 'Drop the fine-tuned models first.';
 	END IF;
+	-- the worker reaches a batch at the provider through its model: its
+	-- answers, already paid for, would never be read
+	SELECT string_agg(b.id::text, ', ' ORDER BY b.id) INTO dependents
+	  FROM llm.provider_batches b
+	 WHERE b.model = llm_model_drop.name AND b.state NOT IN ('done', 'failed', 'cancelled');
+	IF dependents IS NOT NULL THEN
+		RAISE EXCEPTION 'cannot drop model "%" while provider batches of it are unfinished', name
+			USING ERRCODE = 'object_in_use',
+				  DETAIL = format('Provider batches (llm.provider_batches): %s.', dependents),
+				  HINT = 'Wait for them to end, or cancel their requests (llm_cancel_batch) and wait for the batches to be cancelled.';
+	END IF;
 	DELETE FROM llm.models m WHERE m.name = llm_model_drop.name;
 END
 $$;

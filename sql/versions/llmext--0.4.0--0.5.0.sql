@@ -135,6 +135,51 @@ BEGIN
 	END IF;
 END
 $$;
+CREATE OR REPLACE FUNCTION llm_provider_drop(name text, cascade boolean DEFAULT false)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	dependents text;
+BEGIN
+	IF NOT EXISTS (SELECT FROM llm.providers p WHERE p.name = llm_provider_drop.name) THEN
+		RAISE EXCEPTION 'provider "%" does not exist', coalesce(name, 'NULL')
+			USING ERRCODE = 'undefined_object',
+				  HINT = 'List the providers with SELECT name FROM llm.providers.';
+	END IF;
+	SELECT string_agg(m.name, ', ' ORDER BY m.name) INTO dependents
+	  FROM llm.models m WHERE m.provider = llm_provider_drop.name;
+	IF dependents IS NOT NULL AND NOT coalesce(cascade, false) THEN
+		RAISE EXCEPTION 'cannot drop provider "%" because models use it', name
+			USING ERRCODE = 'dependent_objects_still_exist',
+				  DETAIL = format('Models: %s.', dependents),
+				  HINT = 'Drop the models first, or call llm_provider_drop(name, cascade => true).';
+	END IF;
+	SELECT string_agg(ft.name, ', ' ORDER BY ft.name) INTO dependents
+	  FROM llm.models ft JOIN llm.models b ON b.name = ft.base_model
+	 WHERE b.provider = llm_provider_drop.name AND ft.provider <> llm_provider_drop.name;
+	IF dependents IS NOT NULL THEN
+		RAISE EXCEPTION 'cannot drop provider "%" because fine-tuned models of other providers derive from its models', name
+			USING ERRCODE = 'dependent_objects_still_exist',
+				  DETAIL = format('Fine-tuned models: %s.', dependents),
+				  HINT = 'Drop those fine-tuned models first.';
+	END IF;
+	SELECT string_agg(b.id::text, ', ' ORDER BY b.id) INTO dependents
+	  FROM llm.provider_batches b
+	 WHERE b.provider = llm_provider_drop.name AND b.state NOT IN ('done', 'failed', 'cancelled');
+	IF dependents IS NOT NULL THEN
+		RAISE EXCEPTION 'cannot drop provider "%" while its provider batches are unfinished', name
+			USING ERRCODE = 'object_in_use',
+				  DETAIL = format('Provider batches (llm.provider_batches): %s.', dependents),
+				  HINT = 'Wait for them to end, or cancel their requests (llm_cancel_batch) and wait for the batches to be cancelled.';
+	END IF;
+	-- fine-tuned models first: they reference their base models
+	DELETE FROM llm.models m WHERE m.provider = llm_provider_drop.name AND m.kind = 'fine_tuned';
+	DELETE FROM llm.models m WHERE m.provider = llm_provider_drop.name;
+	DELETE FROM llm.providers p WHERE p.name = llm_provider_drop.name;
+END
+$$;
 
 -- The ledger: tokens written to a provider's prompt cache get their column.
 ALTER TABLE llm.calls ADD COLUMN cache_write_tokens bigint NOT NULL DEFAULT 0;
@@ -437,6 +482,41 @@ BEGIN
 		   error = NULL, finished_at = now(), updated_at = now()
 	 WHERE f.id = j.id;
 	RETURN model_name;
+END
+$$;
+CREATE OR REPLACE FUNCTION llm_model_drop(name text)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	dependents text;
+BEGIN
+	IF NOT EXISTS (SELECT FROM llm.models m WHERE m.name = llm_model_drop.name) THEN
+		RAISE EXCEPTION 'model "%" does not exist', coalesce(name, 'NULL')
+			USING ERRCODE = 'undefined_object',
+				  HINT = 'List the models with SELECT name FROM llm.models.';
+	END IF;
+	SELECT string_agg(m.name, ', ' ORDER BY m.name) INTO dependents
+	  FROM llm.models m WHERE m.base_model = llm_model_drop.name;
+	IF dependents IS NOT NULL THEN
+		RAISE EXCEPTION 'cannot drop model "%" because fine-tuned models derive from it', name
+			USING ERRCODE = 'dependent_objects_still_exist',
+				  DETAIL = format('Fine-tuned models: %s.', dependents),
+				  HINT = 'Drop the fine-tuned models first.';
+	END IF;
+	-- the worker reaches a batch at the provider through its model: its
+	-- answers, already paid for, would never be read
+	SELECT string_agg(b.id::text, ', ' ORDER BY b.id) INTO dependents
+	  FROM llm.provider_batches b
+	 WHERE b.model = llm_model_drop.name AND b.state NOT IN ('done', 'failed', 'cancelled');
+	IF dependents IS NOT NULL THEN
+		RAISE EXCEPTION 'cannot drop model "%" while provider batches of it are unfinished', name
+			USING ERRCODE = 'object_in_use',
+				  DETAIL = format('Provider batches (llm.provider_batches): %s.', dependents),
+				  HINT = 'Wait for them to end, or cancel their requests (llm_cancel_batch) and wait for the batches to be cancelled.';
+	END IF;
+	DELETE FROM llm.models m WHERE m.name = llm_model_drop.name;
 END
 $$;
 
