@@ -487,7 +487,12 @@ static void
 finish_batch(PbBatch *batch)
 {
 	const char *status = batch->provider_status ? batch->provider_status : "";
+	Datum		args[1] = {Int64GetDatum(batch->id)};
 
+	/* counted again from the start: a reading cut short (a restart) is done again whole */
+	llm_tx_begin("llmext: reading a provider batch's answers");
+	llm_tx_exec("UPDATE llm.provider_batches SET answered = 0 WHERE id = $1", "i", args, NULL);
+	llm_tx_end();
 	if (batch->output_file_id != NULL && !pb_read_answers(batch, batch->output_file_id))
 		return;
 	if (batch->error_file_id != NULL && !pb_read_answers(batch, batch->error_file_id))
