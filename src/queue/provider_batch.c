@@ -116,25 +116,28 @@ end_batch(PbBatch *batch, const char *state, bool requeue, const char *reason)
 	ereport(LOG,
 			(errmsg("llmext provider batch %lld %s%s%s", (long long) batch->id, state,
 					left > 0 ? psprintf(": %lld requests %s", (long long) left,
-										requeue ? "queued again" : "in error") : "",
+										requeue ? "queued again (attempts permitting)" : "in error") : "",
 					reason && left > 0 ? psprintf(" (%s)", reason) : "")));
 }
 
 /*
- * A failed request to the provider: tried again after a delay; while the
- * batch is not yet at the provider, it fails after LLM_BATCH_MAX_ATTEMPTS
- * (or at once when trying again cannot help), and its requests end in
- * error.  Once it is there it is never given up: it is being paid for.
+ * A failed request to the provider: tried again after a delay.  While the
+ * input is being uploaded, the batch fails after LLM_BATCH_MAX_ATTEMPTS (or
+ * at once when trying again cannot help) and its requests end in error;
+ * while it is being created, only a refusal fails it (a create that timed
+ * out may have gone through: it is looked up, not given up).  Once the
+ * provider has it, it is never given up: it is being paid for.
  */
 void
 pb_attempt_failed(PbBatch *batch, const LlmRemoteError *error)
 {
-	bool		before_provider = strcmp(batch->state, "uploading") == 0 ||
-		(strcmp(batch->state, "creating") == 0 && batch->provider_batch_id == NULL);
+	bool		uploading = strcmp(batch->state, "uploading") == 0;
+	bool		creating = strcmp(batch->state, "creating") == 0 && batch->provider_batch_id == NULL;
 	double		delay_ms;
 	Datum		args[3];
 
-	if (before_provider && (!error->retry || batch->attempts + 1 >= LLM_BATCH_MAX_ATTEMPTS))
+	if ((uploading && (!error->retry || batch->attempts + 1 >= LLM_BATCH_MAX_ATTEMPTS)) ||
+		(creating && !error->retry))
 	{
 		end_batch(batch, "failed", false,
 				  psprintf("the provider batch failed: %s%s", error->message,
