@@ -7,7 +7,9 @@ ALTER SYSTEM SET llmext.batch_api_poll_interval = 50;
 SELECT pg_reload_conf();
 SELECT pg_sleep(0.3);
 
--- waits until sql (a boolean query) is true; false after timeout
+-- waits until sql (a boolean query) is true; false after timeout.  A
+-- request ends before its provider batch does: the batch's state is read
+-- only once this says it has ended.
 CREATE FUNCTION wait_until(sql text, timeout interval DEFAULT '20 seconds') RETURNS boolean
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -62,6 +64,9 @@ SELECT count(llm_submit('item ' || g, 'echo-b', tag => 'nightly-b', options => '
 	AS submitted
   FROM generate_series(1, 20) g;
 SELECT llm_wait_batch('nightly-b', '30 seconds') ->> 'done' AS done;
+SELECT wait_until($$SELECT bool_and(state IN ('done', 'failed', 'cancelled')) FROM llm.provider_batches
+					 WHERE id IN (SELECT provider_batch FROM llm.requests WHERE tag = 'nightly-b')$$)
+	AS batch_ended;
 SELECT bool_and(completion = 'echo: ' || (messages -> 0 ->> 'content')) AS each_its_own_answer,
 	   count(DISTINCT provider_batch) AS provider_batches, bool_and(batch_api) AS batch_api,
 	   min(attempts) AS min_attempts, max(attempts) AS max_attempts
@@ -109,6 +114,9 @@ SELECT llm_submit('cached before', 'echo-b', tag => 'cached-b',
 SELECT r ->> 'state' AS state, r ->> 'completion' AS completion, r -> 'response' ->> 'cache_hit' AS cache_hit
   FROM llm_wait(:c1, '20 seconds') r;
 SELECT (llm_complete('stats', 'stats')::jsonb ->> 'batch_lines')::int - :lines_before AS lines_sent;
+-- (the request ends before its batch does)
+SELECT wait_until(format('SELECT state = %L FROM llm.provider_batches WHERE id = %s', 'done',
+						 (SELECT provider_batch FROM llm.requests WHERE id = :c1))) AS batch_ended;
 SELECT state, requests, provider_batch_id IS NULL AS never_sent FROM llm.provider_batches
  WHERE id = (SELECT provider_batch FROM llm.requests WHERE id = :c1);
 
@@ -131,6 +139,8 @@ SELECT count(llm_submit(p, m, tag => 'faults-b', options => '{"batch_api": true}
   FROM (VALUES ('refused', 'fail-400'), ('retried', 'flaky-batch'), ('garbled', 'nonjson'),
 			   ('fine', 'echo-b')) v(p, m);
 SELECT llm_wait_batch('faults-b', '30 seconds') - 'tag' - 'cost_usd' - 'tokens' - 'started' - 'finished' - 'eta' - 'per_second' AS summary;
+SELECT wait_until($$SELECT bool_and(state IN ('done', 'failed', 'cancelled')) FROM llm.provider_batches
+					 WHERE model = 'flaky-batch'$$) AS batches_ended;
 SELECT model, state, attempts, completion, split_part(error, ':', 1) AS error
   FROM llm.requests WHERE tag = 'faults-b' ORDER BY model;
 SELECT count(*) AS provider_batches_for_flaky, array_agg(state) AS states
@@ -163,6 +173,25 @@ SELECT llm_submit('lost', 'echo-nofiles', tag => 'nofiles-b', options => '{"batc
 SELECT r ->> 'state' AS state, r ->> 'error' AS error FROM llm_wait(:nf, '20 seconds') r;
 SELECT state, provider_batch_id IS NULL AS never_created, error
   FROM llm.provider_batches WHERE id = (SELECT provider_batch FROM llm.requests WHERE id = :nf);
+
+-- a small input file (llmext.batch_api_max_bytes): the requests that do not
+-- fit go in the next batch (their attempt not counted); one whose line alone
+-- does not fit ends in error
+ALTER SYSTEM SET llmext.batch_api_max_bytes = 1024;
+SELECT pg_reload_conf();
+SELECT pg_sleep(0.3);
+SELECT count(llm_submit('part ' || g, 'echo-b', tag => 'small-b', options => '{"batch_api": true}'))
+	AS submitted
+  FROM generate_series(1, 12) g;
+SELECT llm_submit(repeat('x', 2000), 'echo-b', tag => 'small-b', options => '{"batch_api": true}') AS big \gset
+SELECT llm_wait_batch('small-b', '30 seconds') - 'tag' - 'cost_usd' - 'tokens' - 'started' - 'finished' - 'eta' - 'per_second' AS summary;
+SELECT count(DISTINCT r.provider_batch) > 1 AS several_batches, max(b.input_bytes) <= 1024 AS each_file_fits,
+	   min(r.attempts) AS min_attempts, max(r.attempts) AS max_attempts
+  FROM llm.requests r JOIN llm.provider_batches b ON b.id = r.provider_batch
+ WHERE r.tag = 'small-b' AND r.state = 'done';
+SELECT state, error FROM llm.requests WHERE id = :big;
+ALTER SYSTEM RESET llmext.batch_api_max_bytes;
+SELECT pg_reload_conf();
 
 -- a batch that expires after one answer: the others are queued again and
 -- go in the next batch, until each is answered (attempts 1, 2, 3)

@@ -212,6 +212,13 @@ _PG_init(void)
 							50000, 1, 50000,
 							PGC_SIGHUP, 0,
 							NULL, NULL, NULL);
+	DefineCustomIntVariable("llmext.batch_api_max_bytes",
+							"The largest input file the worker uploads for one provider batch.",
+							"Requests whose lines do not fit go in the next batch; one whose line alone does not fit ends in error.",
+							&llm_batch_api_max_bytes,
+							200 * 1024 * 1024, 1024, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_BYTE,
+							NULL, NULL, NULL);
 	DefineCustomIntVariable("llmext.batch_api_poll_interval",
 							"How long the worker waits between two polls of a batch at a provider's Batch API.",
 							NULL,

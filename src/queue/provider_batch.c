@@ -59,6 +59,7 @@
 int			llm_batch_api_wait_ms = 60000;
 int			llm_batch_api_max_requests = 50000;
 int			llm_batch_api_poll_ms = 60000;
+int			llm_batch_api_max_bytes = 200 * 1024 * 1024;
 bool		llm_batch_api_crash_after_create = false;
 
 #define CHECK_MS 1000			/* longest time between two looks for due work */

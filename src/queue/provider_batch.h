@@ -24,8 +24,10 @@ extern int	llm_batch_api_poll_ms;
  */
 extern bool llm_batch_api_crash_after_create;
 
-/* The largest input file, as OpenAI takes it, and the largest output file read. */
-#define LLM_BATCH_MAX_INPUT_BYTES ((int64) 200 * 1024 * 1024)
+/* llmext.batch_api_max_bytes: the largest input file (OpenAI takes 200 MB) */
+extern int	llm_batch_api_max_bytes;
+
+/* The largest output file read. */
 #define LLM_BATCH_MAX_OUTPUT_BYTES ((int64) 2 * 1024 * 1024 * 1024 - 1)
 /* The most failed provider requests in a row before a batch fails. */
 #define LLM_BATCH_MAX_ATTEMPTS 10

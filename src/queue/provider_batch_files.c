@@ -173,8 +173,18 @@ write_input(PbBatch *batch, const char *path, int *lines, off_t *offset)
 			line = routine->batch_line(psprintf("%s" INT64_FORMAT, PB_CUSTOM_ID_PREFIX, qc->id),
 									   routine->batch_chat_url, qc->call->http.body);
 			len = strlen(line);
+			if (*offset + chunk.len + len + 1 > (size_t) llm_batch_api_max_bytes && *lines == 0)
+			{
+				/* alone in a file it does not fit: it never will */
+				qc->call = NULL;
+				qc->error = MemoryContextStrdup(qc->context,
+												psprintf("the request's line of %zu bytes is larger than llmext.batch_api_max_bytes (%d)",
+														 len + 1, llm_batch_api_max_bytes));
+				dlist_push_tail(&batch->queue->done, &qc->node);
+				continue;
+			}
 			MemoryContextDelete(qc->context);
-			if (*offset + chunk.len + len + 1 > LLM_BATCH_MAX_INPUT_BYTES)
+			if (*offset + chunk.len + len + 1 > (size_t) llm_batch_api_max_bytes)
 			{
 				put_back_from(batch, last_id);
 				full = true;

@@ -78,6 +78,9 @@ is(LlmextTest::fake_stat($node, 'batches_created'), 1, 'one batch at the provide
 query("SELECT llm_flush()");
 is(query("SELECT count(*) FROM llm.calls WHERE source = 'batch_api'"),
 	'40', 'one ledger row per request');
+ok( $node->poll_query_until(
+		'postgres', "SELECT state = 'done' FROM llm.provider_batches WHERE id = 1"),
+	'the provider batch ends after its requests');
 is(query("SELECT state, requests, answered FROM llm.provider_batches"),
 	'done|40|40', 'the provider batch is done');
 like(slurp_file($node->logfile), qr/llmext provider batch 1: wrote 40 requests/,
