@@ -24,7 +24,7 @@ typedef struct LlmCallRequest
 	int			prompt_version;
 	const cJSON *vars;			/* for llm.call_io: the prompt's variables, or NULL */
 	bool		keep_no_io;		/* keep nothing in llm.call_io (an evaluation's request) */
-	const char *source;			/* for the ledger: sync (NULL), batch or queue */
+	const char *source;			/* for the ledger: sync (NULL), batch, queue or batch_api */
 	bool		expect_json;	/* the answer must be JSON ... */
 	const cJSON *response_schema;	/* ... matching this schema, if not NULL */
 	/*

@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #define POLL_SLICE_MS 100		/* longest sleep before looking at interrupts */
+#define DOWNLOAD_ERROR_BYTES (1024 * 1024)	/* the most of a download's error body kept */
 
 typedef struct LlmTransfer
 {
@@ -201,7 +202,8 @@ on_body(char *data, size_t size, size_t nmemb, void *arg)
 
 	if (t->download_path != NULL && download_chunk(t, data, n))
 		return t->too_large || t->download_fd < 0 ? 0 : n;
-	if (t->len + n > t->limit)
+	/* a download's limit is for the file: an error body in memory stays small */
+	if (t->len + n > (t->download_path != NULL ? Min(t->limit, DOWNLOAD_ERROR_BYTES) : t->limit))
 	{
 		t->too_large = true;
 		return 0;				/* makes curl stop with CURLE_WRITE_ERROR */

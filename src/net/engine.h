@@ -51,7 +51,7 @@ typedef struct LlmHttpRequest
 	/*
 	 * A 2xx body is written to this existing file (truncated first), as it
 	 * comes, instead of memory; max_response_bytes still bounds it.  Any
-	 * other status's body comes in memory as usual.
+	 * other status's body comes in memory, up to 1 MB.
 	 */
 	const char *download_path;
 } LlmHttpRequest;
