@@ -65,4 +65,13 @@ extern bool openai_parse_batch_list(const char *body, size_t len, LlmProviderBat
 extern bool openai_parse_batch_line(const char *line, size_t len, LlmBatchLine *out,
 									char *err, size_t errlen);
 
+/*
+ * Members of a provider's JSON object, shared by the fine-tuning and batch
+ * parsers (openai_finetune.c): a string (a copy, or NULL when absent or not
+ * a string), and a whole number >= 0 (-1 when absent, null or not a count;
+ * at most 2^53).
+ */
+extern char *openai_string_member(const cJSON *object, const char *key);
+extern int64_t openai_count_member(const cJSON *object, const char *key);
+
 #endif							/* LLMEXT_OPENAI_H */

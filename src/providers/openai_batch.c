@@ -16,17 +16,6 @@
 #include <stdio.h>
 #include <string.h>
 
-/* the largest count a double holds exactly: 2^53 */
-#define BATCH_MAX_COUNT 9007199254740992.0
-
-static char *
-string_of(const cJSON *object, const char *key)
-{
-	const cJSON *item = cJSON_GetObjectItemCaseSensitive(object, key);
-
-	return cJSON_IsString(item) ? llm_strdup(item->valuestring) : NULL;
-}
-
 /* A string member that is there and not empty: an id. */
 static char *
 id_of(const cJSON *object, const char *key)
@@ -35,19 +24,6 @@ id_of(const cJSON *object, const char *key)
 
 	return cJSON_IsString(item) && item->valuestring[0] != '\0'
 		? llm_strdup(item->valuestring) : NULL;
-}
-
-/* A whole number >= 0, or -1 when absent, null or not a count. */
-static int64_t
-count_of(const cJSON *object, const char *key)
-{
-	const cJSON *item = cJSON_GetObjectItemCaseSensitive(object, key);
-
-	if (!cJSON_IsNumber(item) || !(item->valuedouble >= 0))
-		return -1;
-	if (item->valuedouble > BATCH_MAX_COUNT)
-		return (int64_t) BATCH_MAX_COUNT;
-	return (int64_t) item->valuedouble;
 }
 
 /* The bytes s takes inside a JSON string, escaped as append_escaped writes it. */
@@ -222,7 +198,7 @@ error_text(const cJSON *error, const char *line_key)
 {
 	const cJSON *code_item = cJSON_GetObjectItemCaseSensitive(error, "code");
 	const cJSON *message_item = cJSON_GetObjectItemCaseSensitive(error, "message");
-	int64_t		line = line_key ? count_of(error, line_key) : -1;
+	int64_t		line = line_key ? openai_count_member(error, line_key) : -1;
 	char	   *code = NULL;
 	const char *message = NULL;
 	char	   *text;
@@ -266,12 +242,12 @@ batch_from(const cJSON *object, LlmProviderBatch *batch, char *err, size_t errle
 		snprintf(err, errlen, "the batch object has no id");
 		return false;
 	}
-	batch->status = string_of(object, "status");
+	batch->status = openai_string_member(object, "status");
 	batch->output_file_id = id_of(object, "output_file_id");
 	batch->error_file_id = id_of(object, "error_file_id");
-	batch->total = count_of(counts, "total");
-	batch->completed = count_of(counts, "completed");
-	batch->failed = count_of(counts, "failed");
+	batch->total = openai_count_member(counts, "total");
+	batch->completed = openai_count_member(counts, "completed");
+	batch->failed = openai_count_member(counts, "failed");
 	/* {"object": "list", "data": [...]}; a bare array is read the same way */
 	if (cJSON_IsObject(errors))
 		errors = cJSON_GetObjectItemCaseSensitive(errors, "data");
@@ -280,8 +256,8 @@ batch_from(const cJSON *object, LlmProviderBatch *batch, char *err, size_t errle
 		batch->error_message = error_text(first, "line");
 	if (cJSON_IsObject(metadata))
 	{
-		batch->batch_tag = string_of(metadata, LLM_BATCH_META_BATCH);
-		batch->database_tag = string_of(metadata, LLM_FINETUNE_META_DATABASE);
+		batch->batch_tag = openai_string_member(metadata, LLM_BATCH_META_BATCH);
+		batch->database_tag = openai_string_member(metadata, LLM_FINETUNE_META_DATABASE);
 	}
 	return true;
 }
@@ -436,7 +412,7 @@ openai_parse_batch_line(const char *line, size_t len, LlmBatchLine *out,
 			const cJSON *body = cJSON_GetObjectItemCaseSensitive(response, "body");
 
 			out->status_code = (long) status->valuedouble;
-			out->request_id = string_of(response, "request_id");
+			out->request_id = openai_string_member(response, "request_id");
 			if (present(body))
 				out->body = cJSON_PrintUnformatted(body);
 		}

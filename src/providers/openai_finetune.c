@@ -18,17 +18,16 @@
 /* the largest count a double holds exactly: 2^53 */
 #define FT_MAX_COUNT 9007199254740992.0
 
-static char *
-string_of(const cJSON *object, const char *key)
+char *
+openai_string_member(const cJSON *object, const char *key)
 {
 	const cJSON *item = cJSON_GetObjectItemCaseSensitive(object, key);
 
 	return cJSON_IsString(item) ? llm_strdup(item->valuestring) : NULL;
 }
 
-/* A whole number >= 0, or -1 when absent, null or not a count. */
-static int64_t
-count_of(const cJSON *object, const char *key)
+int64_t
+openai_count_member(const cJSON *object, const char *key)
 {
 	const cJSON *item = cJSON_GetObjectItemCaseSensitive(object, key);
 
@@ -142,7 +141,7 @@ char *
 openai_parse_file(const char *body, size_t len, char *err, size_t errlen)
 {
 	cJSON	   *root = cJSON_ParseWithLength(body, len);
-	char	   *id = string_of(root, "id");
+	char	   *id = openai_string_member(root, "id");
 
 	if (root == NULL)
 		snprintf(err, errlen, "the response body is not valid JSON");
@@ -165,30 +164,30 @@ job_from(const cJSON *object, LlmFinetuneJob *job, char *err, size_t errlen)
 
 	memset(job, 0, sizeof(*job));
 	job->trained_tokens = -1;
-	job->id = string_of(object, "id");
+	job->id = openai_string_member(object, "id");
 	if (job->id == NULL || job->id[0] == '\0')
 	{
 		snprintf(err, errlen, "the fine-tuning job object has no id");
 		llm_finetune_job_free(job);
 		return false;
 	}
-	job->status = string_of(object, "status");
-	job->fine_tuned_model = string_of(object, "fine_tuned_model");
-	job->trained_tokens = count_of(object, "trained_tokens");
+	job->status = openai_string_member(object, "status");
+	job->fine_tuned_model = openai_string_member(object, "fine_tuned_model");
+	job->trained_tokens = openai_count_member(object, "trained_tokens");
 	if (cJSON_IsObject(error))
 	{
 		const cJSON *code = cJSON_GetObjectItemCaseSensitive(error, "code");
 
 		job->error_code = cJSON_IsString(code) ? llm_strdup(code->valuestring)
 			: cJSON_IsNumber(code) ? cJSON_PrintUnformatted(code) : NULL;
-		job->error_message = string_of(error, "message");
+		job->error_message = openai_string_member(error, "message");
 	}
 	else if (cJSON_IsString(error))
 		job->error_message = llm_strdup(error->valuestring);
 	if (cJSON_IsObject(metadata))
 	{
-		job->job_tag = string_of(metadata, LLM_FINETUNE_META_JOB);
-		job->database_tag = string_of(metadata, LLM_FINETUNE_META_DATABASE);
+		job->job_tag = openai_string_member(metadata, LLM_FINETUNE_META_JOB);
+		job->database_tag = openai_string_member(metadata, LLM_FINETUNE_META_DATABASE);
 	}
 	return true;
 }
@@ -215,11 +214,11 @@ openai_parse_finetune_job(const char *body, size_t len, LlmFinetuneJob *job,
 static void
 event_from(const cJSON *object, LlmFinetuneEvent *event)
 {
-	event->id = string_of(object, "id");
+	event->id = openai_string_member(object, "id");
 	event->created_at = number_of(object, "created_at");
-	event->level = string_of(object, "level");
-	event->type = string_of(object, "type");
-	event->message = string_of(object, "message");
+	event->level = openai_string_member(object, "level");
+	event->type = openai_string_member(object, "type");
+	event->message = openai_string_member(object, "message");
 	event->data = json_of(object, "data");
 }
 
@@ -228,12 +227,12 @@ checkpoint_from(const cJSON *object, LlmFinetuneCheckpoint *cp)
 {
 	const cJSON *metrics = cJSON_GetObjectItemCaseSensitive(object, "metrics");
 
-	cp->id = string_of(object, "id");
+	cp->id = openai_string_member(object, "id");
 	cp->created_at = number_of(object, "created_at");
-	cp->step = count_of(object, "step_number");
+	cp->step = openai_count_member(object, "step_number");
 	if (cp->step < 0)
-		cp->step = count_of(metrics, "step");
-	cp->model_checkpoint = string_of(object, "fine_tuned_model_checkpoint");
+		cp->step = openai_count_member(metrics, "step");
+	cp->model_checkpoint = openai_string_member(object, "fine_tuned_model_checkpoint");
 	cp->train_loss = number_of(metrics, "train_loss");
 	cp->valid_loss = number_of(metrics, "valid_loss");
 	cp->train_accuracy = number_of(metrics, "train_mean_token_accuracy");
@@ -267,7 +266,7 @@ openai_parse_finetune_list(const char *body, size_t len, LlmFinetuneListKind kin
 		list->checkpoints = cJSON_malloc(sizeof(LlmFinetuneCheckpoint) * (size + 1));
 	cJSON_ArrayForEach(item, data)
 	{
-		char	   *id = string_of(item, "id");
+		char	   *id = openai_string_member(item, "id");
 		char		ignored[8];
 
 		/* an item without an id cannot be stored nor paged past: skipped */
