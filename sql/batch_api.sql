@@ -246,6 +246,15 @@ SELECT variant, case_key, output, score, passed
 SELECT variant, mean_score, cost_per_case = min(cost_per_case) OVER () AS cheapest
   FROM llm.eval_report WHERE run = :erun ORDER BY variant;
 
+-- cancelling an evaluation run's requests ends the run at once (no
+-- llm_eval_wait needed): here a variant whose batch never ends
+SELECT llm_model_create('stuck-eval', 'fake', 'batch-stuck');
+SELECT llm_eval_run('echoes-b', '[{"name": "stuck", "model": "stuck-eval", "options": {"batch_api": true}}]')
+	AS srun \gset
+SELECT llm_cancel_batch('eval-' || :srun) AS cancelled;
+SELECT state, finished_at IS NOT NULL AS finished FROM llm.eval_runs WHERE id = :srun;
+SELECT count(*) AS results_left FROM llm.eval_results WHERE run = :srun;
+
 -- rows: a user sees the provider batches that hold their own requests only
 CREATE ROLE batch_user_a LOGIN;
 CREATE ROLE batch_user_b LOGIN;

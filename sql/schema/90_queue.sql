@@ -348,6 +348,11 @@ BEGIN
 	  FROM gone;
 	-- a batch that this cancel finished is announced like one that ran out
 	PERFORM llm._announce_finished(tags);
+	-- and an evaluation run whose requests it cancelled ends now, not at
+	-- the next llm_eval_wait (the worker may still score an answer first:
+	-- then the scorer ends it)
+	PERFORM llm._eval_try_end(r.id, true) FROM llm.eval_runs r
+	  WHERE r.tag = ANY (tags) AND r.state = 'running';
 	RETURN n;
 END
 $$;

@@ -743,6 +743,36 @@ BEGIN
 	RETURN QUERY SELECT unnest(coalesce(written, '{}'));
 END
 $$;
+CREATE OR REPLACE FUNCTION llm._cancel_rows(caller name, login name, ids bigint[], batch_tag text)
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	n bigint;
+	tags text[];
+	is_admin boolean := pg_has_role(caller, 'llm_admin', 'MEMBER');
+BEGIN
+	WITH gone AS (
+		UPDATE llm.requests r
+		   SET state = 'cancelled', finished_at = now()
+		 WHERE (r.id = ANY (ids) OR r.tag = batch_tag)
+		   AND r.state IN ('queued', 'running')
+		   AND ((r.submitted_by = caller AND (r.login_role = login OR caller = login)) OR is_admin)
+		RETURNING r.tag)
+	SELECT count(*), array_agg(DISTINCT tag) FILTER (WHERE tag IS NOT NULL)
+	  INTO n, tags
+	  FROM gone;
+	-- a batch that this cancel finished is announced like one that ran out
+	PERFORM llm._announce_finished(tags);
+	-- and an evaluation run whose requests it cancelled ends now, not at
+	-- the next llm_eval_wait (the worker may still score an answer first:
+	-- then the scorer ends it)
+	PERFORM llm._eval_try_end(r.id, true) FROM llm.eval_runs r
+	  WHERE r.tag = ANY (tags) AND r.state = 'running';
+	RETURN n;
+END
+$$;
 CREATE OR REPLACE FUNCTION llm._eval_run(caller name, login name, set text, variants jsonb, repeats integer,
 							  scorer jsonb, options jsonb)
 RETURNS bigint
