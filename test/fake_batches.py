@@ -1,9 +1,10 @@
 """The fake provider's OpenAI Batch API (/v1/batches...).
 
 fake is the fake_provider module (its helpers), provider its Provider
-(tuning: the /v1/files store; chat_response, embeddings_response: the
-answers of POST /v1/chat/completions and /v1/embeddings, uncounted and
-undelayed).  fake_provider.py's header points here (section "Batches").
+(tuning: the /v1/files store of fake_tuning.py; chat_response,
+embeddings_response: the answers of POST /v1/chat/completions and
+/v1/embeddings, uncounted and undelayed).  fake_provider.py's header points
+here (section "Batches").
 
 Endpoints
     POST /v1/batches {"input_file_id","endpoint","completion_window",
@@ -82,12 +83,12 @@ Progression (a look: retrieve, list or cancel)
 Answers
     Each request's body is answered by the code path of POST <endpoint>:
     its validation, then every model rule of fake_provider.py's header
-    (echo, learn..., ft:..., judge, fail-<status>, flaky-<n>-... (the count
-    shared with direct requests), nul, nochoices, auth, leak-...), with the
-    Authorization header of the create request.  slow-<ms> and
-    --latency-ms are ignored: nothing waits.  Requests answered here are not
-    counted in chat_requests, embedding_*, by_model or last_request
-    (batch_lines counts them).  Each answer is one line:
+    (echo, learn... and ft:... (fake_tuning.py's learning rule), judge,
+    fail-<status>, flaky-<n>-... (the count shared with direct requests),
+    nul, nochoices, auth, leak-...), with the Authorization header of the
+    create request.  slow-<ms> and --latency-ms are ignored: nothing waits.
+    Requests answered here are not counted in chat_requests, embedding_*,
+    by_model or last_request (batch_lines counts them).  Each answer is one line:
         {"id":"batch_req_<n>","custom_id","response":{"status_code",
          "request_id": the answer's x-request-id,"body": the answer's JSON},
          "error":null}
@@ -136,6 +137,8 @@ import math
 import re
 import time
 
+import fake_tuning
+
 CHAT, EMBEDDINGS = "/v1/chat/completions", "/v1/embeddings"
 ENDPOINTS = (CHAT, EMBEDDINGS)
 WINDOW = "24h"
@@ -181,9 +184,9 @@ def line_fault(raw, endpoint):
     return obj["custom_id"], None
 
 
-def read_input(fake, data, endpoint):
+def read_input(data, endpoint):
     """([(custom_id, raw line)] of the valid requests, [errors]) of a batch input file."""
-    numbered = list(fake.jsonl_lines(data))
+    numbered = list(fake_tuning.jsonl_lines(data))
     if not numbered:
         return [], [batch_error("empty_file", "The batch input file is empty.")]
     if len(numbered) > MAX_REQUESTS:
@@ -406,7 +409,7 @@ class Batches:
         if refused is not None:
             return refused
         data = self.provider.tuning.files[req["input_file_id"]]["data"]
-        requests, errors = read_input(self.fake, data, req["endpoint"])
+        requests, errors = read_input(data, req["endpoint"])
         self.batch_seq += 1
         batch = Batch(self.batch_seq, req, requests, errors, headers.get("authorization"))
         self.batches[batch.id] = batch
@@ -500,7 +503,7 @@ class Batches:
 
     # -- list
     def list_page(self, query):
-        args, _ = self.fake.query_args(query)
+        args, _ = fake_tuning.query_args(query)
         limit = args.get("limit", "")
         limit = min(100, max(1, int(limit))) if limit.isdigit() else 20
         batches = list(reversed(self.batches.values()))
@@ -518,7 +521,7 @@ class Batches:
 
 
 # ---------------------------------------------------------------- self-checks
-# c is fake_provider's FtClient (request, json, upload, post_json) on a fake
+# c is fake_selftest's FtClient (request, json, upload, post_json) on a fake
 # started with a batch step of 0; checks that need a step set it and put it back.
 def request_line(custom_id, model="echo", text=None, url=CHAT, **fields):
     if url == EMBEDDINGS:
