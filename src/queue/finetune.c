@@ -135,34 +135,10 @@ connect_model(FtJob *job)
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 				 errmsg("provider \"%s\" of kind \"%s\" does not support fine-tuning",
 						job->model->provider, job->model->provider_kind)));
-	llm_load_key(job->model);
-	job->secret = job->model->api_key ? pstrdup(job->model->api_key) : NULL;
-	job->headers = llm_provider_headers(job->model, false, &job->nheaders);
-	job->json_headers = llm_provider_headers(job->model, true, &job->njson_headers);
-	llm_forget_key(job->model);
+	llm_remote_auth(job->model, &job->auth);
 	llm_act_done(&acting);
 	llm_queue_end();
 	MemoryContextSwitchTo(caller);
-}
-
-static void
-disconnect_model(FtJob *job)
-{
-	if (job->headers != NULL)
-		llm_forget_headers(job->headers, job->nheaders, job->secret);
-	if (job->json_headers != NULL)
-		llm_forget_headers(job->json_headers, job->njson_headers, job->secret);
-	if (job->secret != NULL)
-		explicit_bzero(job->secret, strlen(job->secret));
-	job->headers = job->json_headers = NULL;
-	job->secret = NULL;
-}
-
-/* One request, stopped when the worker is asked to stop (false then). */
-bool
-ft_perform(LlmHttpRequest *req, LlmHttpResponse *resp)
-{
-	return llm_remote_perform(req, resp, stop_requested);
 }
 
 /* Did the request succeed?  If not, the attempt failed (or the job did). */
@@ -171,7 +147,7 @@ ft_check_response(FtJob *job, const LlmHttpResponse *resp, const char *what)
 {
 	LlmRemoteError error;
 
-	if (llm_remote_ok(job->model, resp, job->secret, what, &error))
+	if (llm_remote_ok(job->model, resp, job->auth.secret, what, &error))
 		return true;
 	ft_attempt_failed(job, error.retry, error.retry_after_ms, error.message);
 	return false;
@@ -399,7 +375,7 @@ llm_finetune_run(bool (*stop) (void))
 		}
 		PG_END_TRY();
 		ft_close_open_file();
-		disconnect_model(job);
+		llm_remote_forget(&job->auth);
 		MemoryContextSwitchTo(context);
 		MemoryContextDelete(job_context);
 	}

@@ -166,9 +166,8 @@ static char *
 upload(FtJob *job, const char *path, const char *filename)
 {
 	LlmRemoteError error;
-	char	   *id = llm_files_upload(job->model, job->headers, job->nheaders, job->secret, path,
-									  filename, job->model->routine->files_purpose,
-									  ft_stop_requested, &error);
+	char	   *id = llm_files_upload(job->model, &job->auth, path, filename,
+									  job->model->routine->files_purpose, ft_stop_requested, &error);
 
 	if (id == NULL && error.message != NULL)
 		ft_attempt_failed(job, error.retry, error.retry_after_ms,

@@ -37,17 +37,12 @@ typedef struct FtJob
 	char	   *tag;			/* LLM_FINETUNE_META_JOB: the id as text */
 	/* set by connect_model (finetune.c) */
 	LlmModel   *model;
-	const char **headers;
-	int			nheaders;
-	const char **json_headers;
-	int			njson_headers;
-	char	   *secret;
+	LlmRemoteAuth auth;
 } FtJob;
 
 /* finetune.c: failed attempts and requests to the provider */
 extern void ft_fail_job(FtJob *job, const char *error);
 extern void ft_attempt_failed(FtJob *job, bool retry, double retry_after_ms, const char *error);
-extern bool ft_perform(LlmHttpRequest *req, LlmHttpResponse *resp);
 extern bool ft_check_response(FtJob *job, const LlmHttpResponse *resp, const char *what);
 extern char *ft_body_of(const LlmHttpResponse *resp);
 extern bool ft_stop_requested(void);

@@ -17,7 +17,6 @@
 #include "store/ledger.h"
 
 #include "access/xlog.h"
-#include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "utils/hsearch.h"
 
@@ -86,24 +85,14 @@ provider_text(FtJob *job, const char *text)
 {
 	if (text == NULL)
 		return NULL;
-	return llm_redact_cut(text, strlen(text), job->secret, MAX_ERROR_BYTES, false);
+	return llm_redact_cut(text, strlen(text), job->auth.secret, MAX_ERROR_BYTES, false);
 }
 
 /* A request to path below base_url: GET, or POST of body (JSON). */
 static bool
 request(FtJob *job, const char *path, const char *body, LlmHttpResponse *resp)
 {
-	LlmHttpRequest req = {0};
-
-	req.url = llm_provider_url(job->model, path);
-	req.get = body == NULL;
-	req.body = body ? pg_server_to_any(body, strlen(body), PG_UTF8) : NULL;
-	req.headers = body ? job->json_headers : job->headers;
-	req.nheaders = body ? job->njson_headers : job->nheaders;
-	req.connect_timeout_ms = llm_connect_timeout_ms;
-	req.timeout_ms = llm_request_timeout_ms;
-	req.max_response_bytes = (size_t) llm_effective_max_response_bytes();
-	return ft_perform(&req, resp);
+	return llm_remote_request(job->model, &job->auth, path, body, ft_stop_requested, resp);
 }
 
 /* ---------- jobs at the provider ---------- */

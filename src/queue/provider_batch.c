@@ -38,6 +38,7 @@
 
 #include "call/call.h"
 #include "core/redact.h"
+#include "core/request.h"
 #include "core/retry.h"
 #include "providers/provider.h"
 #include "queue/provider_batch_private.h"
@@ -48,7 +49,6 @@
 #include "access/xact.h"
 #include "common/pg_prng.h"
 #include "executor/spi.h"
-#include "mb/pg_wchar.h"
 #include "pgstat.h"
 #include "utils/builtins.h"
 #include "utils/memutils.h"
@@ -188,44 +188,17 @@ connect_model(PbBatch *batch)
 							 batch->model->provider, batch->model->provider_kind));
 		return false;
 	}
-	llm_load_key(batch->model);
-	batch->secret = batch->model->api_key ? pstrdup(batch->model->api_key) : NULL;
-	batch->headers = llm_provider_headers(batch->model, false, &batch->nheaders);
-	batch->json_headers = llm_provider_headers(batch->model, true, &batch->njson_headers);
-	llm_forget_key(batch->model);
+	llm_remote_auth(batch->model, &batch->auth);
 	llm_queue_end();
 	MemoryContextSwitchTo(caller);
 	return true;
-}
-
-static void
-disconnect_model(PbBatch *batch)
-{
-	if (batch->headers != NULL)
-		llm_forget_headers(batch->headers, batch->nheaders, batch->secret);
-	if (batch->json_headers != NULL)
-		llm_forget_headers(batch->json_headers, batch->njson_headers, batch->secret);
-	if (batch->secret != NULL)
-		explicit_bzero(batch->secret, strlen(batch->secret));
-	batch->headers = batch->json_headers = NULL;
-	batch->secret = NULL;
 }
 
 /* A GET (body NULL) or a JSON POST to path below base_url; false when stopped. */
 static bool
 request(PbBatch *batch, const char *path, const char *body, LlmHttpResponse *resp)
 {
-	LlmHttpRequest req = {0};
-
-	req.url = llm_provider_url(batch->model, path);
-	req.get = body == NULL;
-	req.body = body ? pg_server_to_any(body, strlen(body), PG_UTF8) : NULL;
-	req.headers = body ? batch->json_headers : batch->headers;
-	req.nheaders = body ? batch->njson_headers : batch->nheaders;
-	req.connect_timeout_ms = llm_connect_timeout_ms;
-	req.timeout_ms = llm_request_timeout_ms;
-	req.max_response_bytes = (size_t) llm_effective_max_response_bytes();
-	return llm_remote_perform(&req, resp, batch->stop);
+	return llm_remote_request(batch->model, &batch->auth, path, body, batch->stop, resp);
 }
 
 /*
@@ -243,14 +216,14 @@ batch_request(PbBatch *batch, const char *path, const char *body, const char *wh
 
 	if (!request(batch, path, body, &resp))
 		return false;
-	if (!llm_remote_ok(batch->model, &resp, batch->secret, what, &error))
+	if (!llm_remote_ok(batch->model, &resp, batch->auth.secret, what, &error))
 	{
 		pb_attempt_failed(batch, &error);
 		return false;
 	}
 	text = llm_remote_body(&resp);
 	if (!batch->model->routine->parse_batch(text, strlen(text), remote, err, sizeof(err)) ||
-		!llm_remote_plain_id(remote->id))
+		!llm_is_plain_id(remote->id))
 	{
 		error.message = psprintf("%s: %s", what, remote->id ? "the batch id is not a plain id" : err);
 		error.retry = true;
@@ -285,9 +258,9 @@ record_remote(PbBatch *batch, const LlmProviderBatch *remote)
 	args[4] = Int64GetDatum(remote->failed);
 	nulls[4] = remote->failed < 0;
 	args[5] = llm_tx_text(remote->output_file_id);
-	nulls[5] = remote->output_file_id == NULL || !llm_remote_plain_id(remote->output_file_id);
+	nulls[5] = remote->output_file_id == NULL || !llm_is_plain_id(remote->output_file_id);
 	args[6] = llm_tx_text(remote->error_file_id);
-	nulls[6] = remote->error_file_id == NULL || !llm_remote_plain_id(remote->error_file_id);
+	nulls[6] = remote->error_file_id == NULL || !llm_is_plain_id(remote->error_file_id);
 	args[7] = BoolGetDatum(ended);
 	args[8] = Float8GetDatum((double) llm_batch_api_poll_ms);
 	llm_tx_begin("llmext: recording a provider batch");
@@ -305,7 +278,7 @@ record_remote(PbBatch *batch, const LlmProviderBatch *remote)
 	if (remote->error_message != NULL)
 	{
 		Datum		error_args[2] = {Int64GetDatum(batch->id),
-		llm_tx_text(llm_redact(remote->error_message, batch->secret))};
+		llm_tx_text(llm_redact(remote->error_message, batch->auth.secret))};
 
 		llm_tx_exec("UPDATE llm.provider_batches SET error = $2 WHERE id = $1", "it", error_args, NULL);
 	}
@@ -314,7 +287,7 @@ record_remote(PbBatch *batch, const LlmProviderBatch *remote)
 	batch->provider_status = remote->status ? pstrdup(remote->status) : NULL;
 	batch->output_file_id = nulls[5] ? NULL : pstrdup(remote->output_file_id);
 	batch->error_file_id = nulls[6] ? NULL : pstrdup(remote->error_file_id);
-	batch->batch_error = remote->error_message ? llm_redact(remote->error_message, batch->secret) : NULL;
+	batch->batch_error = remote->error_message ? llm_redact(remote->error_message, batch->auth.secret) : NULL;
 	if (ended)
 		batch->state = "finishing";
 	else if (strcmp(batch->state, "creating") == 0)
@@ -350,7 +323,7 @@ find_created(PbBatch *batch, LlmProviderBatch *found, bool *failed)
 			*failed = true;		/* the worker is stopping */
 			return false;
 		}
-		if (!llm_remote_ok(batch->model, &resp, batch->secret, "looking up a provider batch", &error))
+		if (!llm_remote_ok(batch->model, &resp, batch->auth.secret, "looking up a provider batch", &error))
 		{
 			pb_attempt_failed(batch, &error);
 			*failed = true;
@@ -369,7 +342,7 @@ find_created(PbBatch *batch, LlmProviderBatch *found, bool *failed)
 		for (int i = 0; i < list.n; i++)
 			if (list.batches[i].batch_tag && strcmp(list.batches[i].batch_tag, tag) == 0 &&
 				list.batches[i].database_tag && strcmp(list.batches[i].database_tag, mine) == 0 &&
-				llm_remote_plain_id(list.batches[i].id))
+				llm_is_plain_id(list.batches[i].id))
 			{
 				*found = list.batches[i];
 				return true;
@@ -703,7 +676,7 @@ llm_provider_batches_run(LlmQueue *queue, bool (*stop) (void))
 		}
 		PG_END_TRY();
 		pb_close_open_file();
-		disconnect_model(batch);
+		llm_remote_forget(&batch->auth);
 		MemoryContextSwitchTo(context);
 		MemoryContextDelete(batch_context);
 	}

@@ -247,7 +247,7 @@ pb_upload_input(PbBatch *batch, int *lines)
 		return true;
 	}
 	written_at = GetCurrentTimestamp();
-	id = llm_files_upload(batch->model, batch->headers, batch->nheaders, batch->secret, path,
+	id = llm_files_upload(batch->model, &batch->auth, path,
 						  psprintf("llmext-batch-%lld.jsonl", (long long) batch->id),
 						  routine->batch_files_purpose, batch->stop, &error);
 	pb_close_open_file();
@@ -417,8 +417,8 @@ answer_chunk(PbBatch *batch, PbAnswer *answers, int n)
 			continue;
 		fill_response(qc, &answer->line);
 		/* a provider that echoes the key must not hand it to the request's row */
-		if (batch->secret != NULL)
-			qc->call->secret = MemoryContextStrdup(qc->context, batch->secret);
+		if (batch->auth.secret != NULL)
+			qc->call->secret = MemoryContextStrdup(qc->context, batch->auth.secret);
 	}
 	foreach(cell, cancelled)
 	{
@@ -586,8 +586,8 @@ pb_read_answers(PbBatch *batch, const char *file_id)
 	path = open_temporary();
 	llm_queue_end();
 	MemoryContextSwitchTo(caller);
-	bytes = llm_files_download(batch->model, batch->headers, batch->nheaders, batch->secret,
-							   file_id, path, LLM_BATCH_MAX_OUTPUT_BYTES, batch->stop, &error);
+	bytes = llm_files_download(batch->model, &batch->auth, file_id, path,
+							   LLM_BATCH_MAX_OUTPUT_BYTES, batch->stop, &error);
 	if (bytes < 0)
 	{
 		pb_close_open_file();

@@ -30,11 +30,7 @@ typedef struct PbBatch
 	int			attempts;
 	/* set by connect_model (provider_batch.c) */
 	LlmModel   *model;
-	const char **headers;
-	int			nheaders;
-	const char **json_headers;
-	int			njson_headers;
-	char	   *secret;
+	LlmRemoteAuth auth;
 	LlmQueue   *queue;			/* where answers are written */
 	bool		(*stop) (void);
 } PbBatch;

@@ -83,10 +83,44 @@ llm_remote_database_tag(void)
 	return psprintf(UINT64_FORMAT "/%u", GetSystemIdentifier(), MyDatabaseId);
 }
 
-bool
-llm_remote_plain_id(const char *id)
+void
+llm_remote_auth(LlmModel *model, LlmRemoteAuth *auth)
 {
-	return llm_is_plain_id(id);
+	llm_load_key(model);
+	auth->secret = model->api_key ? pstrdup(model->api_key) : NULL;
+	auth->headers = llm_provider_headers(model, false, &auth->nheaders);
+	auth->json_headers = llm_provider_headers(model, true, &auth->njson_headers);
+	llm_forget_key(model);
+}
+
+void
+llm_remote_forget(LlmRemoteAuth *auth)
+{
+	if (auth->headers != NULL)
+		llm_forget_headers(auth->headers, auth->nheaders, auth->secret);
+	if (auth->json_headers != NULL)
+		llm_forget_headers(auth->json_headers, auth->njson_headers, auth->secret);
+	if (auth->secret != NULL)
+		explicit_bzero(auth->secret, strlen(auth->secret));
+	auth->headers = auth->json_headers = NULL;
+	auth->secret = NULL;
+}
+
+bool
+llm_remote_request(const LlmModel *model, const LlmRemoteAuth *auth, const char *path,
+				   const char *body, bool (*stop) (void), LlmHttpResponse *resp)
+{
+	LlmHttpRequest req = {0};
+
+	req.url = llm_provider_url(model, path);
+	req.get = body == NULL;
+	req.body = body ? pg_server_to_any(body, strlen(body), PG_UTF8) : NULL;
+	req.headers = body ? auth->json_headers : auth->headers;
+	req.nheaders = body ? auth->njson_headers : auth->nheaders;
+	req.connect_timeout_ms = llm_connect_timeout_ms;
+	req.timeout_ms = llm_request_timeout_ms;
+	req.max_response_bytes = (size_t) llm_effective_max_response_bytes();
+	return llm_remote_perform(&req, resp, stop);
 }
 
 bool
@@ -153,9 +187,9 @@ llm_remote_body(const LlmHttpResponse *resp)
 }
 
 char *
-llm_files_upload(const LlmModel *model, const char **headers, int nheaders, const char *secret,
-				 const char *path, const char *filename, const char *purpose,
-				 bool (*stop) (void), LlmRemoteError *error)
+llm_files_upload(const LlmModel *model, const LlmRemoteAuth *auth, const char *path,
+				 const char *filename, const char *purpose, bool (*stop) (void),
+				 LlmRemoteError *error)
 {
 	LlmHttpRequest req = {0};
 	LlmHttpResponse resp;
@@ -167,8 +201,8 @@ llm_files_upload(const LlmModel *model, const char **headers, int nheaders, cons
 	memset(error, 0, sizeof(*error));
 	error->retry_after_ms = -1;
 	req.url = llm_provider_url(model, model->routine->files_path);
-	req.headers = headers;
-	req.nheaders = nheaders;
+	req.headers = auth->headers;
+	req.nheaders = auth->nheaders;
 	req.connect_timeout_ms = llm_connect_timeout_ms;
 	req.timeout_ms = 0;			/* a large file takes its time ... */
 	req.stall_timeout_s = Max(llm_request_timeout_ms / 1000, 1);	/* ... but never stalls */
@@ -180,13 +214,13 @@ llm_files_upload(const LlmModel *model, const char **headers, int nheaders, cons
 	req.nform_fields = 1;
 	if (!llm_remote_perform(&req, &resp, stop))
 		return NULL;
-	if (!llm_remote_ok(model, &resp, secret, NULL, error))
+	if (!llm_remote_ok(model, &resp, auth->secret, NULL, error))
 		return NULL;
 	body = llm_remote_body(&resp);
 	id = model->routine->parse_file(body, strlen(body), err, sizeof(err));
 	if (id == NULL)
 		error->message = pstrdup(err);
-	else if (!llm_remote_plain_id(id))
+	else if (!llm_is_plain_id(id))
 	{
 		error->message = psprintf("the provider named the file \"%s\", which is not a plain id", id);
 		id = NULL;
@@ -195,23 +229,22 @@ llm_files_upload(const LlmModel *model, const char **headers, int nheaders, cons
 }
 
 int64
-llm_files_download(const LlmModel *model, const char **headers, int nheaders, const char *secret,
-				   const char *file_id, const char *path, int64 max_bytes,
-				   bool (*stop) (void), LlmRemoteError *error)
+llm_files_download(const LlmModel *model, const LlmRemoteAuth *auth, const char *file_id,
+				   const char *path, int64 max_bytes, bool (*stop) (void), LlmRemoteError *error)
 {
 	LlmHttpRequest req = {0};
 	LlmHttpResponse resp;
 	memset(error, 0, sizeof(*error));
 	error->retry_after_ms = -1;
-	if (!llm_remote_plain_id(file_id))
+	if (!llm_is_plain_id(file_id))
 	{
 		error->message = psprintf("file id \"%s\" is not a plain id", file_id);
 		return -1;
 	}
 	req.url = llm_provider_url(model, psprintf("%s/%s/content", model->routine->files_path, file_id));
 	req.get = true;
-	req.headers = headers;
-	req.nheaders = nheaders;
+	req.headers = auth->headers;
+	req.nheaders = auth->nheaders;
 	req.connect_timeout_ms = llm_connect_timeout_ms;
 	req.timeout_ms = 0;
 	req.stall_timeout_s = Max(llm_request_timeout_ms / 1000, 1);
@@ -222,6 +255,6 @@ llm_files_download(const LlmModel *model, const char **headers, int nheaders, co
 	/* the bytes went to the file: only an error body is checked in memory */
 	if (resp.outcome == LLM_HTTP_RESPONSE && resp.status >= 200 && resp.status < 300)
 		return (int64) resp.downloaded;
-	(void) llm_remote_ok(model, &resp, secret, NULL, error);
+	(void) llm_remote_ok(model, &resp, auth->secret, NULL, error);
 	return -1;
 }

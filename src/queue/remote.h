@@ -43,11 +43,33 @@ typedef struct LlmRemoteError
 extern char *llm_remote_database_tag(void);
 
 /*
- * Is id (a file's, a job's or a batch's, as a provider named it) safe to
- * put in a URL path: letters, digits, "_", ".", ":" and "-", not starting
- * with a dot?
+ * What requests to a provider carry: header lines with the key (for JSON
+ * bodies and for the others), and the key itself, kept only to redact it
+ * from whatever the provider says.
  */
-extern bool llm_remote_plain_id(const char *id);
+typedef struct LlmRemoteAuth
+{
+	const char **headers;
+	int			nheaders;
+	const char **json_headers;
+	int			njson_headers;
+	char	   *secret;
+} LlmRemoteAuth;
+
+/*
+ * Loads model's key (its target and key checks included) and builds the
+ * header lines, in the current memory context; call in a transaction.
+ */
+extern void llm_remote_auth(LlmModel *model, LlmRemoteAuth *auth);
+/* Overwrites the key wherever auth holds it; harmless when never filled. */
+extern void llm_remote_forget(LlmRemoteAuth *auth);
+
+/*
+ * A GET (body NULL) or a JSON POST of body to path below model's base_url,
+ * as llm_remote_perform sends it.
+ */
+extern bool llm_remote_request(const LlmModel *model, const LlmRemoteAuth *auth, const char *path,
+							   const char *body, bool (*stop) (void), LlmHttpResponse *resp);
 
 /*
  * Sends one request and waits for it; false when stop() said the worker is
@@ -70,17 +92,17 @@ extern char *llm_remote_body(const LlmHttpResponse *resp);
  * from disk); its id, or NULL with error filled.  False from stop as for
  * llm_remote_perform leaves error->message NULL.
  */
-extern char *llm_files_upload(const LlmModel *model, const char **headers, int nheaders,
-							  const char *secret, const char *path, const char *filename,
-							  const char *purpose, bool (*stop) (void), LlmRemoteError *error);
+extern char *llm_files_upload(const LlmModel *model, const LlmRemoteAuth *auth, const char *path,
+							  const char *filename, const char *purpose, bool (*stop) (void),
+							  LlmRemoteError *error);
 
 /*
  * Downloads the bytes of file_id into the existing file at path, as they
  * come (never whole in memory), up to max_bytes; the bytes written, or -1
  * with error filled (message NULL when stopped).
  */
-extern int64 llm_files_download(const LlmModel *model, const char **headers, int nheaders,
-								const char *secret, const char *file_id, const char *path,
-								int64 max_bytes, bool (*stop) (void), LlmRemoteError *error);
+extern int64 llm_files_download(const LlmModel *model, const LlmRemoteAuth *auth,
+								const char *file_id, const char *path, int64 max_bytes,
+								bool (*stop) (void), LlmRemoteError *error);
 
 #endif							/* LLMEXT_REMOTE_H */
